@@ -1,0 +1,113 @@
+//! Command-line handling shared by the two programs: the common flags, usage errors printed as
+//! the original printed them, logging set-up and exit statuses.
+
+use std::process::ExitCode;
+use std::str::FromStr;
+
+use getopts::{Matches, Options};
+
+/// Exit status for a usage error.
+pub const EXIT_USAGE: u8 = 2;
+
+/// A program's command line: its options, its usage line and what it takes.
+pub struct CommandLine {
+    /// The program's name as invoked (`argv[0]`).
+    pub argv0: String,
+    usage_line: String,
+    about: &'static str,
+    positional: usize,
+}
+
+impl CommandLine {
+    /// `usage` is the original's usage line with `{argv0}` standing for the program's name;
+    /// `positional` the number of free arguments required.
+    pub fn new(args: &[String], usage: &str, about: &'static str, positional: usize) -> Self {
+        let argv0 = args.first().cloned().unwrap_or_default();
+        CommandLine {
+            usage_line: usage.replace("{argv0}", &argv0),
+            argv0,
+            about,
+            positional,
+        }
+    }
+
+    /// Parses `args` with `opts` plus the common `-h`, `-V` and `-v`. Prints help or version,
+    /// or a usage error (the error on stderr, the original's usage line on stdout), and gives
+    /// the exit status in those cases; otherwise sets up logging and gives the matches.
+    pub fn parse(&self, mut opts: Options, args: &[String]) -> Result<Matches, ExitCode> {
+        opts.optflag("h", "help", "print this help and exit");
+        opts.optflag("V", "version", "print the version and exit");
+        opts.optflagmulti(
+            "v",
+            "verbose",
+            "log to stderr: -v for connections, -vv for details (RUST_LOG overrides)",
+        );
+        let matches = match opts.parse(args.iter().skip(1)) {
+            Ok(m) => m,
+            Err(e) => return Err(self.usage_error(&e.to_string())),
+        };
+        if matches.opt_present("help") {
+            print!(
+                "{}",
+                opts.usage(&format!("{}\n\n{}", self.usage_line, self.about))
+            );
+            return Err(ExitCode::SUCCESS);
+        }
+        if matches.opt_present("version") {
+            println!("{} {}", self.argv0, env!("CARGO_PKG_VERSION"));
+            return Err(ExitCode::SUCCESS);
+        }
+        if matches.free.len() != self.positional {
+            return Err(self.usage_error(&format!(
+                "expected {} argument(s), got {}",
+                self.positional,
+                matches.free.len()
+            )));
+        }
+        init_logging(matches.opt_count("verbose"));
+        Ok(matches)
+    }
+
+    /// Reports a usage error: `why` on stderr, the usage line on stdout; exit status 2.
+    pub fn usage_error(&self, why: &str) -> ExitCode {
+        eprintln!("{}: {why} (--help lists the options)", self.argv0);
+        println!("{}", self.usage_line);
+        ExitCode::from(EXIT_USAGE)
+    }
+
+    /// Reports an error that stops the program; exit status 1.
+    pub fn fail(&self, why: &dyn std::fmt::Display) -> ExitCode {
+        eprintln!("{}: {why}", self.argv0);
+        ExitCode::FAILURE
+    }
+
+    /// The value of option `name` parsed as a `T`, or `default` when absent.
+    pub fn number<T: FromStr>(&self, m: &Matches, name: &str, default: T) -> Result<T, ExitCode> {
+        match m.opt_str(name) {
+            None => Ok(default),
+            Some(text) => text.parse().map_err(|_| {
+                self.usage_error(&format!("--{name}: {text:?} is not a valid number"))
+            }),
+        }
+    }
+
+    /// A TCP port number given as a free argument.
+    pub fn port(&self, text: &str) -> Result<u16, ExitCode> {
+        text.parse()
+            .map_err(|_| self.usage_error(&format!("{text:?} is not a port number (0-65535)")))
+    }
+}
+
+/// Sends `log` records to stderr: warnings and errors by default, more with each `-v`;
+/// `RUST_LOG` overrides.
+fn init_logging(verbosity: usize) {
+    let level = match verbosity {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .format_timestamp_millis()
+        .try_init()
+        .ok(); // Already set (several parses in one test process): keep the first.
+}

@@ -1,0 +1,332 @@
+//! The account store: every read and write of account data goes through [`AccountStore`].
+//!
+//! Today it is one SQLite file (WAL journal, `synchronous=FULL`). The rest of the program sees
+//! only this interface, so that a shared SQL server can take its place when several server
+//! instances run behind a load balancer. The store keeps no state of its own beyond a pool of
+//! open connections: everything that must be shared lives in the database.
+//!
+//! The schema is versioned with `PRAGMA user_version`; [`MIGRATIONS`] upgrades an older file in
+//! place, in one transaction.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
+
+use crate::error::{Error, Result};
+use crate::password::{self, PasswordHash, Pbkdf2Params};
+
+/// Schema migrations, in order: entry `n` takes the schema from version `n` to `n + 1`.
+const MIGRATIONS: &[&str] = &[
+    // Version 1: accounts with salted password hashes.
+    "CREATE TABLE accounts (
+         id            INTEGER PRIMARY KEY,
+         username      TEXT NOT NULL UNIQUE COLLATE NOCASE,
+         password_hash TEXT NOT NULL,
+         created_at    TEXT NOT NULL,
+         updated_at    TEXT NOT NULL,
+         last_login_at TEXT
+     );",
+];
+
+/// Current time as stored: ISO 8601 UTC with milliseconds.
+const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
+
+/// Idle connections kept open for reuse; more may be open while many threads work at once.
+const MAX_IDLE_CONNECTIONS: usize = 16;
+
+/// The database's identifier of an account.
+pub type AccountId = i64;
+
+/// The account database, shared by all client threads.
+pub struct AccountStore {
+    path: PathBuf,
+    params: Pbkdf2Params,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl AccountStore {
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    /// New password hashes are made with `params`.
+    pub fn open(path: &Path, params: Pbkdf2Params) -> Result<Self> {
+        let store = AccountStore {
+            path: path.to_path_buf(),
+            params,
+            idle: Mutex::new(Vec::new()),
+        };
+        let mut conn = store.connect()?;
+        migrate(&mut conn)?;
+        store.release(conn);
+        Ok(store)
+    }
+
+    /// Creates an account; [`Error::UserExists`] if the name is taken (in any letter case).
+    pub fn create_account(&self, username: &str, password: &[u8]) -> Result<AccountId> {
+        let hash = PasswordHash::new(password, self.params)?.to_string();
+        self.with_connection(|conn| {
+            let inserted = conn.execute(
+                &format!(
+                    "INSERT INTO accounts (username, password_hash, created_at, updated_at)
+                     VALUES (?1, ?2, {NOW}, {NOW})"
+                ),
+                params![username, hash],
+            );
+            match inserted {
+                Ok(_) => Ok(conn.last_insert_rowid()),
+                Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => {
+                    Err(Error::UserExists(username.to_string()))
+                }
+                Err(e) => Err(e.into()),
+            }
+        })
+    }
+
+    /// Checks a user name and password. `Some(id)` on success, `None` for an unknown user or a
+    /// wrong password; both take about the same time. A success records the login time and
+    /// remakes the hash if it was made at a lower cost than the store's.
+    pub fn authenticate(&self, username: &str, password: &[u8]) -> Result<Option<AccountId>> {
+        let found: Option<(AccountId, String)> = self.with_connection(|conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT id, password_hash FROM accounts WHERE username = ?1",
+                    [username],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .optional()?)
+        })?;
+        let Some((id, stored)) = found else {
+            password::spend_verification_time(password, self.params);
+            return Ok(None);
+        };
+        let hash = PasswordHash::parse(&stored)?;
+        if !hash.verify(password) {
+            return Ok(None);
+        }
+        let upgraded = if hash.needs_upgrade(self.params) {
+            Some(PasswordHash::new(password, self.params)?.to_string())
+        } else {
+            None
+        };
+        self.with_connection(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                &format!("UPDATE accounts SET last_login_at = {NOW} WHERE id = ?1"),
+                [id],
+            )?;
+            if let Some(new_hash) = &upgraded {
+                // Only if nobody changed the password meanwhile.
+                tx.execute(
+                    "UPDATE accounts SET password_hash = ?1 WHERE id = ?2 AND password_hash = ?3",
+                    params![new_hash, id, stored],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })?;
+        Ok(Some(id))
+    }
+
+    /// Runs `f` on a pooled connection, opening one if none is idle.
+    fn with_connection<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut conn = match pooled {
+            Some(conn) => conn,
+            None => self.connect()?,
+        };
+        let result = f(&mut conn);
+        self.release(conn);
+        result
+    }
+
+    fn release(&self, conn: Connection) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < MAX_IDLE_CONNECTIONS {
+            idle.push(conn);
+        }
+    }
+
+    fn connect(&self) -> Result<Connection> {
+        let conn = Connection::open(&self.path).map_err(|e| {
+            Error::Config(format!(
+                "cannot open account database {}: {e}",
+                self.path.display()
+            ))
+        })?;
+        // WAL: readers never wait for the writer. FULL: a commit is on disk before it is
+        // acknowledged, so an acknowledged write survives a crash or power loss.
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        Ok(conn)
+    }
+}
+
+/// Brings the schema up to the newest version, in one transaction.
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    let known = MIGRATIONS.len() as i64;
+    if !(0..=known).contains(&version) {
+        return Err(Error::Config(format!(
+            "account database schema version {version} is newer than this program knows ({known}); \
+             use a newer server"
+        )));
+    }
+    for (to, sql) in (1..).zip(MIGRATIONS).skip(version as usize) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", to)?;
+        log::info!("account database migrated to schema version {to}");
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::password::MIN_ITERATIONS;
+    use std::sync::Arc;
+
+    fn store(dir: &tempfile::TempDir) -> AccountStore {
+        AccountStore::open(
+            &dir.path().join("users.db"),
+            Pbkdf2Params::new(MIN_ITERATIONS).unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn stored_hash(dir: &tempfile::TempDir, user: &str) -> String {
+        Connection::open(dir.path().join("users.db"))
+            .unwrap()
+            .query_row(
+                "SELECT password_hash FROM accounts WHERE username = ?1",
+                [user],
+                |r| r.get(0),
+            )
+            .unwrap()
+    }
+
+    #[test]
+    fn create_and_authenticate() -> Result<()> {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir);
+        let id = s.create_account("aticle", b"123")?;
+        assert_eq!(s.authenticate("aticle", b"123")?, Some(id));
+        assert_eq!(s.authenticate("aticle", b"124")?, None);
+        assert_eq!(s.authenticate("nobody", b"123")?, None);
+        assert!(s.authenticate("ATICLE", b"123")?.is_some());
+        Ok(())
+    }
+
+    #[test]
+    fn duplicate_names_refused_in_any_case() -> Result<()> {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir);
+        s.create_account("Alice", b"secret-1")?;
+        assert!(matches!(
+            s.create_account("alice", b"secret-2"),
+            Err(Error::UserExists(_))
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn persists_across_reopen() -> Result<()> {
+        let dir = tempfile::tempdir().unwrap();
+        store(&dir).create_account("bob", b"hunter22")?;
+        let reopened = store(&dir);
+        assert!(reopened.authenticate("bob", b"hunter22")?.is_some());
+        Ok(())
+    }
+
+    #[test]
+    fn same_password_different_hashes_and_no_clear_text() -> Result<()> {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir);
+        s.create_account("one", b"same-password")?;
+        s.create_account("two", b"same-password")?;
+        let (a, b) = (stored_hash(&dir, "one"), stored_hash(&dir, "two"));
+        assert_ne!(a, b);
+        assert!(!a.contains("same-password"));
+        let raw = std::fs::read(dir.path().join("users.db")).unwrap();
+        let wal = std::fs::read(dir.path().join("users.db-wal")).unwrap_or_default();
+        for bytes in [raw, wal] {
+            assert!(!bytes.windows(13).any(|w| w == b"same-password"));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn cheaper_hash_upgraded_at_login() -> Result<()> {
+        let dir = tempfile::tempdir().unwrap();
+        store(&dir).create_account("carol", b"pw-carol")?;
+        let before = stored_hash(&dir, "carol");
+        assert!(before.contains("$i=1000$"));
+        let stronger = AccountStore::open(&dir.path().join("users.db"), Pbkdf2Params::new(2000)?)?;
+        assert!(stronger.authenticate("carol", b"pw-carol")?.is_some());
+        let after = stored_hash(&dir, "carol");
+        assert!(after.contains("$i=2000$"), "{after}");
+        assert!(stronger.authenticate("carol", b"pw-carol")?.is_some());
+        Ok(())
+    }
+
+    #[test]
+    fn records_last_login() -> Result<()> {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir);
+        s.create_account("dave", b"pw-dave")?;
+        s.authenticate("dave", b"pw-dave")?;
+        let last: Option<String> = Connection::open(dir.path().join("users.db"))
+            .unwrap()
+            .query_row(
+                "SELECT last_login_at FROM accounts WHERE username = 'dave'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(last.is_some_and(|t| t.ends_with('Z')));
+        Ok(())
+    }
+
+    #[test]
+    fn refuses_newer_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.db");
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        let err = AccountStore::open(&path, Pbkdf2Params::default())
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("newer"), "{err}");
+    }
+
+    #[test]
+    fn concurrent_logins() -> Result<()> {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Arc::new(store(&dir));
+        for i in 0..8 {
+            s.create_account(&format!("user{i}"), format!("password-{i}").as_bytes())?;
+        }
+        let threads: Vec<_> = (0..16)
+            .map(|t| {
+                let s = Arc::clone(&s);
+                std::thread::spawn(move || -> Result<()> {
+                    for round in 0..10 {
+                        let i = (t + round) % 8;
+                        let user = format!("user{i}");
+                        let ok = s.authenticate(&user, format!("password-{i}").as_bytes())?;
+                        assert!(ok.is_some());
+                        assert!(s.authenticate(&user, b"wrong")?.is_none());
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap()?;
+        }
+        Ok(())
+    }
+}

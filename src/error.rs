@@ -1,0 +1,89 @@
+//! The library's one error type.
+
+use std::fmt;
+use std::io;
+use std::path::Path;
+
+/// The result type used throughout the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong, in words a user can act on.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system call failed; `context` says what was being done.
+    Io {
+        /// What was being done, e.g. "cannot open certificate file mycert.pem".
+        context: String,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// OpenSSL refused something; `context` says what was being done.
+    Tls {
+        /// What was being done.
+        context: String,
+        /// OpenSSL's error queue at the time.
+        source: openssl::error::ErrorStack,
+    },
+    /// The account database failed.
+    Database(rusqlite::Error),
+    /// An account with this user name exists already.
+    UserExists(String),
+    /// A stored password hash cannot be read (damaged or foreign database).
+    BadPasswordHash(String),
+    /// A setting or file is unusable; the text says which and why.
+    Config(String),
+}
+
+impl Error {
+    /// An [`Error::Io`] with its context.
+    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// An [`Error::Tls`] with its context.
+    pub fn tls(context: impl Into<String>, source: openssl::error::ErrorStack) -> Self {
+        Error::Tls {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// An [`Error::Io`] for a file that could not be opened or read.
+    pub fn file(what: &str, path: &Path, source: io::Error) -> Self {
+        Error::io(format!("cannot read {what} {}", path.display()), source)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io { context, source } => write!(f, "{context}: {source}"),
+            Error::Tls { context, source } => write!(f, "{context}: {source}"),
+            Error::Database(e) => write!(f, "account database: {e}"),
+            Error::UserExists(name) => write!(f, "an account named {name:?} exists already"),
+            Error::BadPasswordHash(why) => write!(f, "stored password hash unreadable: {why}"),
+            Error::Config(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            Error::Tls { source, .. } => Some(source),
+            Error::Database(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Error::Database(e)
+    }
+}
