@@ -26,9 +26,9 @@ use crate::error::{Error, Result};
 use crate::tls;
 use crate::xml::{LEGACY_REQUEST_MAX, legacy_request, printable};
 
-const ABOUT: &str = "Logs in to the server over TLS 1.2 with the legacy exchange.\n\
-Reads the user name and password from the terminal (the password without echo), or as two \
-lines from standard input when it is not a terminal.";
+const ABOUT: &str = "Logs in to the server over TLS 1.2 with the legacy exchange.
+Reads the user name and password from the terminal (the password without echo),
+or as two lines from standard input when it is not a terminal.";
 const DEFAULT_TIMEOUT_SECS: u64 = 30;
 /// The certificate trusted by default when it is in the working directory.
 const DEFAULT_CA_FILE: &str = "mycert.pem";

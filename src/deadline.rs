@@ -22,11 +22,6 @@ impl DeadlineStream {
         }
     }
 
-    /// The wrapped stream.
-    pub fn get_ref(&self) -> &TcpStream {
-        &self.inner
-    }
-
     fn time_left(&self) -> io::Result<Duration> {
         let left = self.deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {

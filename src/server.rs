@@ -238,6 +238,8 @@ pub fn run(config: &ServerConfig) -> Result<()> {
         }
     }
 
+    // Refuse new connections at once instead of leaving them queued.
+    drop(listener);
     let unfinished = slots.wait_idle(config.timeout);
     if unfinished > 0 {
         log::warn!("stopped with {unfinished} exchange(s) unfinished");

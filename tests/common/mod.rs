@@ -1,0 +1,337 @@
+//! Shared helpers of the integration tests: a certificate from `scripts/gencert.sh`, the real
+//! `server` binary on a free loopback port, the real `client`, and openssl's own tools.
+#![allow(dead_code)] // Each test binary uses its own share of these helpers.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use openssl::ssl::{SslConnector, SslMethod, SslStream, SslVerifyMode, SslVersion};
+
+/// The original's 220-byte reply.
+pub const VALID_REPLY: &[u8] = ssl_server_client::xml::LEGACY_VALID_REPLY;
+
+/// How long a test waits for anything before it fails.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// PBKDF2 cost for test servers: the floor, so debug builds run fast.
+pub const TEST_ITERATIONS: &str = "1000";
+
+/// The exact legacy request for `user` / `password`.
+pub fn request(user: &str, password: &str) -> Vec<u8> {
+    ssl_server_client::xml::legacy_request(user.as_bytes(), password.as_bytes())
+}
+
+/// The client's exact transcript for a reply, when stdin is not a terminal.
+pub fn client_transcript(reply: &[u8]) -> String {
+    format!(
+        "Enter the User Name : \n\nEnter the Password : \n\n\
+         Connected with ECDHE-RSA-AES256-GCM-SHA384 encryption\n\
+         Server certificates:\nSubject: /CN=localhost\nIssuer: /CN=localhost\n\
+         Received: \"{}\"\n",
+        String::from_utf8_lossy(reply)
+    )
+}
+
+/// A scratch directory holding a fresh `mycert.pem` made by `scripts/gencert.sh`.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let out = gencert(&dir.path().join("mycert.pem"), &[]);
+        assert!(out.status.success(), "gencert failed: {out:?}");
+        Fixture { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn cert(&self) -> PathBuf {
+        self.dir.path().join("mycert.pem")
+    }
+
+    pub fn cert_arg(&self) -> String {
+        self.cert().display().to_string()
+    }
+
+    /// Starts the server in this directory with the test defaults and `args`.
+    pub fn server(&self, args: &[&str]) -> Server {
+        Server::start(self.path(), args)
+    }
+
+    /// Runs the real client in this directory (so `./mycert.pem` is the default trust).
+    pub fn client(&self, args: &[&str], stdin: &[u8]) -> Output {
+        run_with_input(
+            Command::new(env!("CARGO_BIN_EXE_client"))
+                .args(args)
+                .current_dir(self.path()),
+            stdin,
+        )
+    }
+}
+
+/// Runs `scripts/gencert.sh` for `out` with `env` set.
+pub fn gencert(out: &Path, env: &[(&str, &str)]) -> Output {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/gencert.sh");
+    Command::new(script)
+        .arg(out)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run scripts/gencert.sh")
+}
+
+/// Text a child writes, collected as it comes.
+#[derive(Clone, Default)]
+pub struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Captured {
+    pub fn collect_from(mut from: impl Read + Send + 'static) -> Captured {
+        let captured = Captured::default();
+        let sink = captured.clone();
+        thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = from.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.0.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        captured
+    }
+
+    pub fn bytes(&self) -> Vec<u8> {
+        self.0.lock().unwrap().clone()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes()).into_owned()
+    }
+
+    /// Waits until `done` holds for the text so far; panics after [`PATIENCE`].
+    pub fn wait_for(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        loop {
+            let text = self.text();
+            if done(&text) {
+                return text;
+            }
+            assert!(
+                start.elapsed() < PATIENCE,
+                "timed out waiting for {what}; got:\n{text}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// The real server, on a port the system chose, on loopback.
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+    pub stdout: Captured,
+    pub stderr: Captured,
+}
+
+impl Server {
+    /// Starts `server -v --bind 127.0.0.1 --hash-iterations 1000 --db users.db ARGS 0` in
+    /// `dir` and waits until it listens.
+    pub fn start(dir: &Path, args: &[&str]) -> Server {
+        Server::try_start(dir, args).unwrap_or_else(|out| panic!("server did not start: {out}"))
+    }
+
+    /// As [`Server::start`], but gives the server's stderr if it exits instead.
+    pub fn try_start(dir: &Path, args: &[&str]) -> Result<Server, String> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_server"))
+            .args(["-v", "--hash-iterations", TEST_ITERATIONS])
+            .args(["--db", "users.db"])
+            .args(with_default_bind(args))
+            .arg("0")
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start server");
+        let stdout = Captured::collect_from(child.stdout.take().unwrap());
+        let stderr = Captured::collect_from(child.stderr.take().unwrap());
+        let start = Instant::now();
+        loop {
+            if let Some(port) = listening_port(&stderr.text()) {
+                return Ok(Server {
+                    child,
+                    port,
+                    stdout,
+                    stderr,
+                });
+            }
+            if child.try_wait().unwrap().is_some() {
+                thread::sleep(Duration::from_millis(100)); // let the readers finish
+                return Err(stderr.text());
+            }
+            assert!(start.elapsed() < PATIENCE, "server never listened");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn port_arg(&self) -> String {
+        self.port.to_string()
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub fn terminate(mut self) -> ExitStatus {
+        signal(&self.child, "TERM");
+        wait_timeout(&mut self.child).expect("server did not stop after SIGTERM")
+    }
+
+    /// Waits for the exit (after a signal sent elsewhere).
+    pub fn wait_exit(mut self) -> ExitStatus {
+        wait_timeout(&mut self.child).expect("server did not stop")
+    }
+
+    /// Everything the server wrote, stdout and stderr.
+    pub fn all_output(&self) -> Vec<u8> {
+        [self.stdout.bytes(), self.stderr.bytes()].concat()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn with_default_bind<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut all = args.to_vec();
+    if !args.contains(&"--bind") {
+        all.extend(["--bind", "127.0.0.1"]);
+    }
+    all
+}
+
+fn listening_port(stderr: &str) -> Option<u16> {
+    let line = stderr.lines().find(|l| l.contains("listening on "))?;
+    line.rsplit(':').next()?.trim().parse().ok()
+}
+
+/// Sends a signal (`"TERM"`, `"INT"`, `"KILL"`) to a child.
+pub fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(child.id().to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+}
+
+/// Waits for a child to exit, up to [`PATIENCE`].
+pub fn wait_timeout(child: &mut Child) -> Option<ExitStatus> {
+    let start = Instant::now();
+    while start.elapsed() < PATIENCE {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// Runs a command with `stdin` as its input; kills it after [`PATIENCE`].
+pub fn run_with_input(command: &mut Command, stdin: &[u8]) -> Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut input = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    let writer = thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let stdout = Captured::collect_from(child.stdout.take().unwrap());
+    let stderr = Captured::collect_from(child.stderr.take().unwrap());
+    let status = match wait_timeout(&mut child) {
+        Some(status) => status,
+        None => {
+            let _ = child.kill();
+            panic!(
+                "{command:?} did not finish; stdout:\n{}\nstderr:\n{}",
+                stdout.text(),
+                stderr.text()
+            );
+        }
+    };
+    let _ = writer.join();
+    thread::sleep(Duration::from_millis(50)); // the readers see EOF just after the exit
+    Output {
+        status,
+        stdout: stdout.bytes(),
+        stderr: stderr.bytes(),
+    }
+}
+
+/// `openssl s_client -quiet -connect ADDR EXTRA`, with `stdin` sent once the handshake is done.
+pub fn s_client(addr: &str, extra: &[&str], stdin: &[u8]) -> Output {
+    run_with_input(
+        Command::new("openssl")
+            .args(["s_client", "-quiet", "-connect", addr])
+            .args(extra),
+        stdin,
+    )
+}
+
+/// A TLS 1.2 connection from the test itself, without verification (the server is ours).
+pub fn tls_connect(addr: &str) -> SslStream<TcpStream> {
+    let mut ctx = SslConnector::builder(SslMethod::tls_client()).unwrap();
+    ctx.set_min_proto_version(Some(SslVersion::TLS1_2)).unwrap();
+    ctx.set_max_proto_version(Some(SslVersion::TLS1_2)).unwrap();
+    ctx.set_verify(SslVerifyMode::NONE);
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(PATIENCE)).unwrap();
+    tcp.set_write_timeout(Some(PATIENCE)).unwrap();
+    ctx.build()
+        .configure()
+        .unwrap()
+        .verify_hostname(false)
+        .connect("localhost", tcp)
+        .expect("TLS handshake with the server")
+}
+
+/// Sends one request on a new connection and gives everything the server sends back.
+pub fn exchange(addr: &str, request: &[u8]) -> Vec<u8> {
+    let mut ssl = tls_connect(addr);
+    ssl.write_all(request).unwrap();
+    read_to_close(&mut ssl)
+}
+
+/// Reads until the peer closes (cleanly or not).
+pub fn read_to_close(from: &mut impl Read) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = from.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    got
+}
+
+/// Whether `haystack` contains `needle`.
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}

@@ -1,0 +1,197 @@
+//! Command lines, start-up errors and the certificate script: one clear line and the right
+//! exit status for each.
+
+mod common;
+
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::*;
+
+fn server_in(dir: &Path, args: &[&str]) -> Output {
+    run_with_input(
+        Command::new(env!("CARGO_BIN_EXE_server"))
+            .args(args)
+            .current_dir(dir),
+        b"",
+    )
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A failed start: exit status 1 and one line on stderr that contains `cause`.
+fn assert_fails_with(out: &Output, cause: &str) {
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = stderr(out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(cause), "wanted {cause:?} in {err}");
+}
+
+#[test]
+fn usage_errors_print_the_original_usage_lines() {
+    let server = env!("CARGO_BIN_EXE_server");
+    let out = run_with_input(&mut Command::new(server), b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("Usage: {server} <portnum>\n")
+    );
+    let client = env!("CARGO_BIN_EXE_client");
+    for args in [
+        &[][..],
+        &["127.0.0.1"],
+        &["a", "b", "c"],
+        &["--bogus", "h", "1"],
+    ] {
+        let out = run_with_input(Command::new(client).args(args), b"");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("usage: {client} <hostname> <portnum>\n")
+        );
+    }
+}
+
+#[test]
+fn help_and_version() {
+    for program in [env!("CARGO_BIN_EXE_server"), env!("CARGO_BIN_EXE_client")] {
+        let out = run_with_input(Command::new(program).arg("--help"), b"");
+        assert!(out.status.success());
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            help.contains("--verbose") && help.contains("--timeout"),
+            "{help}"
+        );
+        let out = run_with_input(Command::new(program).arg("-V"), b"");
+        assert!(out.status.success());
+        assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+    }
+}
+
+#[test]
+fn bad_ports_are_usage_errors() {
+    let fx = Fixture::new();
+    for port in ["abc", "70000", "8081x", ""] {
+        let out = server_in(fx.path(), &[port]);
+        assert_eq!(out.status.code(), Some(2), "{port:?}");
+        assert!(stderr(&out).contains("port"), "{}", stderr(&out));
+    }
+}
+
+#[test]
+fn a_port_in_use_is_named() {
+    let fx = Fixture::new();
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let out = server_in(fx.path(), &["--bind", "127.0.0.1", &port]);
+    assert_fails_with(&out, &format!("cannot listen on port {port}"));
+    assert!(stderr(&out).contains("in use"));
+}
+
+#[test]
+fn a_missing_certificate_is_named() {
+    let empty = tempfile::tempdir().unwrap();
+    let out = server_in(empty.path(), &["--bind", "127.0.0.1", "0"]);
+    assert_fails_with(&out, "cannot read certificate file mycert.pem");
+    assert!(stderr(&out).contains("make cert"));
+}
+
+#[test]
+fn a_key_of_another_certificate_is_refused() {
+    let fx = Fixture::new();
+    let other = Fixture::new();
+    let key = other.cert_arg();
+    let out = server_in(fx.path(), &["--key", &key, "--bind", "127.0.0.1", "0"]);
+    assert_fails_with(&out, "does not match");
+}
+
+#[test]
+fn a_weak_key_is_refused_with_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-nodes", "-days", "1", "-newkey", "rsa:1024",
+        ])
+        .args([
+            "-keyout",
+            "weak.pem",
+            "-out",
+            "weak.pem",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let out = server_in(
+        dir.path(),
+        &["--cert", "weak.pem", "--bind", "127.0.0.1", "0"],
+    );
+    assert_fails_with(&out, "too small");
+}
+
+#[test]
+fn the_client_names_a_server_that_is_not_there() {
+    let fx = Fixture::new();
+    let port = {
+        let probe = TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port().to_string()
+    };
+    let out = fx.client(&["127.0.0.1", &port], b"aticle\n123\n");
+    assert_fails_with(&out, &format!("cannot connect to 127.0.0.1 port {port}"));
+    let out = fx.client(&["no-such-host.invalid", "8081"], b"aticle\n123\n");
+    assert_fails_with(&out, "cannot resolve no-such-host.invalid");
+}
+
+#[test]
+fn the_client_refuses_an_end_of_input_instead_of_a_password() {
+    let fx = Fixture::new();
+    let out = fx.client(&["127.0.0.1", "9"], b"aticle\n");
+    assert_fails_with(&out, "no password given");
+    let long = format!("{}\n{}\n", "u".repeat(600), "p".repeat(600));
+    let out = fx.client(&["127.0.0.1", "9"], long.as_bytes());
+    assert_fails_with(&out, "too long");
+}
+
+#[test]
+fn gencert_writes_a_private_verifiable_certificate_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let pem = dir.path().join("mycert.pem");
+    let out = gencert(&pem, &[]);
+    assert!(out.status.success(), "{out:?}");
+    let mode = std::fs::metadata(&pem).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let text = std::fs::read_to_string(&pem).unwrap();
+    assert!(text.contains("BEGIN PRIVATE KEY") && text.contains("BEGIN CERTIFICATE"));
+
+    let details = Command::new("openssl")
+        .args([
+            "x509",
+            "-noout",
+            "-subject",
+            "-ext",
+            "subjectAltName",
+            "-text",
+            "-in",
+        ])
+        .arg(&pem)
+        .output()
+        .unwrap();
+    let details = String::from_utf8_lossy(&details.stdout);
+    assert!(details.contains("CN = localhost"), "{details}");
+    assert!(details.contains("DNS:localhost"), "{details}");
+    assert!(details.contains("IP Address:127.0.0.1"), "{details}");
+    assert!(details.contains("IP Address:0:0:0:0:0:0:0:1"), "{details}");
+    assert!(details.contains("Public-Key: (2048 bit)"), "{details}");
+
+    // Kept unless FORCE=1.
+    assert!(gencert(&pem, &[]).status.success());
+    assert_eq!(std::fs::read_to_string(&pem).unwrap(), text);
+    assert!(gencert(&pem, &[("FORCE", "1")]).status.success());
+    assert_ne!(std::fs::read_to_string(&pem).unwrap(), text);
+}
