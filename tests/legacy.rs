@@ -18,11 +18,7 @@ fn client_and_server_transcripts_match_the_original() {
     let fx = Fixture::new();
     let server = fx.server(&["--demo"]);
     let out = fx.client(&["127.0.0.1", &server.port_arg()], b"aticle\n123\n");
-    assert!(out.status.success(), "{out:?}");
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        client_transcript(VALID_REPLY)
-    );
+    assert_transcript(&out, VALID_REPLY);
     assert!(
         out.stderr.is_empty(),
         "{}",
@@ -51,11 +47,7 @@ fn wrong_password_and_unknown_user_get_invalid_message() {
     let server = fx.server(&["--demo"]);
     for input in [&b"aticle\n1234\n"[..], b"nobody\n123\n", b"ATICLE\n12\n"] {
         let out = fx.client(&["localhost", &server.port_arg()], input);
-        assert!(out.status.success());
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout),
-            client_transcript(b"Invalid Message")
-        );
+        assert_transcript(&out, b"Invalid Message");
     }
 }
 
@@ -146,11 +138,7 @@ fn our_client_against_s_server_playing_the_original_server() {
     to_server.write_all(VALID_REPLY).unwrap();
     to_server.flush().unwrap();
     let out = client.join().unwrap();
-    assert!(out.status.success(), "{out:?}");
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        client_transcript(VALID_REPLY)
-    );
+    assert_transcript(&out, VALID_REPLY);
     // Exactly the request, then the client's close: no byte more or less.
     from_server.wait_for("DONE", |t| t.contains("DONE"));
     assert!(contains(
@@ -221,11 +209,7 @@ fn client_verifies_the_server_by_default() {
             .current_dir(elsewhere.path()),
         b"aticle\n123\n",
     );
-    assert!(out.status.success());
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        client_transcript(VALID_REPLY)
-    );
+    assert_transcript(&out, VALID_REPLY);
     assert!(String::from_utf8_lossy(&out.stderr).contains("--insecure"));
 
     // The certificate names localhost, 127.0.0.1 and ::1; any other address is refused.
@@ -247,11 +231,7 @@ fn ipv6_loopback_works() {
     let fx = Fixture::new();
     let server = fx.server(&["--demo", "--bind", "::1"]);
     let out = fx.client(&["::1", &server.port_arg()], b"aticle\n123\n");
-    assert!(out.status.success(), "{out:?}");
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        client_transcript(VALID_REPLY)
-    );
+    assert_transcript(&out, VALID_REPLY);
     let stdout = server
         .stdout
         .wait_for("Connection", |t| t.contains("Client msg"));
@@ -267,11 +247,7 @@ fn mutual_tls_shows_the_client_certificate() {
         &["--cert", "mycert.pem", "127.0.0.1", &port],
         b"aticle\n123\n",
     );
-    assert!(out.status.success(), "{out:?}");
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        client_transcript(VALID_REPLY)
-    );
+    assert_transcript(&out, VALID_REPLY);
     let stdout = server
         .stdout
         .wait_for("Client msg", |t| t.contains("Client msg"));

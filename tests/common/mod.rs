@@ -37,6 +37,15 @@ pub fn client_transcript(reply: &[u8]) -> String {
     )
 }
 
+/// Asserts that a client run succeeded with the exact transcript for `reply`.
+pub fn assert_transcript(out: &Output, reply: &[u8]) {
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        client_transcript(reply)
+    );
+}
+
 /// A scratch directory holding a fresh `mycert.pem` made by `scripts/gencert.sh`.
 pub struct Fixture {
     pub dir: tempfile::TempDir,
