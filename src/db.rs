@@ -13,6 +13,7 @@ use std::sync::Mutex;
 
 use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
 
+use crate::account::{AccountView, Field};
 use crate::error::{Error, Result};
 use crate::password::{self, PasswordHash, Pbkdf2Params};
 
@@ -27,6 +28,12 @@ const MIGRATIONS: &[&str] = &[
          updated_at    TEXT NOT NULL,
          last_login_at TEXT
      );",
+    // Version 2: the account's information, and a version number for optimistic updates.
+    "ALTER TABLE accounts ADD COLUMN full_name TEXT NOT NULL DEFAULT '';
+     ALTER TABLE accounts ADD COLUMN email     TEXT NOT NULL DEFAULT '';
+     ALTER TABLE accounts ADD COLUMN phone     TEXT NOT NULL DEFAULT '';
+     ALTER TABLE accounts ADD COLUMN address   TEXT NOT NULL DEFAULT '';
+     ALTER TABLE accounts ADD COLUMN version   INTEGER NOT NULL DEFAULT 1;",
 ];
 
 /// Current time as stored: ISO 8601 UTC with milliseconds.
@@ -60,16 +67,35 @@ impl AccountStore {
         Ok(store)
     }
 
-    /// Creates an account; [`Error::UserExists`] if the name is taken (in any letter case).
-    pub fn create_account(&self, username: &str, password: &[u8]) -> Result<AccountId> {
+    /// Creates an account with the given information (other fields empty);
+    /// [`Error::UserExists`] if the name is taken (in any letter case). Policy is the caller's.
+    pub fn create_account(
+        &self,
+        username: &str,
+        password: &[u8],
+        info: &[(Field, String)],
+    ) -> Result<AccountId> {
         let hash = PasswordHash::new(password, self.params)?.to_string();
+        let value = |field: Field| {
+            info.iter()
+                .find(|(f, _)| *f == field)
+                .map_or("", |(_, v)| v.as_str())
+        };
         self.with_connection(|conn| {
             let inserted = conn.execute(
                 &format!(
-                    "INSERT INTO accounts (username, password_hash, created_at, updated_at)
-                     VALUES (?1, ?2, {NOW}, {NOW})"
+                    "INSERT INTO accounts (username, password_hash, full_name, email, phone,
+                                           address, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, {NOW}, {NOW})"
                 ),
-                params![username, hash],
+                params![
+                    username,
+                    hash,
+                    value(Field::FullName),
+                    value(Field::Email),
+                    value(Field::Phone),
+                    value(Field::Address)
+                ],
             );
             match inserted {
                 Ok(_) => Ok(conn.last_insert_rowid()),
@@ -124,6 +150,131 @@ impl AccountStore {
             Ok(())
         })?;
         Ok(Some(id))
+    }
+
+    /// Everything stored about an account but its password hash.
+    pub fn view(&self, id: AccountId) -> Result<AccountView> {
+        self.with_connection(|conn| {
+            conn.query_row(
+                "SELECT username, full_name, email, phone, address, created_at, updated_at,
+                        last_login_at, version
+                 FROM accounts WHERE id = ?1",
+                [id],
+                |row| {
+                    Ok(AccountView {
+                        username: row.get(0)?,
+                        fields: [row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?],
+                        created_at: row.get(5)?,
+                        updated_at: row.get(6)?,
+                        last_login_at: row.get(7)?,
+                        version: row.get(8)?,
+                    })
+                },
+            )
+            .optional()?
+            .ok_or(Error::NoSuchAccount)
+        })
+    }
+
+    /// Changes some of an account's information in one transaction and gives the new version.
+    /// With `expected_version`, refuses with [`Error::Conflict`] if the account is no longer
+    /// at that version.
+    pub fn update(
+        &self,
+        id: AccountId,
+        changes: &[(Field, String)],
+        expected_version: Option<i64>,
+    ) -> Result<i64> {
+        let change = |field: Field| {
+            changes
+                .iter()
+                .find(|(f, _)| *f == field)
+                .map(|(_, v)| v.as_str())
+        };
+        self.with_connection(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let current: i64 = tx
+                .query_row("SELECT version FROM accounts WHERE id = ?1", [id], |r| {
+                    r.get(0)
+                })
+                .optional()?
+                .ok_or(Error::NoSuchAccount)?;
+            if expected_version.is_some_and(|v| v != current) {
+                return Err(Error::Conflict);
+            }
+            tx.execute(
+                &format!(
+                    "UPDATE accounts SET full_name = COALESCE(?1, full_name),
+                                         email = COALESCE(?2, email),
+                                         phone = COALESCE(?3, phone),
+                                         address = COALESCE(?4, address),
+                                         version = version + 1,
+                                         updated_at = {NOW}
+                     WHERE id = ?5"
+                ),
+                params![
+                    change(Field::FullName),
+                    change(Field::Email),
+                    change(Field::Phone),
+                    change(Field::Address),
+                    id
+                ],
+            )?;
+            tx.commit()?;
+            Ok(current + 1)
+        })
+    }
+
+    /// Replaces the password, given the current one.
+    pub fn change_password(&self, id: AccountId, current: &[u8], new: &[u8]) -> Result<()> {
+        let stored = self.confirm_password(id, current)?;
+        let new_hash = PasswordHash::new(new, self.params)?.to_string();
+        self.with_connection(|conn| {
+            let changed = conn.execute(
+                &format!(
+                    "UPDATE accounts SET password_hash = ?1, updated_at = {NOW}
+                     WHERE id = ?2 AND password_hash = ?3"
+                ),
+                params![new_hash, id, stored],
+            )?;
+            if changed == 0 {
+                return Err(Error::Conflict);
+            }
+            Ok(())
+        })
+    }
+
+    /// Deletes the account and everything stored with it, given its password.
+    pub fn delete(&self, id: AccountId, password: &[u8]) -> Result<()> {
+        let stored = self.confirm_password(id, password)?;
+        self.with_connection(|conn| {
+            let deleted = conn.execute(
+                "DELETE FROM accounts WHERE id = ?1 AND password_hash = ?2",
+                params![id, stored],
+            )?;
+            if deleted == 0 {
+                return Err(Error::Conflict);
+            }
+            Ok(())
+        })
+    }
+
+    /// The stored hash of account `id` if `password` matches it; [`Error::WrongPassword`] if not.
+    fn confirm_password(&self, id: AccountId, password: &[u8]) -> Result<String> {
+        let stored: String = self.with_connection(|conn| {
+            conn.query_row(
+                "SELECT password_hash FROM accounts WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or(Error::NoSuchAccount)
+        })?;
+        if PasswordHash::parse(&stored)?.verify(password) {
+            Ok(stored)
+        } else {
+            Err(Error::WrongPassword)
+        }
     }
 
     /// Runs `f` on a pooled connection, opening one if none is idle.
@@ -210,7 +361,7 @@ mod tests {
     fn create_and_authenticate() -> Result<()> {
         let dir = tempfile::tempdir().unwrap();
         let s = store(&dir);
-        let id = s.create_account("aticle", b"123")?;
+        let id = s.create_account("aticle", b"123", &[])?;
         assert_eq!(s.authenticate("aticle", b"123")?, Some(id));
         assert_eq!(s.authenticate("aticle", b"124")?, None);
         assert_eq!(s.authenticate("nobody", b"123")?, None);
@@ -222,9 +373,9 @@ mod tests {
     fn duplicate_names_refused_in_any_case() -> Result<()> {
         let dir = tempfile::tempdir().unwrap();
         let s = store(&dir);
-        s.create_account("Alice", b"secret-1")?;
+        s.create_account("Alice", b"secret-1", &[])?;
         assert!(matches!(
-            s.create_account("alice", b"secret-2"),
+            s.create_account("alice", b"secret-2", &[]),
             Err(Error::UserExists(_))
         ));
         Ok(())
@@ -233,7 +384,7 @@ mod tests {
     #[test]
     fn persists_across_reopen() -> Result<()> {
         let dir = tempfile::tempdir().unwrap();
-        store(&dir).create_account("bob", b"hunter22")?;
+        store(&dir).create_account("bob", b"hunter22", &[])?;
         let reopened = store(&dir);
         assert!(reopened.authenticate("bob", b"hunter22")?.is_some());
         Ok(())
@@ -243,8 +394,8 @@ mod tests {
     fn same_password_different_hashes_and_no_clear_text() -> Result<()> {
         let dir = tempfile::tempdir().unwrap();
         let s = store(&dir);
-        s.create_account("one", b"same-password")?;
-        s.create_account("two", b"same-password")?;
+        s.create_account("one", b"same-password", &[])?;
+        s.create_account("two", b"same-password", &[])?;
         let (a, b) = (stored_hash(&dir, "one"), stored_hash(&dir, "two"));
         assert_ne!(a, b);
         assert!(!a.contains("same-password"));
@@ -259,7 +410,7 @@ mod tests {
     #[test]
     fn cheaper_hash_upgraded_at_login() -> Result<()> {
         let dir = tempfile::tempdir().unwrap();
-        store(&dir).create_account("carol", b"pw-carol")?;
+        store(&dir).create_account("carol", b"pw-carol", &[])?;
         let before = stored_hash(&dir, "carol");
         assert!(before.contains("$i=1000$"));
         let stronger = AccountStore::open(&dir.path().join("users.db"), Pbkdf2Params::new(2000)?)?;
@@ -274,7 +425,7 @@ mod tests {
     fn records_last_login() -> Result<()> {
         let dir = tempfile::tempdir().unwrap();
         let s = store(&dir);
-        s.create_account("dave", b"pw-dave")?;
+        s.create_account("dave", b"pw-dave", &[])?;
         s.authenticate("dave", b"pw-dave")?;
         let last: Option<String> = Connection::open(dir.path().join("users.db"))
             .unwrap()
@@ -307,7 +458,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Arc::new(store(&dir));
         for i in 0..8 {
-            s.create_account(&format!("user{i}"), format!("password-{i}").as_bytes())?;
+            s.create_account(&format!("user{i}"), format!("password-{i}").as_bytes(), &[])?;
         }
         let threads: Vec<_> = (0..16)
             .map(|t| {
@@ -327,6 +478,97 @@ mod tests {
         for t in threads {
             t.join().unwrap()?;
         }
+        Ok(())
+    }
+
+    #[test]
+    fn view_update_and_conflicts() -> Result<()> {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir);
+        let id = s.create_account(
+            "erin",
+            b"pw-erin-1",
+            &[(Field::Email, "erin@example.org".into())],
+        )?;
+        let v1 = s.view(id)?;
+        assert_eq!(v1.username, "erin");
+        assert_eq!(v1.get(Field::Email), "erin@example.org");
+        assert_eq!(v1.get(Field::Phone), "");
+        assert_eq!(v1.version, 1);
+        assert_eq!(v1.last_login_at, None);
+
+        let v2 = s.update(id, &[(Field::Phone, "555 0100".into())], Some(1))?;
+        assert_eq!(v2, 2);
+        // A second writer that saw version 1 loses; nothing it sent is stored.
+        assert!(matches!(
+            s.update(id, &[(Field::Phone, "999".into())], Some(1)),
+            Err(Error::Conflict)
+        ));
+        let now = s.view(id)?;
+        assert_eq!(now.get(Field::Phone), "555 0100");
+        assert_eq!(now.get(Field::Email), "erin@example.org");
+        assert_eq!(now.version, 2);
+        // Without a version: last writer wins; an empty value clears.
+        assert_eq!(s.update(id, &[(Field::Email, String::new())], None)?, 3);
+        assert_eq!(s.view(id)?.get(Field::Email), "");
+        Ok(())
+    }
+
+    #[test]
+    fn password_change_and_delete_need_the_password() -> Result<()> {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir);
+        let id = s.create_account("frank", b"pw-frank-1", &[])?;
+        assert!(matches!(
+            s.change_password(id, b"wrong", b"pw-frank-2"),
+            Err(Error::WrongPassword)
+        ));
+        s.change_password(id, b"pw-frank-1", b"pw-frank-2")?;
+        assert_eq!(s.authenticate("frank", b"pw-frank-1")?, None);
+        assert_eq!(s.authenticate("frank", b"pw-frank-2")?, Some(id));
+        assert!(matches!(
+            s.delete(id, b"pw-frank-1"),
+            Err(Error::WrongPassword)
+        ));
+        s.delete(id, b"pw-frank-2")?;
+        assert!(matches!(s.view(id), Err(Error::NoSuchAccount)));
+        assert_eq!(s.authenticate("frank", b"pw-frank-2")?, None);
+        assert!(matches!(
+            s.delete(id, b"pw-frank-2"),
+            Err(Error::NoSuchAccount)
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn version_1_database_upgraded_in_place() -> Result<()> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.db");
+        let hash = PasswordHash::new(b"old-pass", Pbkdf2Params::new(MIN_ITERATIONS)?)?;
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute(
+                "INSERT INTO accounts (username, password_hash, created_at, updated_at)
+                 VALUES ('olduser', ?1, '2025-01-01T00:00:00.000Z', '2025-01-01T00:00:00.000Z')",
+                [hash.to_string()],
+            )
+            .unwrap();
+        }
+        let s = store(&dir);
+        let id = s
+            .authenticate("olduser", b"old-pass")?
+            .expect("account kept");
+        let view = s.view(id)?;
+        assert_eq!(view.created_at, "2025-01-01T00:00:00.000Z");
+        assert_eq!(view.version, 1);
+        assert_eq!(view.get(Field::FullName), "");
+        let version: i64 = Connection::open(&path)
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
         Ok(())
     }
 }

@@ -22,6 +22,11 @@ impl DeadlineStream {
         }
     }
 
+    /// Gives the stream `limit` from now, whatever was left before.
+    pub fn renew(&mut self, limit: Duration) {
+        self.deadline = Instant::now() + limit;
+    }
+
     fn time_left(&self) -> io::Result<Duration> {
         let left = self.deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {

@@ -29,6 +29,12 @@ pub enum Error {
     Database(rusqlite::Error),
     /// An account with this user name exists already.
     UserExists(String),
+    /// The account does not exist (any more).
+    NoSuchAccount,
+    /// The password given to confirm a change is not the account's.
+    WrongPassword,
+    /// The account changed since the version the caller saw.
+    Conflict,
     /// A stored password hash cannot be read (damaged or foreign database).
     BadPasswordHash(String),
     /// A setting or file is unusable; the text says which and why.
@@ -65,6 +71,9 @@ impl fmt::Display for Error {
             Error::Tls { context, source } => write!(f, "{context}: {source}"),
             Error::Database(e) => write!(f, "account database: {e}"),
             Error::UserExists(name) => write!(f, "an account named {name:?} exists already"),
+            Error::NoSuchAccount => f.write_str("the account does not exist"),
+            Error::WrongPassword => f.write_str("the password is wrong"),
+            Error::Conflict => f.write_str("the account was changed meanwhile"),
             Error::BadPasswordHash(why) => write!(f, "stored password hash unreadable: {why}"),
             Error::Config(why) => f.write_str(why),
         }

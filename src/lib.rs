@@ -12,13 +12,18 @@
 //! - [`cli`]: the command-line handling both programs share.
 //! - [`error`]: the library's error type.
 
+pub mod account;
 pub mod cli;
 pub mod client;
+pub mod command;
 pub mod db;
 pub mod deadline;
 pub mod error;
+pub mod frame;
 pub mod password;
+pub mod reply;
 pub mod server;
+pub mod session;
 pub mod tls;
 pub mod xml;
 

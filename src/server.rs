@@ -36,6 +36,7 @@ use crate::db::AccountStore;
 use crate::deadline::DeadlineStream;
 use crate::error::{Error, Result};
 use crate::password::{DEFAULT_ITERATIONS, Pbkdf2Params};
+use crate::session;
 use crate::tls;
 use crate::xml::{
     LEGACY_INVALID_REPLY, LEGACY_REQUEST_MAX, LEGACY_VALID_REPLY, mask_legacy_password,
@@ -50,6 +51,7 @@ pub const DEMO_PASSWORD: &str = "123";
 const ABOUT: &str =
     "A TLS 1.2 server for the legacy login exchange, backed by an account database.";
 const DEFAULT_TIMEOUT_SECS: u64 = 30;
+const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 300;
 const DEFAULT_MAX_CLIENTS: usize = 1024;
 /// Pending connections the kernel queues for `accept` (the original asked for 10).
 const LISTEN_BACKLOG: i32 = 1024;
@@ -71,6 +73,8 @@ pub struct ServerConfig {
     pub demo: bool,
     /// The longest one exchange (handshake, request, reply) may take.
     pub timeout: Duration,
+    /// The longest an account session may wait for its next command.
+    pub idle_timeout: Duration,
     /// The most clients served at once.
     pub max_clients: usize,
     /// When set, clients must present a certificate signed by a CA in this file.
@@ -122,6 +126,14 @@ fn parse_config(cli: &CommandLine, args: &[String]) -> Result<ServerConfig, Exit
     );
     opts.optopt(
         "",
+        "idle-timeout",
+        &format!(
+            "seconds an account session may wait for its next command [{DEFAULT_IDLE_TIMEOUT_SECS}]"
+        ),
+        "SECS",
+    );
+    opts.optopt(
+        "",
         "max-clients",
         &format!("clients served at once; more are closed at once [{DEFAULT_MAX_CLIENTS}]"),
         "N",
@@ -151,8 +163,9 @@ fn parse_config(cli: &CommandLine, args: &[String]) -> Result<ServerConfig, Exit
         ),
     };
     let timeout_secs: u64 = cli.number(&m, "timeout", DEFAULT_TIMEOUT_SECS)?;
-    if timeout_secs == 0 {
-        return Err(cli.usage_error("--timeout must be at least 1 second"));
+    let idle_secs: u64 = cli.number(&m, "idle-timeout", DEFAULT_IDLE_TIMEOUT_SECS)?;
+    if timeout_secs == 0 || idle_secs == 0 {
+        return Err(cli.usage_error("--timeout and --idle-timeout must be at least 1 second"));
     }
     let max_clients: usize = cli.number(&m, "max-clients", DEFAULT_MAX_CLIENTS)?;
     if max_clients == 0 {
@@ -170,6 +183,7 @@ fn parse_config(cli: &CommandLine, args: &[String]) -> Result<ServerConfig, Exit
         db: PathBuf::from(m.opt_str("db").unwrap_or_else(|| "users.db".into())),
         demo: m.opt_present("demo"),
         timeout: Duration::from_secs(timeout_secs),
+        idle_timeout: Duration::from_secs(idle_secs),
         max_clients,
         verify_client: m.opt_str("verify-client").map(PathBuf::from),
         hash_params,
@@ -184,11 +198,16 @@ pub fn run(config: &ServerConfig) -> Result<()> {
     if let Some(ca_file) = &config.verify_client {
         require_client_certificates(&mut ctx, ca_file)?;
     }
-    let acceptor = Arc::new(ctx.build());
-    let store = Arc::new(AccountStore::open(&config.db, config.hash_params)?);
+    let store = AccountStore::open(&config.db, config.hash_params)?;
     if config.demo {
         ensure_demo_account(&store)?;
     }
+    let shared = Arc::new(Shared {
+        acceptor: ctx.build(),
+        store,
+        timeout: config.timeout,
+        idle_timeout: config.idle_timeout,
+    });
     let listener = open_listener(config.bind, config.port)?;
     let local = listener
         .local_addr()
@@ -225,13 +244,12 @@ pub fn run(config: &ServerConfig) -> Result<()> {
             continue;
         };
         console(&format!("Connection: {peer}\n"));
-        let (acceptor, store, timeout) =
-            (Arc::clone(&acceptor), Arc::clone(&store), config.timeout);
+        let shared = Arc::clone(&shared);
         let spawned = thread::Builder::new()
             .name(format!("client {peer}"))
             .spawn(move || {
                 let _slot = slot;
-                servlet(&acceptor, tcp, &peer, &store, timeout);
+                servlet(tcp, &peer, &shared);
             });
         if let Err(e) = spawned {
             log::error!("cannot start a thread for a client: {e}");
@@ -352,17 +370,28 @@ pub fn show_certs(ssl: &SslRef) {
     console(&tls::peer_certificate_lines(ssl).unwrap_or_else(|| "No certificates.\n".into()));
 }
 
+/// What every client thread shares: the TLS context (and so its session cache), the account
+/// store and the limits.
+pub struct Shared {
+    /// The TLS server context.
+    pub acceptor: SslAcceptor,
+    /// The account store.
+    pub store: AccountStore,
+    /// The longest the handshake and first request may take.
+    pub timeout: Duration,
+    /// The longest an account session may wait for its next command.
+    pub idle_timeout: Duration,
+}
+
 /// Ports `Servlet(ssl)`: completes the handshake, shows the client's certificate, reads one
-/// request (at most 1024 bytes, as the original), answers it and closes the connection.
-/// Everything must end within `timeout`; failures are logged, never fatal.
-pub fn servlet(
-    acceptor: &SslAcceptor,
-    tcp: TcpStream,
-    peer: &str,
-    store: &AccountStore,
-    timeout: Duration,
-) {
-    let mut ssl = match acceptor.accept(DeadlineStream::new(tcp, timeout)) {
+/// request (at most 1024 bytes, as the original), answers it and closes the connection. A
+/// first byte other than `<` starts an account-protocol session instead
+/// ([`session::serve_session`]). Failures are logged, never fatal.
+pub fn servlet(tcp: TcpStream, peer: &str, shared: &Shared) {
+    let mut ssl = match shared
+        .acceptor
+        .accept(DeadlineStream::new(tcp, shared.timeout))
+    {
         Ok(ssl) => ssl,
         Err(e) => {
             log::warn!(
@@ -381,6 +410,13 @@ pub fn servlet(
             return;
         }
     };
+    if request.first().is_some_and(|&b| b != b'<') {
+        session::serve_session(&mut ssl, request, &shared.store, peer, shared.idle_timeout);
+        if let Err(e) = ssl.shutdown() {
+            log::debug!("{peer}: shutdown: {e}");
+        }
+        return;
+    }
     console(&format!(
         "Client msg: \"{}\"\n",
         printable(&mask_legacy_password(request))
@@ -389,7 +425,7 @@ pub fn servlet(
         log::warn!("{peer}: closed without sending a request");
         return;
     }
-    let reply = legacy_reply(store, request, peer);
+    let reply = legacy_reply(&shared.store, request, peer);
     if let Err(e) = ssl.write_all(reply) {
         log::warn!("{peer}: cannot send the reply: {}", describe_io(&e));
         return;
@@ -429,7 +465,7 @@ fn legacy_reply(store: &AccountStore, request: &[u8], peer: &str) -> &'static [u
 }
 
 fn ensure_demo_account(store: &AccountStore) -> Result<()> {
-    match store.create_account(DEMO_USERNAME, DEMO_PASSWORD.as_bytes()) {
+    match store.create_account(DEMO_USERNAME, DEMO_PASSWORD.as_bytes(), &[]) {
         Ok(_) => log::info!("created the demo account {DEMO_USERNAME:?}"),
         Err(Error::UserExists(_)) => {}
         Err(e) => return Err(e),

@@ -1,8 +1,17 @@
-//! The documents of the legacy exchange, byte for byte as the original C programs write them.
+//! XML of both protocols.
 //!
-//! The original's "XML" is not well-formed (`<UserName>` and `<Password>` are never closed and
-//! the body ends with `<\Body>`), so it is built and read here as exact byte templates, not by
-//! an XML parser. Everything is pure: bytes in, bytes out.
+//! - The legacy exchange: the original's "XML" is not well-formed (`<UserName>` and
+//!   `<Password>` are never closed and the body ends with `<\Body>`), so it is built and read as
+//!   exact byte templates, not by an XML parser.
+//! - The account protocol: real XML documents, read by [`parse_document`] (xmltree, with explicit
+//!   limits on size, depth, element count, attributes and names, and no DTD, so no entity can
+//!   expand) and written by [`write_document`].
+//!
+//! Everything here is pure: bytes in, bytes or trees out.
+
+use xmltree::{Element, EmitterConfig, ParserConfig};
+
+use crate::frame::MAX_FRAME;
 
 /// The most the original server reads of a request (`char buf[1024]` and one `SSL_read`).
 pub const LEGACY_REQUEST_MAX: usize = 1024;
@@ -79,6 +88,85 @@ pub fn printable(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+/// The deepest nesting of elements accepted in a document.
+pub const MAX_DEPTH: usize = 8;
+/// The most elements accepted in one document.
+pub const MAX_ELEMENTS: usize = 64;
+const MAX_ATTRIBUTES: usize = 4;
+const MAX_ATTRIBUTE_LEN: usize = 64;
+const MAX_NAME_LEN: usize = 64;
+
+/// Why a document was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub struct XmlError(pub String);
+
+impl std::fmt::Display for XmlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Reads one XML document of the account protocol. It must be UTF-8, have one root element,
+/// no DOCTYPE, at most [`MAX_DEPTH`] levels and [`MAX_ELEMENTS`] elements; the limits are
+/// checked by a streaming pass before the (recursive) tree is built.
+pub fn parse_document(bytes: &[u8]) -> Result<Element, XmlError> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| XmlError(format!("the document is not UTF-8: {e}")))?;
+    check_shape(text)?;
+    Element::parse_with_config(text.as_bytes(), parser_config())
+        .map_err(|e| XmlError(format!("malformed XML: {e}")))
+}
+
+/// Writes a document (with its XML declaration, without indentation).
+pub fn write_document(root: &Element) -> Vec<u8> {
+    let mut out = Vec::new();
+    root.write_with_config(&mut out, EmitterConfig::new().perform_indent(false))
+        .expect("writing XML to memory cannot fail");
+    out
+}
+
+fn parser_config() -> ParserConfig {
+    let mut config = ParserConfig::new()
+        .cdata_to_characters(true)
+        .allow_multiple_root_elements(false);
+    config.max_entity_expansion_depth = 1;
+    config.max_entity_expansion_length = 0;
+    config.max_attributes = MAX_ATTRIBUTES;
+    config.max_attribute_length = MAX_ATTRIBUTE_LEN;
+    config.max_name_length = MAX_NAME_LEN;
+    config.max_data_length = MAX_FRAME;
+    config
+}
+
+/// The streaming pass: every limit that the tree build cannot enforce itself.
+fn check_shape(text: &str) -> Result<(), XmlError> {
+    use xml::reader::XmlEvent;
+    let (mut depth, mut elements) = (0usize, 0usize);
+    for event in parser_config().create_reader(text.as_bytes()) {
+        match event.map_err(|e| XmlError(format!("malformed XML: {e}")))? {
+            XmlEvent::Doctype { .. } => {
+                return Err(XmlError("DOCTYPE declarations are not allowed".into()));
+            }
+            XmlEvent::StartElement { .. } => {
+                depth += 1;
+                elements += 1;
+                if depth > MAX_DEPTH {
+                    return Err(XmlError(format!(
+                        "elements nested deeper than {MAX_DEPTH} levels"
+                    )));
+                }
+                if elements > MAX_ELEMENTS {
+                    return Err(XmlError(format!("more than {MAX_ELEMENTS} elements")));
+                }
+            }
+            XmlEvent::EndElement { .. } => depth -= 1,
+            XmlEvent::EndDocument => break,
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -176,5 +264,46 @@ mod tests {
         assert_eq!(printable(b"a\x1b[2Jb\n"), "a\\x1b[2Jb\\x0a");
         assert_eq!(printable(b"caf\xc3\xa9 \xff"), "caf\u{e9} \\xff");
         assert_eq!(printable("x\u{85}".as_bytes()), "x\\u{85}");
+    }
+
+    #[test]
+    fn documents_round_trip() {
+        let doc = parse_document(b"<login><username>alice</username></login>").unwrap();
+        assert_eq!(doc.name, "login");
+        let written = write_document(&doc);
+        assert_eq!(parse_document(&written).unwrap(), doc);
+        assert!(written.starts_with(b"<?xml"));
+    }
+
+    #[test]
+    fn documents_outside_the_limits_are_refused() {
+        let deep = format!(
+            "{}{}",
+            "<a>".repeat(MAX_DEPTH + 1),
+            "</a>".repeat(MAX_DEPTH + 1)
+        );
+        let wide = format!("<a>{}</a>", "<b/>".repeat(MAX_ELEMENTS));
+        let billion_laughs = "<?xml version=\"1.0\"?><!DOCTYPE a [<!ENTITY x \"xx\">\
+            <!ENTITY y \"&x;&x;&x;&x;\">]><a>&y;&y;</a>";
+        let attributes = "<a b=\"1\" c=\"2\" d=\"3\" e=\"4\" f=\"5\"/>";
+        let long_name = format!("<{0}/>", "n".repeat(4 * MAX_NAME_LEN));
+        for (bad, why) in [
+            (&b"\xff<a/>"[..], "not UTF-8"),
+            (b"", "malformed"),
+            (b"<a>", "malformed"),
+            (b"<a/><b/>", "malformed"),
+            (b"plain text", "malformed"),
+            (deep.as_bytes(), "deeper"),
+            (wide.as_bytes(), "more than"),
+            (billion_laughs.as_bytes(), "DOCTYPE"),
+            (attributes.as_bytes(), "malformed"),
+            (long_name.as_bytes(), "malformed"),
+            (b"<a>&unknown;</a>", "malformed"),
+        ] {
+            let err = parse_document(bad).unwrap_err();
+            assert!(err.0.contains(why), "{}: {err}", printable(bad));
+        }
+        let limit = format!("{}{}", "<a>".repeat(MAX_DEPTH), "</a>".repeat(MAX_DEPTH));
+        assert!(parse_document(limit.as_bytes()).is_ok());
     }
 }

@@ -1,0 +1,276 @@
+//! Replies of the account protocol: a result code in the style of EPP (RFC 5730), a message
+//! for people, and, for some commands, the account's information or the server's greeting.
+//!
+//! ```xml
+//! <reply code="1000"><message>Command completed successfully</message>
+//!   <account><username>alice</username>...<version>3</version></account></reply>
+//! ```
+
+use std::fmt;
+
+use xmltree::{Element, XMLNode};
+
+use crate::account::{AccountView, Field};
+
+/// Result codes, numbered as EPP numbers them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResultCode {
+    /// 1000: the command succeeded.
+    Success = 1000,
+    /// 1500: the command succeeded and the server ends the session.
+    EndingSession = 1500,
+    /// 2001: the document is not a valid command.
+    SyntaxError = 2001,
+    /// 2002: the command is valid but not now (not logged in, say).
+    UseError = 2002,
+    /// 2004: a value is outside the policy.
+    ValuePolicy = 2004,
+    /// 2200: user name or password wrong.
+    AuthenticationError = 2200,
+    /// 2302: the account exists already.
+    ObjectExists = 2302,
+    /// 2303: the account does not exist.
+    ObjectDoesNotExist = 2303,
+    /// 2304: the account changed since the version the client saw.
+    Conflict = 2304,
+    /// 2400: the server failed.
+    CommandFailed = 2400,
+    /// 2502: a limit of the session was reached.
+    LimitExceeded = 2502,
+}
+
+impl ResultCode {
+    const ALL: [ResultCode; 11] = [
+        ResultCode::Success,
+        ResultCode::EndingSession,
+        ResultCode::SyntaxError,
+        ResultCode::UseError,
+        ResultCode::ValuePolicy,
+        ResultCode::AuthenticationError,
+        ResultCode::ObjectExists,
+        ResultCode::ObjectDoesNotExist,
+        ResultCode::Conflict,
+        ResultCode::CommandFailed,
+        ResultCode::LimitExceeded,
+    ];
+
+    /// The number on the wire.
+    pub fn number(self) -> u16 {
+        self as u16
+    }
+
+    /// The code with this number.
+    pub fn from_number(n: u16) -> Option<ResultCode> {
+        ResultCode::ALL.into_iter().find(|c| c.number() == n)
+    }
+
+    /// Whether the command succeeded (1xxx).
+    pub fn is_success(self) -> bool {
+        self.number() < 2000
+    }
+}
+
+/// What the server tells about itself in reply to `hello`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Greeting {
+    /// The server's program name.
+    pub name: String,
+    /// The server's version.
+    pub version: String,
+    /// The commands it understands.
+    pub commands: Vec<String>,
+}
+
+/// One reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// The result code.
+    pub code: ResultCode,
+    /// What happened, for people.
+    pub message: String,
+    /// The account's information (`view`, `update`).
+    pub account: Option<AccountView>,
+    /// The server's greeting (`hello`).
+    pub greeting: Option<Greeting>,
+}
+
+impl Reply {
+    /// A reply with a code and message only.
+    pub fn new(code: ResultCode, message: impl Into<String>) -> Reply {
+        Reply {
+            code,
+            message: message.into(),
+            account: None,
+            greeting: None,
+        }
+    }
+
+    /// The reply as an XML tree.
+    pub fn to_element(&self) -> Element {
+        let mut root = Element::new("reply");
+        root.attributes
+            .insert("code".into(), self.code.number().to_string());
+        root.children
+            .push(XMLNode::Element(text_element("message", &self.message)));
+        if let Some(account) = &self.account {
+            let mut el = Element::new("account");
+            for (name, value) in account.entries() {
+                el.children
+                    .push(XMLNode::Element(text_element(name, &value)));
+            }
+            root.children.push(XMLNode::Element(el));
+        }
+        if let Some(greeting) = &self.greeting {
+            let mut server = Element::new("server");
+            server
+                .children
+                .push(XMLNode::Element(text_element("name", &greeting.name)));
+            server
+                .children
+                .push(XMLNode::Element(text_element("version", &greeting.version)));
+            let mut commands = Element::new("commands");
+            for command in &greeting.commands {
+                commands
+                    .children
+                    .push(XMLNode::Element(text_element("command", command)));
+            }
+            server.children.push(XMLNode::Element(commands));
+            root.children.push(XMLNode::Element(server));
+        }
+        root
+    }
+
+    /// Reads a reply from its XML tree (the client side).
+    pub fn from_element(root: &Element) -> Result<Reply, String> {
+        if root.name != "reply" {
+            return Err(format!("expected <reply>, got <{}>", root.name));
+        }
+        let code = root
+            .attributes
+            .get("code")
+            .and_then(|c| c.parse().ok())
+            .and_then(ResultCode::from_number)
+            .ok_or("<reply> without a known code")?;
+        let message = root.get_child("message").map(text).unwrap_or_default();
+        let account = root.get_child("account").map(read_account).transpose()?;
+        let greeting = root.get_child("server").map(|server| Greeting {
+            name: server.get_child("name").map(text).unwrap_or_default(),
+            version: server.get_child("version").map(text).unwrap_or_default(),
+            commands: server
+                .get_child("commands")
+                .map(|c| child_elements(c).map(text).collect())
+                .unwrap_or_default(),
+        });
+        Ok(Reply {
+            code,
+            message,
+            account,
+            greeting,
+        })
+    }
+}
+
+impl fmt::Display for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.code.number(), self.message)
+    }
+}
+
+fn read_account(el: &Element) -> Result<AccountView, String> {
+    let get = |name: &str| el.get_child(name).map(text).unwrap_or_default();
+    let last_login = get("last_login_at");
+    Ok(AccountView {
+        username: get("username"),
+        fields: Field::ALL.map(|f| get(f.name())),
+        created_at: get("created_at"),
+        updated_at: get("updated_at"),
+        last_login_at: (!last_login.is_empty()).then_some(last_login),
+        version: get("version")
+            .parse()
+            .map_err(|_| "<account> without a valid <version>")?,
+    })
+}
+
+/// `<name>text</name>`.
+pub fn text_element(name: &str, text: &str) -> Element {
+    let mut el = Element::new(name);
+    if !text.is_empty() {
+        el.children.push(XMLNode::Text(text.to_string()));
+    }
+    el
+}
+
+/// All text directly inside an element.
+pub fn text(el: &Element) -> String {
+    el.children
+        .iter()
+        .filter_map(|node| match node {
+            XMLNode::Text(t) | XMLNode::CData(t) => Some(t.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The element children of an element.
+pub fn child_elements(el: &Element) -> impl Iterator<Item = &Element> {
+    el.children.iter().filter_map(XMLNode::as_element)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xml::{parse_document, write_document};
+
+    fn round_trip(reply: &Reply) -> Reply {
+        let bytes = write_document(&reply.to_element());
+        Reply::from_element(&parse_document(&bytes).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn codes() {
+        for code in ResultCode::ALL {
+            assert_eq!(ResultCode::from_number(code.number()), Some(code));
+        }
+        assert!(ResultCode::EndingSession.is_success());
+        assert!(!ResultCode::SyntaxError.is_success());
+        assert_eq!(ResultCode::from_number(1001), None);
+    }
+
+    #[test]
+    fn replies_round_trip() {
+        let plain = Reply::new(ResultCode::Conflict, "changed <meanwhile> & since");
+        assert_eq!(round_trip(&plain), plain);
+        let mut with_account = Reply::new(ResultCode::Success, "ok");
+        with_account.account = Some(AccountView {
+            username: "alice".into(),
+            fields: [
+                "Alice A.".into(),
+                "a@example.org".into(),
+                String::new(),
+                "1 Road\nTown".into(),
+            ],
+            created_at: "2026-01-01T00:00:00.000Z".into(),
+            updated_at: "2026-01-02T00:00:00.000Z".into(),
+            last_login_at: None,
+            version: 7,
+        });
+        assert_eq!(round_trip(&with_account), with_account);
+        let mut hello = Reply::new(ResultCode::Success, "hi");
+        hello.greeting = Some(Greeting {
+            name: "server".into(),
+            version: "1.0".into(),
+            commands: vec!["hello".into(), "login".into()],
+        });
+        assert_eq!(round_trip(&hello), hello);
+    }
+
+    #[test]
+    fn exact_bytes_of_a_reply() {
+        let bytes = write_document(&Reply::new(ResultCode::Success, "done").to_element());
+        assert_eq!(
+            String::from_utf8(bytes).unwrap(),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
+             <reply code=\"1000\"><message>done</message></reply>"
+        );
+    }
+}

@@ -1,0 +1,103 @@
+//! The server's side of an account-protocol session: frames in, commands handled, replies out,
+//! until the client logs out, the connection ends, or a limit is reached.
+
+use std::io::Write;
+use std::time::Duration;
+
+use openssl::ssl::SslStream;
+
+use crate::command::{Command, Outcome, Session};
+use crate::db::AccountStore;
+use crate::deadline::DeadlineStream;
+use crate::frame::{FrameError, FrameReader, write_frame};
+use crate::reply::{Reply, ResultCode};
+use crate::xml::{parse_document, write_document};
+
+/// The most commands one session may send.
+pub const MAX_COMMANDS: usize = 10_000;
+
+/// Serves one session on `stream`, whose first bytes (`initial`) were already read. Each
+/// command must arrive within `idle` of the previous reply.
+pub fn serve_session(
+    stream: &mut SslStream<DeadlineStream>,
+    initial: &[u8],
+    store: &AccountStore,
+    peer: &str,
+    idle: Duration,
+) {
+    let mut frames = FrameReader::new(initial);
+    let mut session = Session::default();
+    for _ in 0..MAX_COMMANDS {
+        let document = match frames.next_frame(stream) {
+            Ok(Some(document)) => document,
+            Ok(None) => return,
+            Err(e @ (FrameError::TooShort(_) | FrameError::TooLong(_))) => {
+                log::warn!("{peer}: {e}; closing");
+                send(
+                    stream,
+                    &Reply::new(ResultCode::SyntaxError, e.to_string()),
+                    peer,
+                );
+                return;
+            }
+            Err(e) => {
+                log::info!("{peer}: session ended: {e}");
+                return;
+            }
+        };
+        let outcome = respond(&document, &mut session, store, peer);
+        if !send(stream, &outcome.reply, peer) || outcome.end_session {
+            return;
+        }
+        stream.get_mut().renew(idle);
+    }
+    send(
+        stream,
+        &Reply::new(
+            ResultCode::LimitExceeded,
+            format!("a session may send at most {MAX_COMMANDS} commands; ending session"),
+        ),
+        peer,
+    );
+}
+
+/// Handles one document: parse, then the command's handler. A document that is not XML ends
+/// the session; a command that is refused does not.
+fn respond(document: &[u8], session: &mut Session, store: &AccountStore, peer: &str) -> Outcome {
+    let root = match parse_document(document) {
+        Ok(root) => root,
+        Err(e) => {
+            log::info!("{peer}: refused a document: {e}");
+            return Outcome {
+                reply: Reply::new(ResultCode::SyntaxError, e.to_string()),
+                end_session: true,
+            };
+        }
+    };
+    let command = match Command::parse(&root) {
+        Ok(command) => command,
+        Err(why) => {
+            log::info!("{peer}: refused a command: {why}");
+            return Reply::new(ResultCode::SyntaxError, why).into();
+        }
+    };
+    let name = command.name();
+    let outcome = command.apply(session, store);
+    log::info!(
+        "{peer}: {name} as {}: {}",
+        session.username().unwrap_or("-"),
+        outcome.reply
+    );
+    outcome
+}
+
+/// Sends a reply; false if the connection failed.
+fn send(stream: &mut impl Write, reply: &Reply, peer: &str) -> bool {
+    match write_frame(stream, &write_document(&reply.to_element())) {
+        Ok(()) => true,
+        Err(e) => {
+            log::info!("{peer}: cannot send a reply: {e}");
+            false
+        }
+    }
+}
