@@ -1,6 +1,7 @@
 //! Command-line handling shared by the two programs: the common flags, usage errors printed as
 //! the original printed them, logging set-up and exit statuses.
 
+use std::ops::RangeInclusive;
 use std::process::ExitCode;
 use std::str::FromStr;
 
@@ -15,13 +16,18 @@ pub struct CommandLine {
     pub argv0: String,
     usage_line: String,
     about: &'static str,
-    positional: usize,
+    positional: RangeInclusive<usize>,
 }
 
 impl CommandLine {
     /// `usage` is the original's usage line with `{argv0}` standing for the program's name;
-    /// `positional` the number of free arguments required.
-    pub fn new(args: &[String], usage: &str, about: &'static str, positional: usize) -> Self {
+    /// `positional` the numbers of free arguments accepted.
+    pub fn new(
+        args: &[String],
+        usage: &str,
+        about: &'static str,
+        positional: RangeInclusive<usize>,
+    ) -> Self {
         let argv0 = args.first().cloned().unwrap_or_default();
         CommandLine {
             usage_line: usage.replace("{argv0}", &argv0),
@@ -57,10 +63,14 @@ impl CommandLine {
             println!("{} {}", self.argv0, env!("CARGO_PKG_VERSION"));
             return Err(ExitCode::SUCCESS);
         }
-        if matches.free.len() != self.positional {
+        if !self.positional.contains(&matches.free.len()) {
             return Err(self.usage_error(&format!(
                 "expected {} argument(s), got {}",
-                self.positional,
+                if self.positional.start() == self.positional.end() {
+                    self.positional.start().to_string()
+                } else {
+                    format!("{} to {}", self.positional.start(), self.positional.end())
+                },
                 matches.free.len()
             )));
         }

@@ -7,11 +7,14 @@
 //! | `ShowCerts(ssl)`              | [`show_certs`]        |
 //! | `main()`                      | [`main`] and [`run`]  |
 //!
-//! It prints the original's prompts and transcript byte for byte. Unlike the original it
-//! verifies the server's certificate (unless `--insecure`), reads the password without echo
-//! from a terminal, has no fixed-size buffers, and bounds every wait.
+//! With no command it does the original's exchange and prints its prompts and transcript byte
+//! for byte. Unlike the original it verifies the server's certificate (unless `--insecure`),
+//! reads the password without echo from a terminal, has no fixed-size buffers, and bounds every
+//! wait. With `--portal` it opens the interactive Login / Signup portal ([`crate::portal`]);
+//! with a command (`signup`, `login`, `view`, `update`, `passwd`, `delete`) it runs that one
+//! command of the account protocol for scripts ([`crate::script`]).
 
-use std::io::{self, BufRead, IsTerminal, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -23,12 +26,24 @@ use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslRef, SslStream, SslV
 use crate::cli::CommandLine;
 use crate::deadline::DeadlineStream;
 use crate::error::{Error, Result};
+use crate::portal;
+use crate::prompt::Prompter;
+use crate::script::{self, Script};
 use crate::tls;
 use crate::xml::{LEGACY_REQUEST_MAX, legacy_request, printable};
 
-const ABOUT: &str = "Logs in to the server over TLS 1.2 with the legacy exchange.
-Reads the user name and password from the terminal (the password without echo),
-or as two lines from standard input when it is not a terminal.";
+const ABOUT: &str = "\
+       client [options] <hostname> <portnum> COMMAND   (one command, for scripts)
+       client [options] --portal <hostname> <portnum>  (the Login / Signup portal)
+
+Without a command: logs in with the original's legacy exchange over TLS 1.2, reading
+the user name and password from the terminal (the password without echo), or as two
+lines from standard input when it is not a terminal.
+
+COMMAND is one of signup, login, view, update, passwd, delete. Every command but
+signup first logs in as --user; passwords are read from standard input, one line each
+(passwd reads the current, then the new one), or from --password-file. Exit status:
+0 done, 1 refused by the server (its message on stderr), 2 usage error.";
 const DEFAULT_TIMEOUT_SECS: u64 = 30;
 /// The certificate trusted by default when it is in the working directory.
 const DEFAULT_CA_FILE: &str = "mycert.pem";
@@ -48,23 +63,48 @@ pub struct ClientConfig {
     pub cert: Option<(PathBuf, PathBuf)>,
     /// The longest connecting, and then the whole exchange, may take (each).
     pub timeout: Duration,
+    /// Print every frame of the account protocol on stderr (passwords masked).
+    pub trace: bool,
+}
+
+/// What the client is asked to do.
+#[derive(Clone, Debug)]
+pub enum Mode {
+    /// The original's exchange.
+    Legacy,
+    /// The interactive Login / Signup portal.
+    Portal,
+    /// One command of the account protocol.
+    Script(Script),
 }
 
 /// The `client` program: parses the command line and runs the exchange.
 pub fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    let cli = CommandLine::new(&args, "usage: {argv0} <hostname> <portnum>", ABOUT, 2);
-    let config = match parse_config(&cli, &args) {
-        Ok(config) => config,
+    let cli = CommandLine::new(&args, "usage: {argv0} <hostname> <portnum>", ABOUT, 2..=3);
+    let (config, mode) = match parse_config(&cli, &args) {
+        Ok(parsed) => parsed,
         Err(code) => return code,
     };
-    match run(&config) {
+    let done = match mode {
+        Mode::Legacy => run(&config),
+        Mode::Portal => portal::run(&config),
+        Mode::Script(script) => match script::run(&config, &script) {
+            Ok(reply) if reply.code.is_success() => Ok(()),
+            Ok(refusal) => {
+                eprintln!("{}: {refusal}", cli.argv0);
+                return ExitCode::FAILURE;
+            }
+            Err(e) => Err(e),
+        },
+    };
+    match done {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => cli.fail(&e),
     }
 }
 
-fn parse_config(cli: &CommandLine, args: &[String]) -> Result<ClientConfig, ExitCode> {
+fn parse_config(cli: &CommandLine, args: &[String]) -> Result<(ClientConfig, Mode), ExitCode> {
     let mut opts = Options::new();
     opts.optopt(
         "",
@@ -90,6 +130,36 @@ fn parse_config(cli: &CommandLine, args: &[String]) -> Result<ClientConfig, Exit
         &format!("seconds to connect, and then for the whole exchange [{DEFAULT_TIMEOUT_SECS}]"),
         "SECS",
     );
+    opts.optflag("", "portal", "open the interactive Login / Signup portal");
+    opts.optopt("", "user", "the account a command works on", "NAME");
+    opts.optmulti(
+        "",
+        "set",
+        "with signup and update: give FIELD (full_name, email, phone, address) a VALUE",
+        "FIELD=VALUE",
+    );
+    opts.optopt(
+        "",
+        "password-file",
+        "read passwords from this file, one line each, instead of standard input",
+        "FILE",
+    );
+    opts.optopt(
+        "",
+        "if-version",
+        "with update: refuse (2304) if the account is no longer at version N",
+        "N",
+    );
+    opts.optflag(
+        "",
+        "xml",
+        "print the server's reply document instead of its text",
+    );
+    opts.optflag(
+        "",
+        "trace",
+        "print every frame sent and received on stderr (passwords masked)",
+    );
     let m = cli.parse(opts, args)?;
     let host = m.free[0]
         .trim_start_matches('[')
@@ -112,14 +182,33 @@ fn parse_config(cli: &CommandLine, args: &[String]) -> Result<ClientConfig, Exit
     if insecure && m.opt_present("cafile") {
         return Err(cli.usage_error("--insecure and --cafile exclude each other"));
     }
-    Ok(ClientConfig {
+    let config = ClientConfig {
         host,
         port,
         cafile: m.opt_str("cafile").map(PathBuf::from),
         insecure,
         cert,
         timeout: Duration::from_secs(timeout_secs),
-    })
+        trace: m.opt_present("trace"),
+    };
+    let mode = match (m.free.get(2), m.opt_present("portal")) {
+        (Some(_), true) => return Err(cli.usage_error("--portal takes no command")),
+        (Some(name), false) => Mode::Script(script::parse(cli, &m, name)?),
+        (None, portal) => {
+            let script_only = ["user", "set", "password-file", "if-version", "xml"];
+            if let Some(name) = script_only.iter().find(|o| m.opt_present(o)) {
+                return Err(cli.usage_error(&format!("--{name} goes with a command")));
+            }
+            if portal {
+                Mode::Portal
+            } else if config.trace {
+                return Err(cli.usage_error("--trace goes with --portal or a command"));
+            } else {
+                Mode::Legacy
+            }
+        }
+    };
+    Ok((config, mode))
 }
 
 /// Runs the original's `main()`: asks for the credentials, connects, prints the cipher and the
@@ -135,8 +224,7 @@ pub fn run(config: &ClientConfig) -> Result<()> {
             request.len()
         )));
     }
-    let tcp = open_connection(&config.host, config.port, config.timeout)?;
-    let mut ssl = handshake(&connector, config, tcp)?;
+    let mut ssl = connect(config, &connector)?;
     print!(
         "\n\nConnected with {} encryption\n",
         tls::cipher_name(ssl.ssl())
@@ -229,12 +317,13 @@ pub fn init_ctx(config: &ClientConfig) -> Result<SslConnector> {
     Ok(ctx.build())
 }
 
-/// The original's `SSL_connect`, checking the server's name (or IP address) unless insecure.
-fn handshake(
-    connector: &SslConnector,
+/// [`open_connection`] and the original's `SSL_connect`, checking the server's name (or IP
+/// address) unless insecure. Everything after must end within the timeout (renewable).
+pub fn connect(
     config: &ClientConfig,
-    tcp: TcpStream,
+    connector: &SslConnector,
 ) -> Result<SslStream<DeadlineStream>> {
+    let tcp = open_connection(&config.host, config.port, config.timeout)?;
     let setup = connector
         .configure()
         .map_err(|e| Error::tls("cannot set up the connection", e))?
@@ -269,81 +358,20 @@ pub fn show_certs(ssl: &SslRef) {
 /// Asks for the user name and password with the original's prompts. From a terminal the
 /// password is read without echo; otherwise both are read as lines from standard input.
 fn read_credentials() -> Result<(Vec<u8>, Vec<u8>)> {
-    let stdin = io::stdin();
-    let terminal = stdin.is_terminal();
-    prompt("Enter the User Name : ")?;
-    let username = read_line(&mut stdin.lock(), "user name")?;
-    prompt("\n\nEnter the Password : ")?;
-    let password = if terminal {
-        rpassword::read_password()
-            .map_err(|e| Error::io("cannot read the password from the terminal", e))?
-            .into_bytes()
-    } else {
-        read_line(&mut stdin.lock(), "password")?
-    };
+    let ask = Prompter::stdin();
+    let ended = |what: &str| Error::Config(format!("no {what} given: standard input ended"));
+    let username = ask
+        .line("Enter the User Name : ", "user name", LEGACY_REQUEST_MAX)?
+        .ok_or_else(|| ended("user name"))?;
+    let password = ask
+        .password("\n\nEnter the Password : ", "password", LEGACY_REQUEST_MAX)?
+        .ok_or_else(|| ended("password"))?;
     Ok((username, password))
-}
-
-fn prompt(text: &str) -> Result<()> {
-    let mut out = io::stdout().lock();
-    out.write_all(text.as_bytes())
-        .and_then(|()| out.flush())
-        .map_err(|e| Error::io("cannot write to standard output", e))
-}
-
-/// One line of at most [`LEGACY_REQUEST_MAX`] bytes, without its line ending.
-fn read_line(input: &mut impl BufRead, what: &str) -> Result<Vec<u8>> {
-    let mut line = Vec::new();
-    let limit = LEGACY_REQUEST_MAX as u64 + 2; // room for "\r\n"
-    input
-        .take(limit)
-        .read_until(b'\n', &mut line)
-        .map_err(|e| Error::io(format!("cannot read the {what}"), e))?;
-    if line.is_empty() {
-        return Err(Error::Config(format!(
-            "no {what} given: standard input ended"
-        )));
-    }
-    let complete = line.ends_with(b"\n");
-    if complete {
-        line.pop();
-        if line.ends_with(b"\r") {
-            line.pop();
-        }
-    }
-    if line.len() > LEGACY_REQUEST_MAX || (!complete && line.len() as u64 == limit) {
-        return Err(Error::Config(format!(
-            "the {what} is too long (at most {LEGACY_REQUEST_MAX} bytes)"
-        )));
-    }
-    Ok(line)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn lines_without_endings() {
-        let mut input = io::Cursor::new(b"aticle\r\n123\nlast".to_vec());
-        assert_eq!(read_line(&mut input, "u").unwrap(), b"aticle");
-        assert_eq!(read_line(&mut input, "p").unwrap(), b"123");
-        assert_eq!(read_line(&mut input, "p").unwrap(), b"last");
-        assert!(read_line(&mut input, "p").is_err());
-    }
-
-    #[test]
-    fn long_lines_refused() {
-        let mut long = vec![b'a'; LEGACY_REQUEST_MAX + 5];
-        long.push(b'\n');
-        assert!(read_line(&mut io::Cursor::new(long), "u").is_err());
-        let mut fits = vec![b'a'; LEGACY_REQUEST_MAX];
-        fits.extend_from_slice(b"\r\n");
-        assert_eq!(
-            read_line(&mut io::Cursor::new(fits), "u").unwrap().len(),
-            LEGACY_REQUEST_MAX
-        );
-    }
 
     #[test]
     fn config_parsing() {
@@ -354,22 +382,62 @@ mod tests {
                 .collect()
         };
         let a = args(&["[::1]", "8081"]);
-        let cli = CommandLine::new(&a, "usage: {argv0} <hostname> <portnum>", ABOUT, 2);
-        let config = parse_config(&cli, &a).unwrap();
+        let cli = CommandLine::new(&a, "usage: {argv0} <hostname> <portnum>", ABOUT, 2..=3);
+        let (config, mode) = parse_config(&cli, &a).unwrap();
         assert_eq!(config.host, "::1");
         assert_eq!(config.port, 8081);
+        assert!(matches!(mode, Mode::Legacy));
         let a = args(&["--cert", "me.pem", "h", "1"]);
-        let config = parse_config(&cli, &a).unwrap();
+        let (config, _) = parse_config(&cli, &a).unwrap();
         assert_eq!(
             config.cert,
             Some((PathBuf::from("me.pem"), PathBuf::from("me.pem")))
         );
+        let a = args(&["--portal", "--trace", "h", "1"]);
+        assert!(matches!(parse_config(&cli, &a).unwrap().1, Mode::Portal));
+        let a = args(&[
+            "--user",
+            "alice",
+            "--set",
+            "email=a@b.c",
+            "h",
+            "1",
+            "update",
+        ]);
+        let Mode::Script(script) = parse_config(&cli, &a).unwrap().1 else {
+            panic!("not a script");
+        };
+        assert_eq!(script.user, "alice");
         for bad in [
             &["h"][..],
             &["h", "1", "2"],
             &["h", "x"],
             &["--key", "k", "h", "1"],
             &["--insecure", "--cafile", "c", "h", "1"],
+            &["--portal", "h", "1", "view"],
+            &["--user", "alice", "h", "1"],
+            &["--trace", "h", "1"],
+            &["h", "1", "view"],
+            &["--user", "alice", "h", "1", "fly"],
+            &["--user", "alice", "h", "1", "update"],
+            &["--user", "alice", "--set", "email=a@b.c", "h", "1", "view"],
+            &["--user", "alice", "--set", "shoe=9", "h", "1", "update"],
+            &["--user", "alice", "--set", "email", "h", "1", "update"],
+            &[
+                "--user", "a", "--set", "email=x", "--set", "email=y", "h", "1", "update",
+            ],
+            &[
+                "--user",
+                "alice",
+                "--if-version",
+                "x",
+                "--set",
+                "email=y",
+                "h",
+                "1",
+                "update",
+            ],
+            &["--user", "alice", "--if-version", "3", "h", "1", "view"],
         ] {
             let a = args(bad);
             assert!(parse_config(&cli, &a).is_err(), "{bad:?}");

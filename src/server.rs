@@ -86,7 +86,7 @@ pub struct ServerConfig {
 /// The `server` program: parses the command line and runs the server.
 pub fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    let cli = CommandLine::new(&args, "Usage: {argv0} <portnum>", ABOUT, 1);
+    let cli = CommandLine::new(&args, "Usage: {argv0} <portnum>", ABOUT, 1..=1);
     let config = match parse_config(&cli, &args) {
         Ok(config) => config,
         Err(code) => return code,
@@ -629,7 +629,7 @@ mod tests {
                 .collect()
         };
         let a = args(&["8081"]);
-        let cli = CommandLine::new(&a, "Usage: {argv0} <portnum>", ABOUT, 1);
+        let cli = CommandLine::new(&a, "Usage: {argv0} <portnum>", ABOUT, 1..=1);
         let config = parse_config(&cli, &a).unwrap();
         assert_eq!(config.port, 8081);
         assert_eq!(config.cert, PathBuf::from("mycert.pem"));

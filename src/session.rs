@@ -82,12 +82,10 @@ fn respond(document: &[u8], session: &mut Session, store: &AccountStore, peer: &
         }
     };
     let name = command.name();
+    let before = session.username().map(str::to_string);
     let outcome = command.apply(session, store);
-    log::info!(
-        "{peer}: {name} as {}: {}",
-        session.username().unwrap_or("-"),
-        outcome.reply
-    );
+    let who = session.username().or(before.as_deref()).unwrap_or("-");
+    log::info!("{peer}: {name} as {who}: {}", outcome.reply);
     outcome
 }
 

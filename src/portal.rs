@@ -1,0 +1,276 @@
+//! The interactive Login / Signup portal (`client --portal <host> <port>`): log in or sign up,
+//! then view and update my information, change my password, delete my account, log out.
+//!
+//! Every answer is a line (passwords without echo at a terminal); the end of input at any
+//! prompt logs out and ends the portal cleanly.
+
+use crate::account::{Field, PASSWORD_LEN};
+use crate::client::{ClientConfig, init_ctx};
+use crate::command::{Command, Delete, Login, Passwd, Signup, Update};
+use crate::connection::AccountConnection;
+use crate::error::{Error, Result};
+use crate::prompt::Prompter;
+use crate::reply::{Reply, ResultCode};
+use crate::script::view_text;
+
+/// The longest line the portal reads (a full address in UTF-8 fits).
+const MAX_ANSWER: usize = 4096;
+
+/// Runs the portal until the user quits or the input ends.
+pub fn run(config: &ClientConfig) -> Result<()> {
+    let connector = init_ctx(config)?;
+    let ask = Prompter::stdin();
+    let mut conn = AccountConnection::open(config, &connector)?;
+    let hello = conn.call(&Command::Hello)?;
+    if let Some(server) = &hello.greeting {
+        println!(
+            "Connected to {} port {} ({} {}).",
+            config.host, config.port, server.name, server.version
+        );
+    }
+    loop {
+        println!("\n1) Log in\n2) Sign up\nq) Quit");
+        let Some(choice) = ask.text("Choose: ", "choice", MAX_ANSWER)? else {
+            break;
+        };
+        match choice.trim() {
+            "1" => {
+                if let Some(user) = log_in(&ask, &mut conn)? {
+                    if account_menu(&ask, &mut conn, &user)? == Leave::Quit {
+                        break;
+                    }
+                    // The server ended that session; a new one for the next user.
+                    conn = AccountConnection::open(config, &connector)?;
+                }
+            }
+            "2" => sign_up(&ask, &mut conn)?,
+            "q" | "Q" => break,
+            "" => {}
+            other => println!("There is no choice {other:?}; type 1, 2 or q."),
+        }
+    }
+    let _ = conn.call(&Command::Logout);
+    conn.close();
+    println!("Bye.");
+    Ok(())
+}
+
+/// How the account menu ended.
+#[derive(PartialEq, Eq)]
+enum Leave {
+    /// Logged out or deleted: back to the first menu.
+    Menu,
+    /// The input ended: leave the portal.
+    Quit,
+}
+
+fn log_in(ask: &Prompter, conn: &mut AccountConnection) -> Result<Option<String>> {
+    let Some(username) = ask.text("User name: ", "user name", MAX_ANSWER)? else {
+        return Ok(None);
+    };
+    let Some(password) = ask_password(ask, "Password: ")? else {
+        return Ok(None);
+    };
+    let reply = conn.call(&Command::Login(Login {
+        username: username.clone(),
+        password,
+    }))?;
+    report(&reply);
+    Ok(reply.code.is_success().then_some(username))
+}
+
+fn sign_up(ask: &Prompter, conn: &mut AccountConnection) -> Result<()> {
+    println!(
+        "A user name has 3 to 32 letters, digits, '.', '_' or '-'; a password 8 to 1024 bytes."
+    );
+    let Some(username) = ask.text("User name: ", "user name", MAX_ANSWER)? else {
+        return Ok(());
+    };
+    let Some(password) = new_password(ask)? else {
+        return Ok(());
+    };
+    println!("Your information (Enter leaves a field empty):");
+    let mut info = Vec::new();
+    for field in Field::ALL {
+        let Some(value) = ask_field(ask, field, "")? else {
+            return Ok(());
+        };
+        if !value.is_empty() {
+            info.push((field, value));
+        }
+    }
+    let reply = conn.call(&Command::Signup(Signup {
+        username,
+        password,
+        info,
+    }))?;
+    report(&reply);
+    Ok(())
+}
+
+fn account_menu(ask: &Prompter, conn: &mut AccountConnection, user: &str) -> Result<Leave> {
+    loop {
+        println!(
+            "\nLogged in as {user}.\n1) View my information\n2) Update my information\n\
+             3) Change my password\n4) Delete my account\n5) Log out"
+        );
+        let Some(choice) = ask.text("Choose: ", "choice", MAX_ANSWER)? else {
+            return Ok(Leave::Quit);
+        };
+        let done = match choice.trim() {
+            "1" => view(conn)?,
+            "2" => update(ask, conn)?,
+            "3" => change_password(ask, conn)?,
+            "4" => delete(ask, conn)?,
+            "5" => {
+                report(&conn.call(&Command::Logout)?);
+                return Ok(Leave::Menu);
+            }
+            "" => None,
+            other => {
+                println!("There is no choice {other:?}; type a number from 1 to 5.");
+                None
+            }
+        };
+        match done {
+            Some(reply) if reply.code == ResultCode::EndingSession => return Ok(Leave::Menu),
+            Some(reply) if reply.code == ResultCode::ObjectDoesNotExist => return Ok(Leave::Menu),
+            Some(_) | None => {}
+        }
+    }
+}
+
+fn view(conn: &mut AccountConnection) -> Result<Option<Reply>> {
+    let reply = conn.call(&Command::View)?;
+    match &reply.account {
+        Some(account) => print!("{}", view_text(account)),
+        None => report(&reply),
+    }
+    Ok(Some(reply))
+}
+
+fn update(ask: &Prompter, conn: &mut AccountConnection) -> Result<Option<Reply>> {
+    let current = conn.call(&Command::View)?;
+    let Some(account) = &current.account else {
+        report(&current);
+        return Ok(Some(current));
+    };
+    println!("Enter keeps a value, '-' clears it; in the address, \\n starts a new line.");
+    let mut changes = Vec::new();
+    for field in Field::ALL {
+        let Some(value) = ask_field(ask, field, account.get(field))? else {
+            return Ok(None);
+        };
+        if value != account.get(field) {
+            changes.push((field, value));
+        }
+    }
+    if changes.is_empty() {
+        println!("Nothing changed.");
+        return Ok(None);
+    }
+    let reply = conn.call(&Command::Update(Update {
+        changes,
+        version: Some(account.version),
+    }))?;
+    report(&reply);
+    Ok(Some(reply))
+}
+
+fn change_password(ask: &Prompter, conn: &mut AccountConnection) -> Result<Option<Reply>> {
+    let Some(password) = ask_password(ask, "Current password: ")? else {
+        return Ok(None);
+    };
+    let Some(new_password) = new_password(ask)? else {
+        return Ok(None);
+    };
+    let reply = conn.call(&Command::Passwd(Passwd {
+        password,
+        new_password,
+    }))?;
+    report(&reply);
+    Ok(Some(reply))
+}
+
+fn delete(ask: &Prompter, conn: &mut AccountConnection) -> Result<Option<Reply>> {
+    let Some(answer) = ask.text(
+        "Delete your account and everything stored with it? Type yes to confirm: ",
+        "answer",
+        MAX_ANSWER,
+    )?
+    else {
+        return Ok(None);
+    };
+    if answer.trim() != "yes" {
+        println!("Not deleted.");
+        return Ok(None);
+    }
+    let Some(password) = ask_password(ask, "Password: ")? else {
+        return Ok(None);
+    };
+    let reply = conn.call(&Command::Delete(Delete { password }))?;
+    report(&reply);
+    Ok(Some(reply))
+}
+
+/// Asks for a field's new value, showing the current one: Enter keeps it, `-` clears it, and
+/// `\n` in the address is a line break.
+fn ask_field(ask: &Prompter, field: Field, current: &str) -> Result<Option<String>> {
+    let shown = current.replace('\n', "\\n");
+    let prompt = if current.is_empty() {
+        format!("{field}: ")
+    } else {
+        format!("{field} [{shown}]: ")
+    };
+    let Some(answer) = ask.text(&prompt, field.name(), MAX_ANSWER)? else {
+        return Ok(None);
+    };
+    Ok(Some(match answer.as_str() {
+        "" => current.to_string(),
+        "-" => String::new(),
+        typed if field == Field::Address => typed.replace("\\n", "\n"),
+        typed => typed.to_string(),
+    }))
+}
+
+fn ask_password(ask: &Prompter, prompt: &str) -> Result<Option<String>> {
+    ask.password(prompt, "password", *PASSWORD_LEN.end())?
+        .map(|bytes| {
+            String::from_utf8(bytes)
+                .map_err(|_| Error::Config("the password is not valid UTF-8".into()))
+        })
+        .transpose()
+}
+
+/// A new password, typed twice.
+fn new_password(ask: &Prompter) -> Result<Option<String>> {
+    loop {
+        let Some(first) = ask_password(ask, "New password: ")? else {
+            return Ok(None);
+        };
+        let Some(again) = ask_password(ask, "New password again: ")? else {
+            return Ok(None);
+        };
+        if first == again {
+            return Ok(Some(first));
+        }
+        println!("The two passwords differ; try again.");
+    }
+}
+
+/// Tells the user what the server said.
+fn report(reply: &Reply) {
+    if reply.code.is_success() {
+        println!("{}.", capitalised(&reply.message));
+    } else {
+        println!("Refused ({}): {}.", reply.code.number(), reply.message);
+    }
+}
+
+fn capitalised(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
