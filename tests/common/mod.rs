@@ -87,6 +87,24 @@ impl Fixture {
     }
 }
 
+impl Fixture {
+    /// Runs `client [args] 127.0.0.1 PORT COMMAND` against `server` with `stdin`.
+    pub fn command(&self, server: &Server, args: &[&str], command: &str, stdin: &str) -> Output {
+        let port = server.port_arg();
+        let mut all = args.to_vec();
+        all.extend(["127.0.0.1", &port, command]);
+        self.client(&all, stdin.as_bytes())
+    }
+}
+
+/// A client run's stdout and stderr as text.
+pub fn texts(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Runs `scripts/gencert.sh` for `out` with `env` set.
 pub fn gencert(out: &Path, env: &[(&str, &str)]) -> Output {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/gencert.sh");

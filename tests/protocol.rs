@@ -1,0 +1,313 @@
+//! The account protocol byte for byte: raw frames written on a TLS connection, exact replies
+//! asserted; malformed frames and documents answered with an error or a close.
+
+mod common;
+
+use std::io::{Read, Write};
+
+use openssl::ssl::SslStream;
+
+use common::*;
+
+const DECLARATION: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>";
+
+fn frame(document: &str) -> Vec<u8> {
+    frame_bytes(document.as_bytes())
+}
+
+fn frame_bytes(document: &[u8]) -> Vec<u8> {
+    let mut out = ((document.len() + 4) as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(document);
+    out
+}
+
+/// Reads one framed reply.
+fn read_reply(ssl: &mut SslStream<std::net::TcpStream>) -> String {
+    let mut header = [0u8; 4];
+    ssl.read_exact(&mut header).expect("a reply header");
+    let len = u32::from_be_bytes(header) as usize;
+    assert!((5..=65536).contains(&len), "reply length {len}");
+    let mut body = vec![0u8; len - 4];
+    ssl.read_exact(&mut body).expect("the reply body");
+    String::from_utf8(body).expect("UTF-8 reply")
+}
+
+fn reply(code: u16, message: &str) -> String {
+    format!("{DECLARATION}<reply code=\"{code}\"><message>{message}</message></reply>")
+}
+
+/// Sends a document and returns the reply.
+fn call(ssl: &mut SslStream<std::net::TcpStream>, document: &str) -> String {
+    ssl.write_all(&frame(document)).unwrap();
+    read_reply(ssl)
+}
+
+fn assert_closed(ssl: &mut SslStream<std::net::TcpStream>) {
+    assert_eq!(read_to_close(ssl), b"", "the server should have closed");
+}
+
+#[test]
+fn hello_names_the_server_and_its_commands() {
+    let fx = Fixture::new();
+    let server = fx.server(&[]);
+    let mut ssl = tls_connect(&server.addr());
+    assert_eq!(
+        call(&mut ssl, "<hello/>"),
+        format!(
+            "{DECLARATION}<reply code=\"1000\"><message>hello</message><server>\
+             <name>ssl_server_client</name><version>{}</version><commands>\
+             <command>hello</command><command>signup</command><command>login</command>\
+             <command>view</command><command>update</command><command>passwd</command>\
+             <command>delete</command><command>logout</command></commands></server></reply>",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+}
+
+#[test]
+fn a_whole_session_in_raw_frames() {
+    let fx = Fixture::new();
+    let server = fx.server(&[]);
+    let mut ssl = tls_connect(&server.addr());
+    assert_eq!(
+        call(&mut ssl, "<view/>"),
+        reply(2002, "not logged in; log in first")
+    );
+    assert_eq!(
+        call(
+            &mut ssl,
+            "<signup><username>carol</username><password>carol-secret</password>\
+             <email>carol@example.org</email></signup>"
+        ),
+        reply(1000, "account carol created; log in to use it")
+    );
+    assert_eq!(
+        call(
+            &mut ssl,
+            "<signup><username>Carol</username><password>carol-secret</password></signup>"
+        ),
+        reply(2302, "the user name Carol is taken")
+    );
+    assert_eq!(
+        call(
+            &mut ssl,
+            "<signup><username>x</username><password>carol-secret</password></signup>"
+        ),
+        reply(2004, "username: must be 3 to 32 characters long")
+    );
+    assert_eq!(
+        call(
+            &mut ssl,
+            "<login><username>carol</username><password>wrong-secret</password></login>"
+        ),
+        reply(2200, "authentication failed: wrong user name or password")
+    );
+    assert_eq!(
+        call(
+            &mut ssl,
+            "<login><username>carol</username><password>carol-secret</password></login>"
+        ),
+        reply(1000, "logged in as carol")
+    );
+    assert_eq!(
+        call(
+            &mut ssl,
+            "<login><username>carol</username><password>carol-secret</password></login>"
+        ),
+        reply(2002, "already logged in as carol; log out first")
+    );
+    let view = call(&mut ssl, "<view/>");
+    assert!(
+        view.starts_with(&format!(
+            "{DECLARATION}<reply code=\"1000\"><message>your account</message><account>\
+             <username>carol</username><full_name /><email>carol@example.org</email>\
+             <phone /><address /><created_at>"
+        )),
+        "{view}"
+    );
+    assert!(
+        view.ends_with("<version>1</version></account></reply>"),
+        "{view}"
+    );
+    let updated = call(
+        &mut ssl,
+        "<update version=\"1\"><phone>+44 20 7946 0000</phone></update>",
+    );
+    assert!(
+        updated.contains("<phone>+44 20 7946 0000</phone>"),
+        "{updated}"
+    );
+    assert!(updated.contains("<version>2</version>"), "{updated}");
+    assert_eq!(
+        call(
+            &mut ssl,
+            "<update version=\"1\"><phone>1234</phone></update>"
+        ),
+        reply(
+            2304,
+            "the account changed since you last saw it; view it and try again"
+        )
+    );
+    assert_eq!(
+        call(&mut ssl, "<update><email>bad</email></update>"),
+        reply(2004, "email: not an e-mail address (name@domain.example)")
+    );
+    assert_eq!(
+        call(
+            &mut ssl,
+            "<passwd><password>wrong-secret</password><new_password>carol-secret-2</new_password></passwd>"
+        ),
+        reply(2200, "authentication failed: wrong password")
+    );
+    assert_eq!(
+        call(
+            &mut ssl,
+            "<passwd><password>carol-secret</password><new_password>carol-secret-2</new_password></passwd>"
+        ),
+        reply(1000, "password changed")
+    );
+    assert_eq!(
+        call(
+            &mut ssl,
+            "<delete><password>carol-secret</password></delete>"
+        ),
+        reply(2200, "authentication failed: wrong password")
+    );
+    assert_eq!(
+        call(
+            &mut ssl,
+            "<delete><password>carol-secret-2</password></delete>"
+        ),
+        reply(1500, "account deleted; ending session")
+    );
+    assert_closed(&mut ssl);
+
+    let mut ssl = tls_connect(&server.addr());
+    assert_eq!(
+        call(
+            &mut ssl,
+            "<login><username>carol</username><password>carol-secret-2</password></login>"
+        ),
+        reply(2200, "authentication failed: wrong user name or password")
+    );
+    assert_eq!(
+        call(&mut ssl, "<logout/>"),
+        reply(1500, "logged out; ending session")
+    );
+    assert_closed(&mut ssl);
+}
+
+#[test]
+fn refused_commands_keep_the_session() {
+    let fx = Fixture::new();
+    let server = fx.server(&[]);
+    let mut ssl = tls_connect(&server.addr());
+    for (document, message) in [
+        (
+            "<dance/>",
+            "unknown command &lt;dance&gt;; the commands are hello, signup, login, view, update, \
+             passwd, delete, logout",
+        ),
+        (
+            "<view><extra/></view>",
+            "&lt;view&gt; has no element &lt;extra&gt;",
+        ),
+        (
+            "<login><username>a</username><username>b</username></login>",
+            "&lt;username&gt; given twice in &lt;login&gt;",
+        ),
+        (
+            "<login><username>a</username></login>",
+            "&lt;login&gt; needs &lt;password&gt;",
+        ),
+        (
+            "<hello colour=\"red\"/>",
+            "&lt;hello&gt; has no attribute \"colour\"",
+        ),
+    ] {
+        assert_eq!(call(&mut ssl, document), reply(2001, message), "{document}");
+    }
+    assert!(call(&mut ssl, "<hello/>").contains("code=\"1000\""));
+}
+
+#[test]
+fn two_frames_in_one_write_get_two_replies() {
+    let fx = Fixture::new();
+    let server = fx.server(&[]);
+    let mut ssl = tls_connect(&server.addr());
+    ssl.write_all(&[frame("<view/>"), frame("<logout/>")].concat())
+        .unwrap();
+    assert_eq!(
+        read_reply(&mut ssl),
+        reply(2002, "not logged in; log in first")
+    );
+    assert_eq!(
+        read_reply(&mut ssl),
+        reply(1500, "logged out; ending session")
+    );
+    assert_closed(&mut ssl);
+}
+
+/// Sends `bytes` raw on a new connection; gives everything until the server closes.
+fn raw(server: &Server, bytes: &[u8]) -> Vec<u8> {
+    let mut ssl = tls_connect(&server.addr());
+    let _ = ssl.write_all(bytes);
+    read_to_close(&mut ssl)
+}
+
+fn framed_error(received: &[u8], words: &str) {
+    assert!(received.len() > 4, "no reply: {received:?}");
+    let text = String::from_utf8_lossy(&received[4..]);
+    assert!(
+        text.contains("<reply code=\"2001\">") && text.contains(words),
+        "wanted 2001 {words:?}: {text}"
+    );
+}
+
+#[test]
+fn malformed_frames_and_documents_get_an_error_and_a_close() {
+    let fx = Fixture::new();
+    let mut server = fx.server(&[]);
+    // Lengths under 5 and over 64 KiB.
+    framed_error(&raw(&server, &[0, 0, 0, 4]), "less than the minimum of 5");
+    framed_error(&raw(&server, &[0, 0, 0, 0]), "less than the minimum");
+    framed_error(
+        &raw(&server, &65537u32.to_be_bytes()),
+        "more than the maximum of 65536",
+    );
+    let mut huge = 65537u32.to_be_bytes().to_vec();
+    huge.extend(vec![b' '; 65533]);
+    framed_error(&raw(&server, &huge), "more than the maximum");
+    // Exactly 64 KiB is a frame; this one is not XML.
+    let at_limit = frame_bytes(&vec![b'x'; 65536 - 4]);
+    framed_error(&raw(&server, &at_limit), "malformed XML");
+    // Documents that are not acceptable XML.
+    let laughs = "<?xml version=\"1.0\"?><!DOCTYPE lolz [<!ENTITY lol \"lol\">\
+                  <!ENTITY lol2 \"&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;\">]>\
+                  <hello>&lol2;</hello>";
+    for (document, words) in [
+        (&b"\xff\xfe<hello/>"[..], "not UTF-8"),
+        (b"<hello>", "malformed XML"),
+        (b"<hello/><hello/>", "malformed XML"),
+        (laughs.as_bytes(), "DOCTYPE"),
+    ] {
+        framed_error(&raw(&server, &frame_bytes(document)), words);
+    }
+    let nested = format!("{}{}", "<a>".repeat(5000), "</a>".repeat(5000));
+    framed_error(&raw(&server, &frame(&nested)), "nested deeper than 8");
+
+    // A frame cut short: the peer closes inside it; the server just closes.
+    let cut = &frame("<hello/>")[..8];
+    let mut ssl = tls_connect(&server.addr());
+    ssl.write_all(cut).unwrap();
+    ssl.shutdown().unwrap();
+    assert_eq!(read_to_close(&mut ssl), b"");
+
+    assert!(server.child.try_wait().unwrap().is_none(), "server died");
+    assert_eq!(
+        exchange(&server.addr(), &request("aticle", "x")),
+        b"Invalid Message"
+    );
+    let mut ssl = tls_connect(&server.addr());
+    assert!(call(&mut ssl, "<hello/>").contains("code=\"1000\""));
+}
