@@ -111,7 +111,7 @@ fn sign_up(ask: &Prompter, conn: &mut AccountConnection) -> Result<()> {
 fn account_menu(ask: &Prompter, conn: &mut AccountConnection, user: &str) -> Result<Leave> {
     loop {
         println!(
-            "\nLogged in as {user}.\n1) View my information\n2) Update my information\n\
+            "\nAccount of {user}:\n1) View my information\n2) Update my information\n\
              3) Change my password\n4) Delete my account\n5) Log out"
         );
         let Some(choice) = ask.text("Choose: ", "choice", MAX_ANSWER)? else {

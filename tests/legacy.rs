@@ -65,8 +65,11 @@ fn s_client_sending_the_original_bytes_gets_the_original_reply() {
     with_newline.push(b'\n');
     let out = s_client(&server.addr(), &["-tls1_2"], &with_newline);
     assert_eq!(out.stdout, b"Invalid Message");
-    let out = s_client(&server.addr(), &["-tls1_2"], b"hello");
+    let out = s_client(&server.addr(), &["-tls1_2"], b"<hello>");
     assert_eq!(out.stdout, b"Invalid Message");
+    // A first byte other than '<' starts the account protocol: "hell" is no frame length.
+    let out = s_client(&server.addr(), &["-tls1_2"], b"hello");
+    assert!(contains(&out.stdout, b"<reply code=\"2001\">"));
 }
 
 #[test]
