@@ -18,11 +18,6 @@ impl Prompter {
         }
     }
 
-    /// Whether a person is typing (stdin is a terminal).
-    pub fn is_terminal(&self) -> bool {
-        self.terminal
-    }
-
     /// Prints `prompt` and reads one line of at most `limit` bytes; `None` at end of input.
     pub fn line(&self, prompt: &str, what: &str, limit: usize) -> Result<Option<Vec<u8>>> {
         show(prompt)?;
@@ -47,9 +42,7 @@ impl Prompter {
         show(prompt)?;
         self.hidden(what, limit)
     }
-}
 
-impl Prompter {
     /// A password for a script: from a terminal without echo, the prompt on stderr (stdout is
     /// the script's); otherwise a line from stdin, without a prompt.
     pub fn secret(&self, prompt: &str, what: &str, limit: usize) -> Result<Option<Vec<u8>>> {
@@ -74,7 +67,7 @@ impl Prompter {
 }
 
 /// Writes a prompt (no line ending) and flushes it.
-pub fn show(text: &str) -> Result<()> {
+fn show(text: &str) -> Result<()> {
     let mut out = io::stdout().lock();
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())
