@@ -318,7 +318,8 @@ pub fn init_ctx(config: &ClientConfig) -> Result<SslConnector> {
 }
 
 /// [`open_connection`] and the original's `SSL_connect`, checking the server's name (or IP
-/// address) unless insecure. Everything after must end within the timeout (renewable).
+/// address) unless insecure. The handshake, and then each read and write, must end within
+/// the timeout.
 pub fn connect(
     config: &ClientConfig,
     connector: &SslConnector,
@@ -329,7 +330,10 @@ pub fn connect(
         .map_err(|e| Error::tls("cannot set up the connection", e))?
         .verify_hostname(!config.insecure);
     setup
-        .connect(&config.host, DeadlineStream::new(tcp, config.timeout))
+        .connect(
+            &config.host,
+            DeadlineStream::new(tcp, config.timeout, config.timeout),
+        )
         .map_err(|e| {
             let hint = if tls::failed_verification(&e) {
                 " (trust the server's certificate with --cafile FILE)"

@@ -37,7 +37,8 @@ impl AccountConnection {
         if self.config.trace {
             trace("C", frame.len(), &write_document(&mask_secrets(&element)));
         }
-        self.ssl.get_mut().renew(self.config.timeout);
+        // Each command and its reply within the timeout.
+        self.ssl.get_mut().start_phase(self.config.timeout);
         let lost = |e: &dyn std::fmt::Display| {
             Error::Config(format!("the connection to the server failed: {e}"))
         };

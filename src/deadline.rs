@@ -1,34 +1,79 @@
-//! A TCP stream whose reads and writes all end by one deadline, so that a peer that trickles
-//! bytes cannot hold a connection longer than the whole exchange is allowed.
+//! A TCP stream on which every wait is bounded: each read and write by a per-operation
+//! timeout, a phase (the handshake, or the wait for a session's next command) by its own
+//! deadline, and the whole connection by a session deadline. A peer that trickles bytes or
+//! says nothing cannot hold a connection longer than these allow.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-/// A [`TcpStream`] that fails every read and write with [`io::ErrorKind::TimedOut`] once its
-/// deadline has passed, and never waits past it.
+/// A [`TcpStream`] whose reads and writes fail with [`io::ErrorKind::TimedOut`] instead of
+/// waiting past any of its limits.
 #[derive(Debug)]
 pub struct DeadlineStream {
     inner: TcpStream,
-    deadline: Instant,
+    io_timeout: Duration,
+    phase_deadline: Option<Instant>,
+    session_deadline: Option<Instant>,
+    /// Waiting for the first byte of the next command: the phase deadline alone bounds the
+    /// wait, not the per-operation timeout.
+    idle: bool,
 }
 
 impl DeadlineStream {
-    /// Wraps `inner`; every operation must finish within `limit` from now.
-    pub fn new(inner: TcpStream, limit: Duration) -> Self {
+    /// Wraps `inner`: each read or write may wait `io_timeout`, and everything until
+    /// [`DeadlineStream::end_phase`] must be done within `phase` (the handshake, say).
+    pub fn new(inner: TcpStream, io_timeout: Duration, phase: Duration) -> Self {
         DeadlineStream {
             inner,
-            deadline: Instant::now() + limit,
+            io_timeout,
+            phase_deadline: Some(Instant::now() + phase),
+            session_deadline: None,
+            idle: false,
         }
     }
 
-    /// Gives the stream `limit` from now, whatever was left before.
-    pub fn renew(&mut self, limit: Duration) {
-        self.deadline = Instant::now() + limit;
+    /// Bounds the whole connection: nothing waits past `limit` from now.
+    pub fn with_session_limit(mut self, limit: Duration) -> Self {
+        self.session_deadline = Some(Instant::now() + limit);
+        self
     }
 
+    /// Ends the current phase: from now on only the per-operation timeout (and the session
+    /// deadline) apply.
+    pub fn end_phase(&mut self) {
+        self.phase_deadline = None;
+        self.idle = false;
+    }
+
+    /// Starts a new phase of at most `limit` from now, in which every operation also keeps to
+    /// the per-operation timeout.
+    pub fn start_phase(&mut self, limit: Duration) {
+        self.phase_deadline = Some(Instant::now() + limit);
+        self.idle = false;
+    }
+
+    /// Waits for the next command: the first byte may take up to `limit`; once it arrives, the
+    /// per-operation timeout applies again.
+    pub fn await_next(&mut self, limit: Duration) {
+        self.phase_deadline = Some(Instant::now() + limit);
+        self.idle = true;
+    }
+
+    /// How long the next operation may wait.
     fn time_left(&self) -> io::Result<Duration> {
-        let left = self.deadline.saturating_duration_since(Instant::now());
+        let now = Instant::now();
+        let mut left = if self.idle {
+            Duration::MAX
+        } else {
+            self.io_timeout
+        };
+        for deadline in [self.phase_deadline, self.session_deadline]
+            .into_iter()
+            .flatten()
+        {
+            left = left.min(deadline.saturating_duration_since(now));
+        }
         if left.is_zero() {
             Err(io::Error::new(io::ErrorKind::TimedOut, "timed out"))
         } else {
@@ -50,7 +95,11 @@ fn timed_out(err: io::Error) -> io::Error {
 impl Read for DeadlineStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.inner.set_read_timeout(Some(self.time_left()?))?;
-        self.inner.read(buf).map_err(timed_out)
+        let n = self.inner.read(buf).map_err(timed_out)?;
+        if self.idle && n > 0 {
+            self.end_phase();
+        }
+        Ok(n)
     }
 }
 
@@ -69,29 +118,77 @@ impl Write for DeadlineStream {
 mod tests {
     use super::*;
     use std::net::TcpListener;
+    use std::thread;
 
-    #[test]
-    fn silent_peer_times_out_by_deadline() {
+    fn pair() -> (TcpStream, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let _peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (accepted, _) = listener.accept().unwrap();
-        let mut stream = DeadlineStream::new(accepted, Duration::from_millis(200));
-        let started = Instant::now();
-        let err = stream.read(&mut [0u8; 16]).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
-        // And every later call fails at once.
-        let err = stream.read(&mut [0u8; 16]).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
-        assert!(started.elapsed() >= Duration::from_millis(200));
+        let peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        (listener.accept().unwrap().0, peer)
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
     }
 
     #[test]
-    fn data_before_deadline_is_read() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (accepted, _) = listener.accept().unwrap();
+    fn a_silent_peer_times_out_by_the_phase_deadline() {
+        let (ours, _peer) = pair();
+        let mut stream = DeadlineStream::new(ours, Duration::from_secs(10), ms(200));
+        let started = Instant::now();
+        let err = stream.read(&mut [0u8; 16]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= ms(200) && started.elapsed() < Duration::from_secs(5));
+        // Every later call fails at once.
+        assert!(stream.read(&mut [0u8; 16]).is_err());
+    }
+
+    #[test]
+    fn each_read_keeps_to_the_io_timeout() {
+        let (ours, _peer) = pair();
+        let mut stream = DeadlineStream::new(ours, ms(150), Duration::from_secs(10));
+        stream.end_phase();
+        let started = Instant::now();
+        assert!(stream.read(&mut [0u8; 16]).is_err());
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn idle_waits_longer_than_one_read_then_reads_keep_to_the_io_timeout() {
+        let (ours, mut peer) = pair();
+        let mut stream = DeadlineStream::new(ours, ms(100), Duration::from_secs(10));
+        stream.await_next(Duration::from_secs(10));
+        let writer = thread::spawn(move || {
+            thread::sleep(ms(400)); // longer than the io timeout: still within idle
+            peer.write_all(b"x").unwrap();
+            peer
+        });
+        let mut buf = [0u8; 1];
+        assert_eq!(stream.read(&mut buf).unwrap(), 1);
+        let _peer = writer.join().unwrap();
+        // Now a command is under way: the next read may wait only the io timeout.
+        let started = Instant::now();
+        assert!(stream.read(&mut buf).is_err());
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn the_session_deadline_bounds_everything() {
+        let (ours, _peer) = pair();
+        let mut stream =
+            DeadlineStream::new(ours, Duration::from_secs(10), Duration::from_secs(10))
+                .with_session_limit(ms(150));
+        stream.await_next(Duration::from_secs(10));
+        let started = Instant::now();
+        assert!(stream.read(&mut [0u8; 1]).is_err());
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn data_before_the_deadline_is_read() {
+        let (ours, mut peer) = pair();
         peer.write_all(b"hello").unwrap();
-        let mut stream = DeadlineStream::new(accepted, Duration::from_secs(10));
+        let mut stream =
+            DeadlineStream::new(ours, Duration::from_secs(10), Duration::from_secs(10));
         let mut buf = [0u8; 16];
         let n = stream.read(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"hello");

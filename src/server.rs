@@ -50,8 +50,26 @@ pub const DEMO_PASSWORD: &str = "123";
 
 const ABOUT: &str =
     "A TLS 1.2 server for the legacy login exchange, backed by an account database.";
-const DEFAULT_TIMEOUT_SECS: u64 = 30;
-const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 300;
+/// The waits' flags, what each bounds, and its default in seconds.
+const TIMEOUT_FLAGS: [(&str, &str, u64); 5] = [
+    (
+        "handshake-timeout",
+        "seconds the TLS handshake may take",
+        10,
+    ),
+    ("timeout", "seconds each read and write may wait", 30),
+    (
+        "idle-timeout",
+        "seconds an account session may wait for its next command",
+        300,
+    ),
+    ("session-timeout", "seconds one connection may last", 3600),
+    (
+        "grace-period",
+        "seconds a stop waits for connections in flight",
+        10,
+    ),
+];
 const DEFAULT_MAX_CLIENTS: usize = 1024;
 /// Pending connections the kernel queues for `accept` (the original asked for 10).
 const LISTEN_BACKLOG: i32 = 1024;
@@ -71,10 +89,10 @@ pub struct ServerConfig {
     pub db: PathBuf,
     /// Whether to make sure the original's demo account exists.
     pub demo: bool,
-    /// The longest one exchange (handshake, request, reply) may take.
-    pub timeout: Duration,
-    /// The longest an account session may wait for its next command.
-    pub idle_timeout: Duration,
+    /// How long each wait may last.
+    pub limits: Limits,
+    /// How long a stop (SIGINT, SIGTERM) waits for connections in flight.
+    pub grace: Duration,
     /// The most clients served at once.
     pub max_clients: usize,
     /// When set, clients must present a certificate signed by a CA in this file.
@@ -118,20 +136,9 @@ fn parse_config(cli: &CommandLine, args: &[String]) -> Result<ServerConfig, Exit
         "demo",
         "create the original's account aticle/123 if missing (weak password: demo only)",
     );
-    opts.optopt(
-        "",
-        "timeout",
-        &format!("seconds one exchange may take, handshake included [{DEFAULT_TIMEOUT_SECS}]"),
-        "SECS",
-    );
-    opts.optopt(
-        "",
-        "idle-timeout",
-        &format!(
-            "seconds an account session may wait for its next command [{DEFAULT_IDLE_TIMEOUT_SECS}]"
-        ),
-        "SECS",
-    );
+    for (flag, what, default) in TIMEOUT_FLAGS {
+        opts.optopt("", flag, &format!("{what} [{default}]"), "SECS");
+    }
     opts.optopt(
         "",
         "max-clients",
@@ -162,11 +169,15 @@ fn parse_config(cli: &CommandLine, args: &[String]) -> Result<ServerConfig, Exit
                 .map_err(|_| cli.usage_error(&format!("--bind: {text:?} is not an IP address")))?,
         ),
     };
-    let timeout_secs: u64 = cli.number(&m, "timeout", DEFAULT_TIMEOUT_SECS)?;
-    let idle_secs: u64 = cli.number(&m, "idle-timeout", DEFAULT_IDLE_TIMEOUT_SECS)?;
-    if timeout_secs == 0 || idle_secs == 0 {
-        return Err(cli.usage_error("--timeout and --idle-timeout must be at least 1 second"));
+    let mut waits = [Duration::ZERO; TIMEOUT_FLAGS.len()];
+    for (wait, (flag, _, default)) in waits.iter_mut().zip(TIMEOUT_FLAGS) {
+        let secs: u64 = cli.number(&m, flag, default)?;
+        if secs == 0 {
+            return Err(cli.usage_error(&format!("--{flag} must be at least 1 second")));
+        }
+        *wait = Duration::from_secs(secs);
     }
+    let [handshake, io, idle, session, grace] = waits;
     let max_clients: usize = cli.number(&m, "max-clients", DEFAULT_MAX_CLIENTS)?;
     if max_clients == 0 {
         return Err(cli.usage_error("--max-clients must be at least 1"));
@@ -182,8 +193,13 @@ fn parse_config(cli: &CommandLine, args: &[String]) -> Result<ServerConfig, Exit
         cert,
         db: PathBuf::from(m.opt_str("db").unwrap_or_else(|| "users.db".into())),
         demo: m.opt_present("demo"),
-        timeout: Duration::from_secs(timeout_secs),
-        idle_timeout: Duration::from_secs(idle_secs),
+        limits: Limits {
+            handshake,
+            io,
+            idle,
+            session,
+        },
+        grace,
         max_clients,
         verify_client: m.opt_str("verify-client").map(PathBuf::from),
         hash_params,
@@ -205,8 +221,7 @@ pub fn run(config: &ServerConfig) -> Result<()> {
     let shared = Arc::new(Shared {
         acceptor: ctx.build(),
         store,
-        timeout: config.timeout,
-        idle_timeout: config.idle_timeout,
+        limits: config.limits,
     });
     let listener = open_listener(config.bind, config.port)?;
     let local = listener
@@ -258,7 +273,7 @@ pub fn run(config: &ServerConfig) -> Result<()> {
 
     // Refuse new connections at once instead of leaving them queued.
     drop(listener);
-    let unfinished = slots.wait_idle(config.timeout);
+    let unfinished = slots.wait_idle(config.grace);
     if unfinished > 0 {
         log::warn!("stopped with {unfinished} exchange(s) unfinished");
     }
@@ -370,6 +385,19 @@ pub fn show_certs(ssl: &SslRef) {
     console(&tls::peer_certificate_lines(ssl).unwrap_or_else(|| "No certificates.\n".into()));
 }
 
+/// How long each wait of a connection may last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// The whole TLS handshake.
+    pub handshake: Duration,
+    /// Each read and write.
+    pub io: Duration,
+    /// An account session's wait for its next command.
+    pub idle: Duration,
+    /// The whole connection.
+    pub session: Duration,
+}
+
 /// What every client thread shares: the TLS context (and so its session cache), the account
 /// store and the limits.
 pub struct Shared {
@@ -377,10 +405,8 @@ pub struct Shared {
     pub acceptor: SslAcceptor,
     /// The account store.
     pub store: AccountStore,
-    /// The longest the handshake and first request may take.
-    pub timeout: Duration,
-    /// The longest an account session may wait for its next command.
-    pub idle_timeout: Duration,
+    /// How long each wait may last.
+    pub limits: Limits,
 }
 
 /// Ports `Servlet(ssl)`: completes the handshake, shows the client's certificate, reads one
@@ -388,10 +414,10 @@ pub struct Shared {
 /// first byte other than `<` starts an account-protocol session instead
 /// ([`session::serve_session`]). Failures are logged, never fatal.
 pub fn servlet(tcp: TcpStream, peer: &str, shared: &Shared) {
-    let mut ssl = match shared
-        .acceptor
-        .accept(DeadlineStream::new(tcp, shared.timeout))
-    {
+    let mut ssl = match shared.acceptor.accept(
+        DeadlineStream::new(tcp, shared.limits.io, shared.limits.handshake)
+            .with_session_limit(shared.limits.session),
+    ) {
         Ok(ssl) => ssl,
         Err(e) => {
             log::warn!(
@@ -401,6 +427,7 @@ pub fn servlet(tcp: TcpStream, peer: &str, shared: &Shared) {
             return;
         }
     };
+    ssl.get_mut().end_phase();
     show_certs(ssl.ssl());
     let mut buf = [0u8; LEGACY_REQUEST_MAX];
     let request = match ssl.read(&mut buf) {
@@ -411,7 +438,7 @@ pub fn servlet(tcp: TcpStream, peer: &str, shared: &Shared) {
         }
     };
     if request.first().is_some_and(|&b| b != b'<') {
-        session::serve_session(&mut ssl, request, &shared.store, peer, shared.idle_timeout);
+        session::serve_session(&mut ssl, request, &shared.store, peer, shared.limits.idle);
         if let Err(e) = ssl.shutdown() {
             log::debug!("{peer}: shutdown: {e}");
         }
@@ -634,12 +661,17 @@ mod tests {
         assert_eq!(config.port, 8081);
         assert_eq!(config.cert, PathBuf::from("mycert.pem"));
         assert_eq!(config.key, config.cert);
-        assert_eq!(config.timeout, Duration::from_secs(30));
+        assert_eq!(config.limits.io, Duration::from_secs(30));
+        assert_eq!(config.limits.handshake, Duration::from_secs(10));
+        assert_eq!(config.limits.idle, Duration::from_secs(300));
+        assert_eq!(config.limits.session, Duration::from_secs(3600));
+        assert_eq!(config.grace, Duration::from_secs(10));
         assert_eq!(config.max_clients, 1024);
         assert_eq!(config.hash_params, Pbkdf2Params::default());
         for bad in [
             &["80810"][..],
             &["--timeout", "0", "8081"],
+            &["--session-timeout", "-1", "8081"],
             &["--max-clients", "x", "8081"],
             &["--bind", "localhost", "8081"],
             &["--hash-iterations", "5", "8081"],

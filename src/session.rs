@@ -49,7 +49,7 @@ pub fn serve_session(
         if !send(stream, &outcome.reply, peer) || outcome.end_session {
             return;
         }
-        stream.get_mut().renew(idle);
+        stream.get_mut().await_next(idle);
     }
     send(
         stream,

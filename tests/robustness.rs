@@ -90,9 +90,9 @@ fn a_handshake_cut_half_way_is_closed() {
 }
 
 #[test]
-fn a_trickling_client_gets_the_timeout_for_the_whole_exchange() {
+fn a_trickling_client_gets_the_handshake_timeout_for_the_whole_handshake() {
     let fx = Fixture::new();
-    let mut server = fx.server(&["--demo", "--timeout", "2"]);
+    let mut server = fx.server(&["--demo", "--handshake-timeout", "2"]);
     let mut tcp = TcpStream::connect(server.addr()).unwrap();
     let started = Instant::now();
     // One byte every half second: each read is quick, the whole is too slow.
