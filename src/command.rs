@@ -5,10 +5,12 @@
 //! A command is a document whose root element names it and whose children carry its values:
 //! `<login><username>alice</username><password>...</password></login>`.
 
+use std::net::IpAddr;
+
 use xmltree::{Element, XMLNode};
 
 use crate::account::{AccountView, Field, check_new_password, check_username};
-use crate::db::{AccountId, AccountStore};
+use crate::db::{AccountId, AccountStore, LoginOutcome};
 use crate::error::Error;
 use crate::reply::{Greeting, Reply, ResultCode, child_elements, text, text_element};
 
@@ -86,14 +88,23 @@ pub struct Delete {
     pub password: String,
 }
 
-/// The state of one session: which account, if any, it is logged in as. It lives with the
-/// connection and nowhere else.
-#[derive(Debug, Default)]
+/// The state of one session: where it comes from and which account, if any, it is logged in
+/// as. It lives with the connection and nowhere else.
+#[derive(Debug)]
 pub struct Session {
+    from: IpAddr,
     account: Option<(AccountId, String)>,
 }
 
 impl Session {
+    /// A new session from `from`, not logged in.
+    pub fn new(from: IpAddr) -> Session {
+        Session {
+            from,
+            account: None,
+        }
+    }
+
     /// The name the session is logged in as.
     pub fn username(&self) -> Option<&str> {
         self.account.as_ref().map(|(_, name)| name.as_str())
@@ -374,21 +385,30 @@ fn signup(s: Signup, store: &AccountStore) -> Reply {
             ResultCode::ObjectExists,
             format!("the user name {} is taken", s.username),
         ),
-        Err(e) => failure(e, &mut Session::default()),
+        Err(e) => failure(e, &mut Session::new(IpAddr::from([0, 0, 0, 0]))),
     }
 }
 
 fn login(l: Login, session: &mut Session, store: &AccountStore) -> Reply {
-    match store.authenticate(&l.username, l.password.as_bytes()) {
-        Ok(Some(id)) => {
+    match store.login(&l.username, l.password.as_bytes(), session.from) {
+        Ok(LoginOutcome::Success(id)) => {
             session.account = Some((id, l.username.clone()));
             Reply::new(ResultCode::Success, format!("logged in as {}", l.username))
         }
         // The same words whether the user exists or not.
-        Ok(None) => Reply::new(
+        Ok(LoginOutcome::Failed) => Reply::new(
             ResultCode::AuthenticationError,
             "authentication failed: wrong user name or password",
         ),
+        Ok(LoginOutcome::Throttled(wait)) => {
+            let secs = wait.as_secs_f64().ceil() as u64;
+            let mut reply = Reply::new(
+                ResultCode::LimitExceeded,
+                format!("too many failed logins; retry after {secs} seconds"),
+            );
+            reply.retry_after = Some(secs);
+            reply
+        }
         Err(e) => failure(e, session),
     }
 }
@@ -433,6 +453,14 @@ fn failure(e: Error, session: &mut Session) -> Reply {
             ResultCode::Conflict,
             "the account changed since you last saw it; view it and try again",
         ),
+        Error::Busy => {
+            let mut reply = Reply::new(
+                ResultCode::LimitExceeded,
+                "the server is busy; retry after 1 second",
+            );
+            reply.retry_after = Some(1);
+            reply
+        }
         e => {
             log::error!("command failed: {e}");
             Reply::new(ResultCode::CommandFailed, "the server could not do that")
@@ -555,12 +583,12 @@ mod tests {
     #[test]
     fn handlers_follow_the_session() {
         let dir = tempfile::tempdir().unwrap();
-        let store = AccountStore::open(
-            &dir.path().join("users.db"),
-            Pbkdf2Params::new(MIN_ITERATIONS).unwrap(),
-        )
-        .unwrap();
-        let mut session = Session::default();
+        let options = crate::db::StoreOptions {
+            hash: Pbkdf2Params::new(MIN_ITERATIONS).unwrap(),
+            ..Default::default()
+        };
+        let store = AccountStore::open(&dir.path().join("users.db"), options).unwrap();
+        let mut session = Session::new(IpAddr::from([127, 0, 0, 1]));
         let run = |command: Command, session: &mut Session| command.apply(session, &store);
         let code = |o: Outcome| o.reply.code;
 

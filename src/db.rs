@@ -8,14 +8,16 @@
 //! The schema is versioned with `PRAGMA user_version`; [`MIGRATIONS`] upgrades an older file in
 //! place, in one transaction.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
 
 use crate::account::{AccountView, Field};
 use crate::error::{Error, Result};
-use crate::password::{self, PasswordHash, Pbkdf2Params};
+use crate::password::{self, HashGate, PasswordHash, Pbkdf2Params};
 
 /// Schema migrations, in order: entry `n` takes the schema from version `n` to `n + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -34,6 +36,14 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE accounts ADD COLUMN phone     TEXT NOT NULL DEFAULT '';
      ALTER TABLE accounts ADD COLUMN address   TEXT NOT NULL DEFAULT '';
      ALTER TABLE accounts ADD COLUMN version   INTEGER NOT NULL DEFAULT 1;",
+    // Version 3: failed logins per account name and per client address, shared by every
+    // server that uses this database.
+    "CREATE TABLE login_failures (
+         key             TEXT PRIMARY KEY,
+         failures        INTEGER NOT NULL,
+         last_failure_at REAL NOT NULL,
+         blocked_until   REAL NOT NULL
+     );",
 ];
 
 /// Current time as stored: ISO 8601 UTC with milliseconds.
@@ -45,20 +55,89 @@ const MAX_IDLE_CONNECTIONS: usize = 16;
 /// The database's identifier of an account.
 pub type AccountId = i64;
 
+/// When failed logins lead to refusals. Failures are counted per account name (whether or
+/// not the account exists, so a refusal tells nothing) and per client address; past a
+/// threshold, logins for that name or from that address are refused for a time that doubles
+/// with each further failure, up to a cap. Refused attempts are not counted, so an attacker
+/// cannot keep the owner out longer than the cap; a success clears the name's count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ThrottlePolicy {
+    /// Failures for one account name before refusals begin.
+    pub per_account: u32,
+    /// Failures from one address (an IPv6 /64) before refusals begin.
+    pub per_address: u32,
+    /// The first refusal period.
+    pub first_block: Duration,
+    /// The longest refusal period.
+    pub longest_block: Duration,
+    /// A count is forgotten after this long without failures.
+    pub forget_after: Duration,
+}
+
+impl Default for ThrottlePolicy {
+    fn default() -> Self {
+        ThrottlePolicy {
+            per_account: 5,
+            per_address: 20,
+            first_block: Duration::from_secs(1),
+            longest_block: Duration::from_secs(300),
+            forget_after: Duration::from_secs(900),
+        }
+    }
+}
+
+/// How the store hashes and when it refuses logins.
+#[derive(Clone, Copy, Debug)]
+pub struct StoreOptions {
+    /// The cost of new password hashes.
+    pub hash: Pbkdf2Params,
+    /// How many hashes may be computed at once.
+    pub hash_threads: usize,
+    /// How long a command may wait for its turn to hash.
+    pub hash_wait: Duration,
+    /// When failed logins lead to refusals.
+    pub throttle: ThrottlePolicy,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            hash: Pbkdf2Params::default(),
+            hash_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            hash_wait: Duration::from_secs(10),
+            throttle: ThrottlePolicy::default(),
+        }
+    }
+}
+
+/// What a login attempt came to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LoginOutcome {
+    /// The name and password match this account.
+    Success(AccountId),
+    /// They do not (or the account does not exist).
+    Failed,
+    /// Too many failures for this name or address: try again after this long.
+    Throttled(Duration),
+}
+
 /// The account database, shared by all client threads.
 pub struct AccountStore {
     path: PathBuf,
     params: Pbkdf2Params,
+    gate: HashGate,
+    throttle: ThrottlePolicy,
     idle: Mutex<Vec<Connection>>,
 }
 
 impl AccountStore {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
-    /// New password hashes are made with `params`.
-    pub fn open(path: &Path, params: Pbkdf2Params) -> Result<Self> {
+    pub fn open(path: &Path, options: StoreOptions) -> Result<Self> {
         let store = AccountStore {
             path: path.to_path_buf(),
-            params,
+            params: options.hash,
+            gate: HashGate::new(options.hash_threads, options.hash_wait),
+            throttle: options.throttle,
             idle: Mutex::new(Vec::new()),
         };
         let mut conn = store.connect()?;
@@ -75,7 +154,9 @@ impl AccountStore {
         password: &[u8],
         info: &[(Field, String)],
     ) -> Result<AccountId> {
-        let hash = PasswordHash::new(password, self.params)?.to_string();
+        let hash = self
+            .hashing(|| PasswordHash::new(password, self.params))??
+            .to_string();
         let value = |field: Field| {
             info.iter()
                 .find(|(f, _)| *f == field)
@@ -121,15 +202,18 @@ impl AccountStore {
                 .optional()?)
         })?;
         let Some((id, stored)) = found else {
-            password::spend_verification_time(password, self.params);
+            self.hashing(|| password::spend_verification_time(password, self.params))?;
             return Ok(None);
         };
         let hash = PasswordHash::parse(&stored)?;
-        if !hash.verify(password) {
+        if !self.hashing(|| hash.verify(password))? {
             return Ok(None);
         }
         let upgraded = if hash.needs_upgrade(self.params) {
-            Some(PasswordHash::new(password, self.params)?.to_string())
+            Some(
+                self.hashing(|| PasswordHash::new(password, self.params))??
+                    .to_string(),
+            )
         } else {
             None
         };
@@ -228,7 +312,9 @@ impl AccountStore {
     /// Replaces the password, given the current one.
     pub fn change_password(&self, id: AccountId, current: &[u8], new: &[u8]) -> Result<()> {
         let stored = self.confirm_password(id, current)?;
-        let new_hash = PasswordHash::new(new, self.params)?.to_string();
+        let new_hash = self
+            .hashing(|| PasswordHash::new(new, self.params))??
+            .to_string();
         self.with_connection(|conn| {
             let changed = conn.execute(
                 &format!(
@@ -270,11 +356,84 @@ impl AccountStore {
             .optional()?
             .ok_or(Error::NoSuchAccount)
         })?;
-        if PasswordHash::parse(&stored)?.verify(password) {
+        let hash = PasswordHash::parse(&stored)?;
+        if self.hashing(|| hash.verify(password))? {
             Ok(stored)
         } else {
             Err(Error::WrongPassword)
         }
+    }
+
+    /// A login attempt by `username` from `from`, refused without checking the password while
+    /// that name or address is throttled (see [`ThrottlePolicy`]).
+    pub fn login(&self, username: &str, password: &[u8], from: IpAddr) -> Result<LoginOutcome> {
+        let account = format!("user:{}", username.to_lowercase());
+        let address = format!("addr:{}", address_key(from));
+        let now = unix_now();
+        let blocked_until: f64 = self.with_connection(|conn| {
+            Ok(conn.query_row(
+                "SELECT COALESCE(MAX(blocked_until), 0) FROM login_failures
+                 WHERE key IN (?1, ?2)",
+                params![account, address],
+                |row| row.get(0),
+            )?)
+        })?;
+        if blocked_until > now {
+            return Ok(LoginOutcome::Throttled(Duration::from_secs_f64(
+                blocked_until - now,
+            )));
+        }
+        if let Some(id) = self.authenticate(username, password)? {
+            self.with_connection(|conn| {
+                conn.execute("DELETE FROM login_failures WHERE key = ?1", [&account])?;
+                Ok(())
+            })?;
+            return Ok(LoginOutcome::Success(id));
+        }
+        let t = self.throttle;
+        self.with_connection(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for (key, threshold) in [(&account, t.per_account), (&address, t.per_address)] {
+                let previous: Option<(u32, f64)> = tx
+                    .query_row(
+                        "SELECT failures, last_failure_at FROM login_failures WHERE key = ?1",
+                        [key],
+                        |row| Ok((row.get(0)?, row.get(1)?)),
+                    )
+                    .optional()?;
+                let failures = match previous {
+                    Some((n, last)) if now - last < t.forget_after.as_secs_f64() => n + 1,
+                    _ => 1,
+                };
+                let blocked_until = match failures.checked_sub(threshold) {
+                    Some(over) => {
+                        let block = t.first_block.as_secs_f64() * 2f64.powi(over.min(30) as i32);
+                        now + block.min(t.longest_block.as_secs_f64())
+                    }
+                    None => 0.0,
+                };
+                tx.execute(
+                    "INSERT INTO login_failures (key, failures, last_failure_at, blocked_until)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (key) DO UPDATE SET failures = ?2, last_failure_at = ?3,
+                                                     blocked_until = ?4",
+                    params![key, failures, now, blocked_until],
+                )?;
+            }
+            // Forget old counts, so the table holds only recent failures.
+            tx.execute(
+                "DELETE FROM login_failures WHERE last_failure_at < ?1 AND blocked_until < ?2",
+                params![now - t.forget_after.as_secs_f64(), now],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })?;
+        Ok(LoginOutcome::Failed)
+    }
+
+    /// Runs a password hash when the gate gives it a turn.
+    fn hashing<T>(&self, hash: impl FnOnce() -> T) -> Result<T> {
+        self.gate.run(hash).map_err(|password::Busy| Error::Busy)
     }
 
     /// Runs `f` on a pooled connection, opening one if none is idle.
@@ -312,6 +471,28 @@ impl AccountStore {
     }
 }
 
+/// Seconds since the Unix epoch.
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// The address whose failures count together: an IPv4 address, or an IPv6 /64 (one
+/// customer's network, usually).
+fn address_key(addr: IpAddr) -> String {
+    match addr {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
+
 /// Brings the schema up to the newest version, in one transaction.
 fn migrate(conn: &mut Connection) -> Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -338,12 +519,15 @@ mod tests {
     use crate::password::MIN_ITERATIONS;
     use std::sync::Arc;
 
+    fn fast() -> StoreOptions {
+        StoreOptions {
+            hash: Pbkdf2Params::new(MIN_ITERATIONS).unwrap(),
+            ..StoreOptions::default()
+        }
+    }
+
     fn store(dir: &tempfile::TempDir) -> AccountStore {
-        AccountStore::open(
-            &dir.path().join("users.db"),
-            Pbkdf2Params::new(MIN_ITERATIONS).unwrap(),
-        )
-        .unwrap()
+        AccountStore::open(&dir.path().join("users.db"), fast()).unwrap()
     }
 
     fn stored_hash(dir: &tempfile::TempDir, user: &str) -> String {
@@ -413,7 +597,11 @@ mod tests {
         store(&dir).create_account("carol", b"pw-carol", &[])?;
         let before = stored_hash(&dir, "carol");
         assert!(before.contains("$i=1000$"));
-        let stronger = AccountStore::open(&dir.path().join("users.db"), Pbkdf2Params::new(2000)?)?;
+        let options = StoreOptions {
+            hash: Pbkdf2Params::new(2000)?,
+            ..fast()
+        };
+        let stronger = AccountStore::open(&dir.path().join("users.db"), options)?;
         assert!(stronger.authenticate("carol", b"pw-carol")?.is_some());
         let after = stored_hash(&dir, "carol");
         assert!(after.contains("$i=2000$"), "{after}");
@@ -447,9 +635,7 @@ mod tests {
             .unwrap()
             .pragma_update(None, "user_version", 99)
             .unwrap();
-        let err = AccountStore::open(&path, Pbkdf2Params::default())
-            .err()
-            .unwrap();
+        let err = AccountStore::open(&path, fast()).err().unwrap();
         assert!(err.to_string().contains("newer"), "{err}");
     }
 
@@ -570,5 +756,88 @@ mod tests {
             .unwrap();
         assert_eq!(version, MIGRATIONS.len() as i64);
         Ok(())
+    }
+
+    #[test]
+    fn failed_logins_are_throttled_per_account_and_address() -> Result<()> {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir);
+        let id = s.create_account("gina", b"pw-gina-1", &[])?;
+        let attacker: IpAddr = "192.0.2.7".parse().unwrap();
+        let owner: IpAddr = "198.51.100.1".parse().unwrap();
+        for _ in 0..4 {
+            assert_eq!(s.login("gina", b"guess", attacker)?, LoginOutcome::Failed);
+        }
+        // The fifth failure starts a refusal period for the name, from any address, even
+        // with the right password; an unknown name is treated the same way.
+        assert_eq!(s.login("gina", b"guess", attacker)?, LoginOutcome::Failed);
+        assert!(matches!(
+            s.login("GINA", b"pw-gina-1", owner)?,
+            LoginOutcome::Throttled(d) if d <= Duration::from_secs(1)
+        ));
+        for _ in 0..5 {
+            s.login("nobody", b"guess", owner)?;
+        }
+        assert!(matches!(
+            s.login("nobody", b"guess", owner)?,
+            LoginOutcome::Throttled(_)
+        ));
+        // After the period the owner gets in, and the count starts over.
+        std::thread::sleep(Duration::from_millis(1100));
+        assert_eq!(
+            s.login("gina", b"pw-gina-1", owner)?,
+            LoginOutcome::Success(id)
+        );
+        assert_eq!(s.login("gina", b"guess", attacker)?, LoginOutcome::Failed);
+        assert_eq!(
+            s.login("gina", b"pw-gina-1", owner)?,
+            LoginOutcome::Success(id)
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn refusal_periods_double_up_to_the_cap() -> Result<()> {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions {
+            throttle: ThrottlePolicy {
+                per_account: 1,
+                per_address: 1000,
+                first_block: Duration::from_millis(100),
+                longest_block: Duration::from_millis(400),
+                forget_after: Duration::from_secs(60),
+            },
+            ..fast()
+        };
+        let s = AccountStore::open(&dir.path().join("users.db"), options)?;
+        let from: IpAddr = "::1".parse().unwrap();
+        let mut periods = Vec::new();
+        for _ in 0..5 {
+            assert_eq!(s.login("hank", b"guess", from)?, LoginOutcome::Failed);
+            let LoginOutcome::Throttled(d) = s.login("hank", b"guess", from)? else {
+                panic!("not throttled");
+            };
+            periods.push(d);
+            std::thread::sleep(d + Duration::from_millis(20));
+        }
+        let ms: Vec<u128> = periods
+            .iter()
+            .map(|d| (d.as_millis() + 50) / 100 * 100)
+            .collect();
+        assert_eq!(ms, [100, 200, 400, 400, 400]);
+        Ok(())
+    }
+
+    #[test]
+    fn addresses_count_by_ipv4_and_ipv6_prefix() {
+        assert_eq!(address_key("192.0.2.7".parse().unwrap()), "192.0.2.7");
+        assert_eq!(
+            address_key("::ffff:192.0.2.7".parse().unwrap()),
+            "192.0.2.7"
+        );
+        assert_eq!(
+            address_key("2001:db8:1:2:aaaa::1".parse().unwrap()),
+            "2001:db8:1:2::/64"
+        );
     }
 }

@@ -35,6 +35,8 @@ pub enum Error {
     WrongPassword,
     /// The account changed since the version the caller saw.
     Conflict,
+    /// Too many password hashes are being computed; the wait for a turn ran out.
+    Busy,
     /// A stored password hash cannot be read (damaged or foreign database).
     BadPasswordHash(String),
     /// A setting or file is unusable; the text says which and why.
@@ -74,6 +76,7 @@ impl fmt::Display for Error {
             Error::NoSuchAccount => f.write_str("the account does not exist"),
             Error::WrongPassword => f.write_str("the password is wrong"),
             Error::Conflict => f.write_str("the account was changed meanwhile"),
+            Error::Busy => f.write_str("the server is busy hashing passwords"),
             Error::BadPasswordHash(why) => write!(f, "stored password hash unreadable: {why}"),
             Error::Config(why) => f.write_str(why),
         }

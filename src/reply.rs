@@ -92,6 +92,8 @@ pub struct Reply {
     pub account: Option<AccountView>,
     /// The server's greeting (`hello`).
     pub greeting: Option<Greeting>,
+    /// With 2502: seconds to wait before trying again.
+    pub retry_after: Option<u64>,
 }
 
 impl Reply {
@@ -102,6 +104,7 @@ impl Reply {
             message: message.into(),
             account: None,
             greeting: None,
+            retry_after: None,
         }
     }
 
@@ -112,6 +115,12 @@ impl Reply {
             .insert("code".into(), self.code.number().to_string());
         root.children
             .push(XMLNode::Element(text_element("message", &self.message)));
+        if let Some(secs) = self.retry_after {
+            root.children.push(XMLNode::Element(text_element(
+                "retry_after",
+                &secs.to_string(),
+            )));
+        }
         if let Some(account) = &self.account {
             let mut el = Element::new("account");
             for (name, value) in account.entries() {
@@ -161,11 +170,20 @@ impl Reply {
                 .map(|c| child_elements(c).map(text).collect())
                 .unwrap_or_default(),
         });
+        let retry_after = root
+            .get_child("retry_after")
+            .map(|el| {
+                text(el)
+                    .parse()
+                    .map_err(|_| "<retry_after> is not a number")
+            })
+            .transpose()?;
         Ok(Reply {
             code,
             message,
             account,
             greeting,
+            retry_after,
         })
     }
 }
@@ -240,6 +258,9 @@ mod tests {
     fn replies_round_trip() {
         let plain = Reply::new(ResultCode::Conflict, "changed <meanwhile> & since");
         assert_eq!(round_trip(&plain), plain);
+        let mut wait = Reply::new(ResultCode::LimitExceeded, "later");
+        wait.retry_after = Some(4);
+        assert_eq!(round_trip(&wait), wait);
         let mut with_account = Reply::new(ResultCode::Success, "ok");
         with_account.account = Some(AccountView {
             username: "alice".into(),

@@ -32,7 +32,7 @@ use openssl::x509::X509Name;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::cli::CommandLine;
-use crate::db::AccountStore;
+use crate::db::{AccountStore, LoginOutcome, StoreOptions};
 use crate::deadline::DeadlineStream;
 use crate::error::{Error, Result};
 use crate::password::{DEFAULT_ITERATIONS, Pbkdf2Params};
@@ -97,8 +97,8 @@ pub struct ServerConfig {
     pub max_clients: usize,
     /// When set, clients must present a certificate signed by a CA in this file.
     pub verify_client: Option<PathBuf>,
-    /// The cost of new password hashes.
-    pub hash_params: Pbkdf2Params,
+    /// Password hashing and login throttling.
+    pub store: StoreOptions,
 }
 
 /// The `server` program: parses the command line and runs the server.
@@ -157,6 +157,43 @@ fn parse_config(cli: &CommandLine, args: &[String]) -> Result<ServerConfig, Exit
         &format!("PBKDF2 iterations for new password hashes [{DEFAULT_ITERATIONS}]"),
         "N",
     );
+    let defaults = StoreOptions::default();
+    opts.optopt(
+        "",
+        "hash-threads",
+        &format!(
+            "password hashes computed at once [the number of cores: {}]",
+            defaults.hash_threads
+        ),
+        "N",
+    );
+    opts.optopt(
+        "",
+        "hash-wait",
+        &format!(
+            "seconds a login may wait for its turn to hash [{}]",
+            defaults.hash_wait.as_secs()
+        ),
+        "SECS",
+    );
+    opts.optopt(
+        "",
+        "max-login-failures",
+        &format!(
+            "failed logins for one account before refusals begin [{}]",
+            defaults.throttle.per_account
+        ),
+        "N",
+    );
+    opts.optopt(
+        "",
+        "max-address-failures",
+        &format!(
+            "failed logins from one address before refusals begin [{}]",
+            defaults.throttle.per_address
+        ),
+        "N",
+    );
     let m = cli.parse(opts, args)?;
 
     let port = cli.port(&m.free[0])?;
@@ -183,8 +220,27 @@ fn parse_config(cli: &CommandLine, args: &[String]) -> Result<ServerConfig, Exit
         return Err(cli.usage_error("--max-clients must be at least 1"));
     }
     let iterations: u32 = cli.number(&m, "hash-iterations", DEFAULT_ITERATIONS)?;
-    let hash_params = Pbkdf2Params::new(iterations)
-        .map_err(|e| cli.usage_error(&format!("--hash-iterations: {e}")))?;
+    let mut store = StoreOptions {
+        hash: Pbkdf2Params::new(iterations)
+            .map_err(|e| cli.usage_error(&format!("--hash-iterations: {e}")))?,
+        hash_threads: cli.number(&m, "hash-threads", defaults.hash_threads)?,
+        hash_wait: Duration::from_secs(cli.number(
+            &m,
+            "hash-wait",
+            defaults.hash_wait.as_secs(),
+        )?),
+        ..defaults
+    };
+    store.throttle.per_account =
+        cli.number(&m, "max-login-failures", defaults.throttle.per_account)?;
+    store.throttle.per_address =
+        cli.number(&m, "max-address-failures", defaults.throttle.per_address)?;
+    if store.hash_threads == 0 || store.throttle.per_account == 0 || store.throttle.per_address == 0
+    {
+        return Err(cli.usage_error(
+            "--hash-threads, --max-login-failures and --max-address-failures must be at least 1",
+        ));
+    }
     let cert = PathBuf::from(m.opt_str("cert").unwrap_or_else(|| "mycert.pem".into()));
     Ok(ServerConfig {
         port,
@@ -202,7 +258,7 @@ fn parse_config(cli: &CommandLine, args: &[String]) -> Result<ServerConfig, Exit
         grace,
         max_clients,
         verify_client: m.opt_str("verify-client").map(PathBuf::from),
-        hash_params,
+        store,
     })
 }
 
@@ -214,7 +270,7 @@ pub fn run(config: &ServerConfig) -> Result<()> {
     if let Some(ca_file) = &config.verify_client {
         require_client_certificates(&mut ctx, ca_file)?;
     }
-    let store = AccountStore::open(&config.db, config.hash_params)?;
+    let store = AccountStore::open(&config.db, config.store)?;
     if config.demo {
         ensure_demo_account(&store)?;
     }
@@ -244,8 +300,8 @@ pub fn run(config: &ServerConfig) -> Result<()> {
                 continue;
             }
         };
-        let peer = match tcp.peer_addr() {
-            Ok(addr) => peer_display(addr),
+        let (peer, ip) = match tcp.peer_addr() {
+            Ok(addr) => (peer_display(addr), addr.ip()),
             Err(e) => {
                 log::warn!("connection closed before it could be served: {e}");
                 continue;
@@ -264,7 +320,7 @@ pub fn run(config: &ServerConfig) -> Result<()> {
             .name(format!("client {peer}"))
             .spawn(move || {
                 let _slot = slot;
-                servlet(tcp, &peer, &shared);
+                servlet(tcp, &peer, ip, &shared);
             });
         if let Err(e) = spawned {
             log::error!("cannot start a thread for a client: {e}");
@@ -413,7 +469,7 @@ pub struct Shared {
 /// request (at most 1024 bytes, as the original), answers it and closes the connection. A
 /// first byte other than `<` starts an account-protocol session instead
 /// ([`session::serve_session`]). Failures are logged, never fatal.
-pub fn servlet(tcp: TcpStream, peer: &str, shared: &Shared) {
+pub fn servlet(tcp: TcpStream, peer: &str, ip: IpAddr, shared: &Shared) {
     let mut ssl = match shared.acceptor.accept(
         DeadlineStream::new(tcp, shared.limits.io, shared.limits.handshake)
             .with_session_limit(shared.limits.session),
@@ -438,7 +494,14 @@ pub fn servlet(tcp: TcpStream, peer: &str, shared: &Shared) {
         }
     };
     if request.first().is_some_and(|&b| b != b'<') {
-        session::serve_session(&mut ssl, request, &shared.store, peer, shared.limits.idle);
+        let client = session::Client { peer, ip };
+        session::serve_session(
+            &mut ssl,
+            request,
+            &shared.store,
+            &client,
+            shared.limits.idle,
+        );
         if let Err(e) = ssl.shutdown() {
             log::debug!("{peer}: shutdown: {e}");
         }
@@ -452,7 +515,7 @@ pub fn servlet(tcp: TcpStream, peer: &str, shared: &Shared) {
         log::warn!("{peer}: closed without sending a request");
         return;
     }
-    let reply = legacy_reply(&shared.store, request, peer);
+    let reply = legacy_reply(&shared.store, request, peer, ip);
     if let Err(e) = ssl.write_all(reply) {
         log::warn!("{peer}: cannot send the reply: {}", describe_io(&e));
         return;
@@ -466,7 +529,7 @@ pub fn servlet(tcp: TcpStream, peer: &str, shared: &Shared) {
 /// The original's `strcmp(cpValidMessage, buf)`, with the account store in place of its one
 /// built-in account: the 220-byte reply for a well-formed request with valid credentials,
 /// `Invalid Message` for anything else.
-fn legacy_reply(store: &AccountStore, request: &[u8], peer: &str) -> &'static [u8] {
+fn legacy_reply(store: &AccountStore, request: &[u8], peer: &str, ip: IpAddr) -> &'static [u8] {
     let Some(credentials) = parse_legacy_request(request) else {
         log::info!("{peer}: not a well-formed request");
         return LEGACY_INVALID_REPLY;
@@ -475,13 +538,20 @@ fn legacy_reply(store: &AccountStore, request: &[u8], peer: &str) -> &'static [u
         log::info!("{peer}: user name is not UTF-8");
         return LEGACY_INVALID_REPLY;
     };
-    match store.authenticate(username, credentials.password) {
-        Ok(Some(_)) => {
+    match store.login(username, credentials.password, ip) {
+        Ok(LoginOutcome::Success(_)) => {
             log::info!("{peer}: {username:?} logged in");
             LEGACY_VALID_REPLY
         }
-        Ok(None) => {
+        Ok(LoginOutcome::Failed) => {
             log::info!("{peer}: login refused for {username:?}");
+            LEGACY_INVALID_REPLY
+        }
+        Ok(LoginOutcome::Throttled(wait)) => {
+            log::warn!(
+                "{peer}: login for {username:?} throttled for {}s: too many failures",
+                wait.as_secs_f64().ceil()
+            );
             LEGACY_INVALID_REPLY
         }
         Err(e) => {
@@ -667,7 +737,8 @@ mod tests {
         assert_eq!(config.limits.session, Duration::from_secs(3600));
         assert_eq!(config.grace, Duration::from_secs(10));
         assert_eq!(config.max_clients, 1024);
-        assert_eq!(config.hash_params, Pbkdf2Params::default());
+        assert_eq!(config.store.hash, Pbkdf2Params::default());
+        assert_eq!(config.store.throttle.per_account, 5);
         for bad in [
             &["80810"][..],
             &["--timeout", "0", "8081"],

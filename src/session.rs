@@ -2,6 +2,7 @@
 //! until the client logs out, the connection ends, or a limit is reached.
 
 use std::io::Write;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use openssl::ssl::SslStream;
@@ -16,17 +17,26 @@ use crate::xml::{parse_document, write_document};
 /// The most commands one session may send.
 pub const MAX_COMMANDS: usize = 10_000;
 
+/// Who is at the other end of a session.
+pub struct Client<'a> {
+    /// The peer as shown in logs.
+    pub peer: &'a str,
+    /// The peer's address, for login throttling.
+    pub ip: IpAddr,
+}
+
 /// Serves one session on `stream`, whose first bytes (`initial`) were already read. Each
 /// command must arrive within `idle` of the previous reply.
 pub fn serve_session(
     stream: &mut SslStream<DeadlineStream>,
     initial: &[u8],
     store: &AccountStore,
-    peer: &str,
+    client: &Client<'_>,
     idle: Duration,
 ) {
+    let peer = client.peer;
     let mut frames = FrameReader::new(initial);
-    let mut session = Session::default();
+    let mut session = Session::new(client.ip);
     for _ in 0..MAX_COMMANDS {
         let document = match frames.next_frame(stream) {
             Ok(Some(document)) => document,
