@@ -18,15 +18,15 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use getopts::Options;
 use openssl::error::ErrorStack;
 use openssl::ssl::{
-    SslAcceptor, SslAcceptorBuilder, SslContextBuilder, SslFiletype, SslMethod, SslRef,
-    SslVerifyMode,
+    SslAcceptor, SslAcceptorBuilder, SslContextBuilder, SslFiletype, SslMethod, SslOptions, SslRef,
+    SslVerifyMode, SslVersion,
 };
 use openssl::x509::X509Name;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -50,8 +50,8 @@ pub const DEMO_PASSWORD: &str = "123";
 
 const ABOUT: &str =
     "A TLS 1.2 server for the legacy login exchange, backed by an account database.";
-/// The waits' flags, what each bounds, and its default in seconds.
-const TIMEOUT_FLAGS: [(&str, &str, u64); 5] = [
+/// The flags that take seconds: name, what it bounds, default.
+const DURATION_FLAGS: [(&str, &str, u64); 6] = [
     (
         "handshake-timeout",
         "seconds the TLS handshake may take",
@@ -64,6 +64,11 @@ const TIMEOUT_FLAGS: [(&str, &str, u64); 5] = [
         300,
     ),
     ("session-timeout", "seconds one connection may last", 3600),
+    (
+        "ticket-key-lifetime",
+        "seconds before session-ticket keys are replaced",
+        3600,
+    ),
     (
         "grace-period",
         "seconds a stop waits for connections in flight",
@@ -99,6 +104,10 @@ pub struct ServerConfig {
     pub verify_client: Option<PathBuf>,
     /// Password hashing and login throttling.
     pub store: StoreOptions,
+    /// Also accept TLS 1.3 (TLS 1.2 only by default, as the original).
+    pub allow_tls13: bool,
+    /// How often the TLS context, and with it the session-ticket keys, is made anew.
+    pub ticket_key_lifetime: Duration,
 }
 
 /// The `server` program: parses the command line and runs the server.
@@ -136,7 +145,7 @@ fn parse_config(cli: &CommandLine, args: &[String]) -> Result<ServerConfig, Exit
         "demo",
         "create the original's account aticle/123 if missing (weak password: demo only)",
     );
-    for (flag, what, default) in TIMEOUT_FLAGS {
+    for (flag, what, default) in DURATION_FLAGS {
         opts.optopt("", flag, &format!("{what} [{default}]"), "SECS");
     }
     opts.optopt(
@@ -145,6 +154,7 @@ fn parse_config(cli: &CommandLine, args: &[String]) -> Result<ServerConfig, Exit
         &format!("clients served at once; more are closed at once [{DEFAULT_MAX_CLIENTS}]"),
         "N",
     );
+    opts.optflag("", "allow-tls13", "accept TLS 1.3 as well as TLS 1.2");
     opts.optopt(
         "",
         "verify-client",
@@ -206,15 +216,15 @@ fn parse_config(cli: &CommandLine, args: &[String]) -> Result<ServerConfig, Exit
                 .map_err(|_| cli.usage_error(&format!("--bind: {text:?} is not an IP address")))?,
         ),
     };
-    let mut waits = [Duration::ZERO; TIMEOUT_FLAGS.len()];
-    for (wait, (flag, _, default)) in waits.iter_mut().zip(TIMEOUT_FLAGS) {
+    let mut waits = [Duration::ZERO; DURATION_FLAGS.len()];
+    for (wait, (flag, _, default)) in waits.iter_mut().zip(DURATION_FLAGS) {
         let secs: u64 = cli.number(&m, flag, default)?;
         if secs == 0 {
             return Err(cli.usage_error(&format!("--{flag} must be at least 1 second")));
         }
         *wait = Duration::from_secs(secs);
     }
-    let [handshake, io, idle, session, grace] = waits;
+    let [handshake, io, idle, session, ticket_key_lifetime, grace] = waits;
     let max_clients: usize = cli.number(&m, "max-clients", DEFAULT_MAX_CLIENTS)?;
     if max_clients == 0 {
         return Err(cli.usage_error("--max-clients must be at least 1"));
@@ -259,26 +269,25 @@ fn parse_config(cli: &CommandLine, args: &[String]) -> Result<ServerConfig, Exit
         max_clients,
         verify_client: m.opt_str("verify-client").map(PathBuf::from),
         store,
+        allow_tls13: m.opt_present("allow-tls13"),
+        ticket_key_lifetime,
     })
 }
 
 /// Runs the server until SIGINT or SIGTERM: the original's `main()` loop, with one thread per
 /// client. Returns once the exchanges in flight have finished (or had their time).
 pub fn run(config: &ServerConfig) -> Result<()> {
-    let mut ctx = init_server_ctx()?;
-    load_certificates(&mut ctx, &config.cert, &config.key)?;
-    if let Some(ca_file) = &config.verify_client {
-        require_client_certificates(&mut ctx, ca_file)?;
-    }
+    let acceptor = build_acceptor(config)?;
     let store = AccountStore::open(&config.db, config.store)?;
     if config.demo {
         ensure_demo_account(&store)?;
     }
     let shared = Arc::new(Shared {
-        acceptor: ctx.build(),
+        acceptor: RwLock::new(Arc::new(acceptor)),
         store,
         limits: config.limits,
     });
+    rotate_ticket_keys(config.clone(), Arc::clone(&shared))?;
     let listener = open_listener(config.bind, config.port)?;
     let local = listener
         .local_addr()
@@ -365,13 +374,53 @@ fn listen_on(addr: SocketAddr) -> Result<TcpListener> {
     Ok(socket.into())
 }
 
-/// Ports `InitServerCTX()`: a server context that speaks TLS 1.2 only, with forward-secret
-/// AEAD suites (Mozilla's intermediate profile).
-pub fn init_server_ctx() -> Result<SslAcceptorBuilder> {
+/// Ports `InitServerCTX()`: a server context that speaks TLS 1.2 only (1.3 too if
+/// `allow_tls13`), with forward-secret AEAD suites only (Mozilla's intermediate profile: ECDHE
+/// or DHE with AES-GCM or ChaCha20-Poly1305), no compression and no renegotiation.
+pub fn init_server_ctx(allow_tls13: bool) -> Result<SslAcceptorBuilder> {
     let mut ctx = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())
         .map_err(|e| Error::tls("cannot create the TLS context", e))?;
     tls::pin_tls12(&mut ctx)?;
+    if allow_tls13 {
+        ctx.set_max_proto_version(Some(SslVersion::TLS1_3))
+            .map_err(|e| Error::tls("cannot allow TLS 1.3", e))?;
+    }
+    ctx.set_options(SslOptions::NO_COMPRESSION | SslOptions::NO_RENEGOTIATION);
     Ok(ctx)
+}
+
+/// The whole TLS set-up of the server: context, certificate and key, client verification.
+fn build_acceptor(config: &ServerConfig) -> Result<SslAcceptor> {
+    let mut ctx = init_server_ctx(config.allow_tls13)?;
+    load_certificates(&mut ctx, &config.cert, &config.key)?;
+    if let Some(ca_file) = &config.verify_client {
+        require_client_certificates(&mut ctx, ca_file)?;
+    }
+    Ok(ctx.build())
+}
+
+/// Every `ticket_key_lifetime`, replaces the TLS context with a new one, whose session-ticket
+/// keys OpenSSL draws afresh (and which rereads the certificate and key). Tickets issued
+/// under the old keys then fall back to a full handshake. Each server instance has its own
+/// keys: behind a load balancer, a ticket resumes only on the instance that issued it.
+fn rotate_ticket_keys(config: ServerConfig, shared: Arc<Shared>) -> Result<()> {
+    thread::Builder::new()
+        .name("ticket keys".into())
+        .spawn(move || {
+            loop {
+                thread::sleep(config.ticket_key_lifetime);
+                match build_acceptor(&config) {
+                    Ok(fresh) => {
+                        *shared.acceptor.write().unwrap_or_else(|e| e.into_inner()) =
+                            Arc::new(fresh);
+                        log::info!("new TLS context: session-ticket keys replaced");
+                    }
+                    Err(e) => log::error!("cannot renew the TLS context, keeping the old: {e}"),
+                }
+            }
+        })
+        .map(drop)
+        .map_err(|e| Error::io("cannot start the ticket-key thread", e))
 }
 
 /// Ports `LoadCertificates(ctx, CertFile, KeyFile)`: loads the certificate and its private key
@@ -379,6 +428,7 @@ pub fn init_server_ctx() -> Result<SslAcceptorBuilder> {
 pub fn load_certificates(ctx: &mut SslContextBuilder, cert: &Path, key: &Path) -> Result<()> {
     check_readable("certificate file", cert)?;
     check_readable("key file", key)?;
+    check_private(key)?;
     ctx.set_certificate_chain_file(cert)
         .map_err(|e| pem_error("certificate", cert, e))?;
     ctx.set_private_key_file(key, SslFiletype::PEM)
@@ -401,6 +451,24 @@ fn check_readable(what: &str, path: &Path) -> Result<()> {
         };
         Error::Config(format!("cannot read {what} {}: {e}{hint}", path.display()))
     })
+}
+
+/// Refuses a private key file that others than its owner may read.
+fn check_private(key: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(key)
+        .map_err(|e| Error::file("key file", key, e))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(Error::Config(format!(
+            "the private key file {0} can be read by others (mode {1:o}); make it private \
+             with `chmod 600 {0}`",
+            key.display(),
+            mode & 0o777
+        )));
+    }
+    Ok(())
 }
 
 fn pem_error(what: &str, path: &Path, stack: ErrorStack) -> Error {
@@ -457,8 +525,8 @@ pub struct Limits {
 /// What every client thread shares: the TLS context (and so its session cache), the account
 /// store and the limits.
 pub struct Shared {
-    /// The TLS server context.
-    pub acceptor: SslAcceptor,
+    /// The TLS server context, replaced when the session-ticket keys are.
+    pub acceptor: RwLock<Arc<SslAcceptor>>,
     /// The account store.
     pub store: AccountStore,
     /// How long each wait may last.
@@ -470,7 +538,8 @@ pub struct Shared {
 /// first byte other than `<` starts an account-protocol session instead
 /// ([`session::serve_session`]). Failures are logged, never fatal.
 pub fn servlet(tcp: TcpStream, peer: &str, ip: IpAddr, shared: &Shared) {
-    let mut ssl = match shared.acceptor.accept(
+    let acceptor = Arc::clone(&shared.acceptor.read().unwrap_or_else(|e| e.into_inner()));
+    let mut ssl = match acceptor.accept(
         DeadlineStream::new(tcp, shared.limits.io, shared.limits.handshake)
             .with_session_limit(shared.limits.session),
     ) {

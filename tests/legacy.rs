@@ -175,6 +175,17 @@ fn tls_1_1_and_1_3_refused_tls_1_2_accepted() {
     assert_eq!(out.stdout, VALID_REPLY);
     let log = server.stderr.text();
     assert!(log.contains("unsupported protocol"), "{log}");
+
+    // An option allows TLS 1.3; TLS 1.1 stays refused.
+    let modern = fx.server(&["--demo", "--allow-tls13"]);
+    let out = s_client(&modern.addr(), &["-tls1_3"], &hello);
+    assert_eq!(out.stdout, VALID_REPLY);
+    let out = s_client(
+        &modern.addr(),
+        &["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"],
+        &hello,
+    );
+    assert!(!out.status.success());
 }
 
 #[test]

@@ -128,11 +128,22 @@ fn a_weak_key_is_refused_with_its_reason() {
         .output()
         .unwrap();
     assert!(made.status.success());
+    let weak = dir.path().join("weak.pem");
+    std::fs::set_permissions(&weak, std::fs::Permissions::from_mode(0o600)).unwrap();
     let out = server_in(
         dir.path(),
         &["--cert", "weak.pem", "--bind", "127.0.0.1", "0"],
     );
     assert_fails_with(&out, "too small");
+}
+
+#[test]
+fn a_key_others_can_read_is_refused_with_the_fix() {
+    let fx = Fixture::new();
+    std::fs::set_permissions(fx.cert(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = server_in(fx.path(), &["--bind", "127.0.0.1", "0"]);
+    assert_fails_with(&out, "can be read by others (mode 644)");
+    assert!(stderr(&out).contains("chmod 600 mycert.pem"));
 }
 
 #[test]
