@@ -169,8 +169,8 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `server -v --bind 127.0.0.1 --hash-iterations 1000 --db users.db ARGS 0` in
-    /// `dir` and waits until it listens.
+    /// Starts `server -v --db users.db ARGS 0` in `dir` (with `--bind 127.0.0.1` and
+    /// `--hash-iterations 1000` unless ARGS say otherwise) and waits until it listens.
     pub fn start(dir: &Path, args: &[&str]) -> Server {
         Server::try_start(dir, args).unwrap_or_else(|out| panic!("server did not start: {out}"))
     }
@@ -178,9 +178,8 @@ impl Server {
     /// As [`Server::start`], but gives the server's stderr if it exits instead.
     pub fn try_start(dir: &Path, args: &[&str]) -> Result<Server, String> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_server"))
-            .args(["-v", "--hash-iterations", TEST_ITERATIONS])
-            .args(["--db", "users.db"])
-            .args(with_default_bind(args))
+            .args(["-v", "--db", "users.db"])
+            .args(with_defaults(args))
             .arg("0")
             .current_dir(dir)
             .stdin(Stdio::null())
@@ -241,10 +240,16 @@ impl Drop for Server {
     }
 }
 
-fn with_default_bind<'a>(args: &[&'a str]) -> Vec<&'a str> {
+/// `args` plus the test defaults for what they leave out: loopback only, cheap hashes.
+fn with_defaults<'a>(args: &[&'a str]) -> Vec<&'a str> {
     let mut all = args.to_vec();
-    if !args.contains(&"--bind") {
-        all.extend(["--bind", "127.0.0.1"]);
+    for (flag, value) in [
+        ("--bind", "127.0.0.1"),
+        ("--hash-iterations", TEST_ITERATIONS),
+    ] {
+        if !args.contains(&flag) {
+            all.extend([flag, value]);
+        }
     }
     all
 }
