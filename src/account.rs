@@ -120,11 +120,11 @@ pub fn check_username(name: &str) -> Result<(), PolicyError> {
     Ok(())
 }
 
-/// Checks a new password: 8 to 1024 bytes.
-pub fn check_new_password(password: &str) -> Result<(), PolicyError> {
+/// Checks a new password, given as the element `name`: 8 to 1024 bytes.
+pub fn check_new_password(name: &str, password: &str) -> Result<(), PolicyError> {
     if !PASSWORD_LEN.contains(&password.len()) {
         return Err(PolicyError(format!(
-            "password: must be {} to {} bytes long",
+            "{name}: must be {} to {} bytes long",
             PASSWORD_LEN.start(),
             PASSWORD_LEN.end()
         )));
@@ -230,10 +230,11 @@ mod tests {
 
     #[test]
     fn passwords() {
-        assert!(check_new_password("12345678").is_ok());
-        assert!(check_new_password("1234567").is_err());
-        assert!(check_new_password(&"p".repeat(1024)).is_ok());
-        assert!(check_new_password(&"p".repeat(1025)).is_err());
+        assert!(check_new_password("password", "12345678").is_ok());
+        let short = check_new_password("new_password", "1234567").unwrap_err();
+        assert!(short.0.starts_with("new_password: "));
+        assert!(check_new_password("password", &"p".repeat(1024)).is_ok());
+        assert!(check_new_password("password", &"p".repeat(1025)).is_err());
     }
 
     #[test]

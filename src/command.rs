@@ -146,7 +146,8 @@ impl Values {
         if let Some(name) = el
             .attributes
             .keys()
-            .find(|a| !attributes.contains(&a.as_str()))
+            .filter(|a| !attributes.contains(&a.as_str()))
+            .min()
         {
             return Err(format!("<{command}> has no attribute {name:?}"));
         }
@@ -228,13 +229,14 @@ impl Command {
             }
             "update" => {
                 let v = Values::read(root, &field_names(), &["version"])?;
-                let version =
-                    match root.attributes.get("version") {
-                        None => None,
-                        Some(text) => Some(text.parse().map_err(|_| {
+                let version = match root.attributes.get("version") {
+                    None => None,
+                    Some(text) => {
+                        Some(text.parse().ok().filter(|v: &i64| *v >= 1).ok_or_else(|| {
                             format!("<update version={text:?}>: not a version number")
-                        })?),
-                    };
+                        })?)
+                    }
+                };
                 let changes = v.fields();
                 if changes.is_empty() {
                     return Err("<update> changes nothing: give at least one field".into());
@@ -333,7 +335,7 @@ impl Command {
             (Command::Signup(_) | Command::Login(_), Some(_)) => Reply::new(
                 ResultCode::UseError,
                 format!(
-                    "already logged in as {}; log out first",
+                    "already logged in as {}; log out and connect again to change accounts",
                     session.username().unwrap_or_default()
                 ),
             )
@@ -347,7 +349,7 @@ impl Command {
             (Command::View, Some(id)) => view_reply(store.view(id), "your account", session).into(),
             (Command::Update(u), Some(id)) => update(u, id, session, store).into(),
             (Command::Passwd(p), Some(id)) => {
-                if let Err(e) = check_new_password(&p.new_password) {
+                if let Err(e) = check_new_password("new_password", &p.new_password) {
                     return policy(e).into();
                 }
                 store
@@ -371,7 +373,7 @@ impl Command {
 
 fn signup(s: Signup, store: &AccountStore) -> Reply {
     if let Err(e) = check_username(&s.username)
-        .and_then(|()| check_new_password(&s.password))
+        .and_then(|()| check_new_password("password", &s.password))
         .and_then(|()| s.info.iter().try_for_each(|(f, v)| f.check(v)))
     {
         return policy(e);
@@ -401,13 +403,7 @@ fn login(l: Login, session: &mut Session, store: &AccountStore) -> Reply {
             "authentication failed: wrong user name or password",
         ),
         Ok(LoginOutcome::Throttled(wait)) => {
-            let secs = wait.as_secs_f64().ceil() as u64;
-            let mut reply = Reply::new(
-                ResultCode::LimitExceeded,
-                format!("too many failed logins; retry after {secs} seconds"),
-            );
-            reply.retry_after = Some(secs);
-            reply
+            retry_later("too many failed logins", wait.as_secs_f64().ceil() as u64)
         }
         Err(e) => failure(e, session),
     }
@@ -449,23 +445,27 @@ fn failure(e: Error, session: &mut Session) -> Reply {
             ResultCode::AuthenticationError,
             "authentication failed: wrong password",
         ),
+        Error::Busy => retry_later("the server is busy", 1),
         Error::Conflict => Reply::new(
             ResultCode::Conflict,
             "the account changed since you last saw it; view it and try again",
         ),
-        Error::Busy => {
-            let mut reply = Reply::new(
-                ResultCode::LimitExceeded,
-                "the server is busy; retry after 1 second",
-            );
-            reply.retry_after = Some(1);
-            reply
-        }
         e => {
             log::error!("command failed: {e}");
             Reply::new(ResultCode::CommandFailed, "the server could not do that")
         }
     }
+}
+
+/// A 2502 reply that says when to try again.
+fn retry_later(why: &str, secs: u64) -> Reply {
+    let unit = if secs == 1 { "second" } else { "seconds" };
+    let mut reply = Reply::new(
+        ResultCode::LimitExceeded,
+        format!("{why}; retry after {secs} {unit}"),
+    );
+    reply.retry_after = Some(secs);
+    reply
 }
 
 /// A copy of a document with every password replaced by `***`, for showing it.
@@ -550,6 +550,11 @@ mod tests {
             ("<login foo=\"1\"/>", "no attribute"),
             ("<update/>", "changes nothing"),
             ("<update version=\"x\"><email/></update>", "not a version"),
+            ("<update version=\"0\"><email/></update>", "not a version"),
+            (
+                "<update b=\"1\" a=\"2\"><email/></update>",
+                "no attribute \"a\"",
+            ),
             (
                 "<update><password>p</password></update>",
                 "no element <password>",

@@ -74,6 +74,16 @@ pub struct ThrottlePolicy {
     pub forget_after: Duration,
 }
 
+impl ThrottlePolicy {
+    /// How long logins are refused after `failures` failures against `threshold`: none below
+    /// it, then `first_block`, doubling with each further failure, up to `longest_block`.
+    pub fn refusal_period(&self, failures: u32, threshold: u32) -> Option<Duration> {
+        let over = failures.checked_sub(threshold)?;
+        let period = self.first_block.saturating_mul(1 << over.min(20));
+        Some(period.min(self.longest_block))
+    }
+}
+
 impl Default for ThrottlePolicy {
     fn default() -> Self {
         ThrottlePolicy {
@@ -405,13 +415,9 @@ impl AccountStore {
                     Some((n, last)) if now - last < t.forget_after.as_secs_f64() => n + 1,
                     _ => 1,
                 };
-                let blocked_until = match failures.checked_sub(threshold) {
-                    Some(over) => {
-                        let block = t.first_block.as_secs_f64() * 2f64.powi(over.min(30) as i32);
-                        now + block.min(t.longest_block.as_secs_f64())
-                    }
-                    None => 0.0,
-                };
+                let blocked_until = t
+                    .refusal_period(failures, threshold)
+                    .map_or(0.0, |d| now + d.as_secs_f64());
                 tx.execute(
                     "INSERT INTO login_failures (key, failures, last_failure_at, blocked_until)
                      VALUES (?1, ?2, ?3, ?4)
@@ -797,35 +803,20 @@ mod tests {
     }
 
     #[test]
-    fn refusal_periods_double_up_to_the_cap() -> Result<()> {
-        let dir = tempfile::tempdir().unwrap();
-        let options = StoreOptions {
-            throttle: ThrottlePolicy {
-                per_account: 1,
-                per_address: 1000,
-                first_block: Duration::from_millis(100),
-                longest_block: Duration::from_millis(400),
-                forget_after: Duration::from_secs(60),
-            },
-            ..fast()
-        };
-        let s = AccountStore::open(&dir.path().join("users.db"), options)?;
-        let from: IpAddr = "::1".parse().unwrap();
-        let mut periods = Vec::new();
-        for _ in 0..5 {
-            assert_eq!(s.login("hank", b"guess", from)?, LoginOutcome::Failed);
-            let LoginOutcome::Throttled(d) = s.login("hank", b"guess", from)? else {
-                panic!("not throttled");
-            };
-            periods.push(d);
-            std::thread::sleep(d + Duration::from_millis(20));
-        }
-        let ms: Vec<u128> = periods
-            .iter()
-            .map(|d| (d.as_millis() + 50) / 100 * 100)
+    fn refusal_periods_double_up_to_the_cap() {
+        let policy = ThrottlePolicy::default();
+        let periods: Vec<Option<u64>> = (3..=15)
+            .map(|n| policy.refusal_period(n, 5).map(|d| d.as_secs()))
             .collect();
-        assert_eq!(ms, [100, 200, 400, 400, 400]);
-        Ok(())
+        let expected = [None, None]
+            .into_iter()
+            .chain([1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300].map(Some))
+            .collect::<Vec<_>>();
+        assert_eq!(periods, expected);
+        assert_eq!(
+            policy.refusal_period(u32::MAX, 5),
+            Some(policy.longest_block)
+        );
     }
 
     #[test]

@@ -181,7 +181,7 @@ fn parse_config(cli: &CommandLine, args: &[String]) -> Result<ServerConfig, Exit
         "",
         "hash-wait",
         &format!(
-            "seconds a login may wait for its turn to hash [{}]",
+            "seconds a command may wait for its turn to hash a password [{}]",
             defaults.hash_wait.as_secs()
         ),
         "SECS",

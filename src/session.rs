@@ -61,14 +61,17 @@ pub fn serve_session(
         }
         stream.get_mut().await_next(idle);
     }
-    send(
-        stream,
-        &Reply::new(
-            ResultCode::LimitExceeded,
-            format!("a session may send at most {MAX_COMMANDS} commands; ending session"),
-        ),
-        peer,
-    );
+    // The next command, if any, is answered with the limit, and the session ends.
+    if let Ok(Some(_)) = frames.next_frame(stream) {
+        send(
+            stream,
+            &Reply::new(
+                ResultCode::LimitExceeded,
+                format!("a session may send at most {MAX_COMMANDS} commands; ending session"),
+            ),
+            peer,
+        );
+    }
 }
 
 /// Handles one document: parse, then the command's handler. A document that is not XML ends

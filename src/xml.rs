@@ -137,6 +137,8 @@ fn parser_config() -> ParserConfig {
     config.max_attribute_length = MAX_ATTRIBUTE_LEN;
     config.max_name_length = MAX_NAME_LEN;
     config.max_data_length = MAX_FRAME;
+    // Documents are UTF-8: one that declares another encoding is refused.
+    config.override_encoding = Some(xml::Encoding::Utf8);
     config
 }
 
@@ -264,6 +266,16 @@ mod tests {
         assert_eq!(printable(b"a\x1b[2Jb\n"), "a\\x1b[2Jb\\x0a");
         assert_eq!(printable(b"caf\xc3\xa9 \xff"), "caf\u{e9} \\xff");
         assert_eq!(printable("x\u{85}".as_bytes()), "x\\u{85}");
+    }
+
+    #[test]
+    fn documents_are_utf_8_whatever_they_declare() {
+        let doc = "<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?><a>\u{e9}</a>";
+        let err = parse_document(doc.as_bytes()).unwrap_err();
+        assert!(err.0.contains("Declared encoding ISO-8859-1"), "{err}");
+        let doc = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><a>\u{e9}</a>";
+        let root = parse_document(doc.as_bytes()).unwrap();
+        assert_eq!(crate::reply::text(&root), "\u{e9}");
     }
 
     #[test]

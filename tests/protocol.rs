@@ -114,7 +114,10 @@ fn a_whole_session_in_raw_frames() {
             &mut ssl,
             "<login><username>carol</username><password>carol-secret</password></login>"
         ),
-        reply(2002, "already logged in as carol; log out first")
+        reply(
+            2002,
+            "already logged in as carol; log out and connect again to change accounts"
+        )
     );
     let view = call(&mut ssl, "<view/>");
     assert!(
