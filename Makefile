@@ -1,12 +1,13 @@
 # make            release build; ./server and ./client at the repository root
 # make cert       ./mycert.pem, self-signed (FORCE=1 replaces an existing one)
 # make run-server build, make the certificate if missing, run ./server --demo 8081
-# make test       formatting, lints and every test (what CI runs)
+# make test       formatting, lints, every test and the TLS audit (what CI runs)
+# make tls-audit  scan the server with sslscan (skipped if sslscan is missing)
 
 CARGO ?= cargo
 PORT ?= 8081
 
-.PHONY: all cert run-server test lint clean
+.PHONY: all cert run-server test lint tls-audit clean
 
 all:
 	$(CARGO) build --release --locked --bins
@@ -24,6 +25,17 @@ lint:
 
 test: lint
 	$(CARGO) test --locked
+	$(MAKE) tls-audit
+
+# The TLS audit needs sslscan (.ci/run installs it); without it the audit is skipped.
+tls-audit:
+	@if command -v sslscan >/dev/null; then \
+		$(CARGO) build --locked --bin server && \
+		scripts/tls-audit.sh target/debug/server && \
+		if SERVER_ARGS=--allow-tls13 scripts/tls-audit.sh target/debug/server >/dev/null 2>&1; then \
+			echo "tls-audit: did not catch TLS 1.3 being offered" >&2; exit 1; \
+		else echo "tls-audit: catches TLS 1.3 when it is offered"; fi; \
+	else echo "tls-audit: skipped: sslscan is not installed (apt-get install sslscan)"; fi
 
 clean:
 	$(CARGO) clean
