@@ -11,6 +11,7 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
@@ -138,6 +139,7 @@ pub struct AccountStore {
     gate: HashGate,
     throttle: ThrottlePolicy,
     idle: Mutex<Vec<Connection>>,
+    closed: AtomicBool,
 }
 
 impl AccountStore {
@@ -149,6 +151,7 @@ impl AccountStore {
             gate: HashGate::new(options.hash_threads, options.hash_wait),
             throttle: options.throttle,
             idle: Mutex::new(Vec::new()),
+            closed: AtomicBool::new(false),
         };
         let mut conn = store.connect()?;
         migrate(&mut conn)?;
@@ -456,8 +459,20 @@ impl AccountStore {
 
     fn release(&self, conn: Connection) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() < MAX_IDLE_CONNECTIONS {
+        if idle.len() < MAX_IDLE_CONNECTIONS && !self.closed.load(Ordering::SeqCst) {
             idle.push(conn);
+        }
+    }
+
+    /// Closes the idle connections, and every busy one as it comes back: once the last is
+    /// closed, SQLite checkpoints the WAL into the database file and removes it.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|e| e.into_inner()));
+        for conn in idle {
+            if let Err((_, e)) = conn.close() {
+                log::warn!("closing the account database: {e}");
+            }
         }
     }
 

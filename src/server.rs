@@ -342,6 +342,7 @@ pub fn run(config: &ServerConfig) -> Result<()> {
     if unfinished > 0 {
         log::warn!("stopped with {unfinished} exchange(s) unfinished");
     }
+    shared.store.close();
     log::info!("stopped");
     Ok(())
 }

@@ -261,6 +261,12 @@ fn sigterm_lets_the_exchange_in_flight_finish_then_exits_0() {
     assert_eq!(read_to_close(&mut in_flight), VALID_REPLY);
     let status = server.wait_exit();
     assert_eq!(status.code(), Some(0));
+    // The database was closed cleanly: its write-ahead log checkpointed and removed.
+    assert!(fx.path().join("users.db").exists());
+    assert!(
+        !fx.path().join("users.db-wal").exists(),
+        "the WAL was left behind"
+    );
 }
 
 #[test]
