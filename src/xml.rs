@@ -115,8 +115,34 @@ pub fn parse_document(bytes: &[u8]) -> Result<Element, XmlError> {
     let text = std::str::from_utf8(bytes)
         .map_err(|e| XmlError(format!("the document is not UTF-8: {e}")))?;
     check_shape(text)?;
-    Element::parse_with_config(text.as_bytes(), parser_config())
-        .map_err(|e| XmlError(format!("malformed XML: {e}")))
+    let root = Element::parse_with_config(text.as_bytes(), parser_config())
+        .map_err(|e| XmlError(format!("malformed XML: {e}")))?;
+    check_characters(&root)?;
+    Ok(root)
+}
+
+/// Refuses C0 control characters other than tab, line feed and carriage return in text and
+/// attribute values. XML 1.1 lets them in as character references, but an XML 1.0 document
+/// (every document written here) cannot carry them, so a value holding one could never be
+/// sent back. The tree is at most [`MAX_DEPTH`] deep, so the recursion is bounded.
+fn check_characters(el: &Element) -> Result<(), XmlError> {
+    let bad = |text: &str| {
+        text.chars()
+            .any(|c| c < ' ' && !matches!(c, '\t' | '\n' | '\r'))
+    };
+    if el.attributes.values().any(|v| bad(v)) {
+        return Err(XmlError("control characters are not allowed".into()));
+    }
+    for node in &el.children {
+        match node {
+            xmltree::XMLNode::Element(child) => check_characters(child)?,
+            xmltree::XMLNode::Text(t) | xmltree::XMLNode::CData(t) if bad(t) => {
+                return Err(XmlError("control characters are not allowed".into()));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Writes a document (with its XML declaration, without indentation).
@@ -276,6 +302,20 @@ mod tests {
         let doc = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><a>\u{e9}</a>";
         let root = parse_document(doc.as_bytes()).unwrap();
         assert_eq!(crate::reply::text(&root), "\u{e9}");
+    }
+
+    #[test]
+    fn control_characters_are_refused() {
+        // Found by the xml_document fuzzer: XML 1.1 lets U+000E in as a character reference,
+        // and what we would write back could not be read.
+        for doc in [
+            "<?xml version=\"1.1\"?><login><username>a&#14;</username></login>",
+            "<?xml version=\"1.1\"?><update version=\"&#1;\"><email/></update>",
+        ] {
+            let err = parse_document(doc.as_bytes()).unwrap_err();
+            assert!(err.0.contains("control characters"), "{doc}: {err}");
+        }
+        assert!(parse_document(b"<a>tab\tand\nline</a>").is_ok());
     }
 
     #[test]
