@@ -7,7 +7,7 @@ use crate::client::{ClientConfig, connect};
 use crate::command::{Command, mask_secrets};
 use crate::deadline::DeadlineStream;
 use crate::error::{Error, Result};
-use crate::frame::{FrameReader, encode_frame};
+use crate::frame::{FrameReader, MAX_FRAME, encode_frame};
 use crate::reply::Reply;
 use crate::xml::{parse_document, printable, write_document};
 
@@ -33,21 +33,24 @@ impl AccountConnection {
     /// Sends a command and waits for its reply.
     pub fn call(&mut self, command: &Command) -> Result<Reply> {
         let element = command.to_element();
-        let frame = encode_frame(&write_document(&element));
+        let frame = encode_frame(&write_document(&element)).map_err(|_| {
+            Error::Config(format!(
+                "the {} command is too large to send (a frame holds at most {MAX_FRAME} bytes)",
+                command.name()
+            ))
+        })?;
         if self.config.trace {
             trace("C", frame.len(), &write_document(&mask_secrets(&element)));
         }
         // Each command and its reply within the timeout.
         self.ssl.get_mut().start_phase(self.config.timeout);
-        let lost = |e: &dyn std::fmt::Display| {
-            Error::Config(format!("the connection to the server failed: {e}"))
-        };
+        let lost = |e: &dyn std::fmt::Display| Error::ConnectionLost(e.to_string());
         std::io::Write::write_all(&mut self.ssl, &frame).map_err(|e| lost(&e))?;
         let document = self
             .frames
             .next_frame(&mut self.ssl)
             .map_err(|e| lost(&e))?
-            .ok_or_else(|| Error::Config("the server closed the connection".into()))?;
+            .ok_or_else(|| Error::ConnectionLost("the server closed it".into()))?;
         if self.config.trace {
             trace("S", document.len() + 4, &document);
         }

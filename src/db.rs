@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
 
-use crate::account::{AccountView, Field};
+use crate::account::{AccountView, Field, check_username};
 use crate::error::{Error, Result};
 use crate::password::{self, HashGate, PasswordHash, Pbkdf2Params};
 
@@ -45,13 +45,39 @@ const MIGRATIONS: &[&str] = &[
          last_failure_at REAL NOT NULL,
          blocked_until   REAL NOT NULL
      );",
+    // Version 4: account ids are never reused. A session holds its account's id; without
+    // AUTOINCREMENT, SQLite gives a deleted newest account's id to the next signup, and a
+    // session still bound to the deleted account would act on the new one.
+    "CREATE TABLE accounts_v4 (
+         id            INTEGER PRIMARY KEY AUTOINCREMENT,
+         username      TEXT NOT NULL UNIQUE COLLATE NOCASE,
+         password_hash TEXT NOT NULL,
+         created_at    TEXT NOT NULL,
+         updated_at    TEXT NOT NULL,
+         last_login_at TEXT,
+         full_name     TEXT NOT NULL DEFAULT '',
+         email         TEXT NOT NULL DEFAULT '',
+         phone         TEXT NOT NULL DEFAULT '',
+         address       TEXT NOT NULL DEFAULT '',
+         version       INTEGER NOT NULL DEFAULT 1
+     );
+     INSERT INTO accounts_v4 (id, username, password_hash, created_at, updated_at,
+                              last_login_at, full_name, email, phone, address, version)
+         SELECT id, username, password_hash, created_at, updated_at, last_login_at,
+                full_name, email, phone, address, version
+         FROM accounts;
+     DROP TABLE accounts;
+     ALTER TABLE accounts_v4 RENAME TO accounts;",
 ];
 
 /// Current time as stored: ISO 8601 UTC with milliseconds.
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 
 /// Idle connections kept open for reuse; more may be open while many threads work at once.
-const MAX_IDLE_CONNECTIONS: usize = 16;
+const MAX_IDLE_CONNECTIONS: usize = 64;
+
+/// How long a statement waits for another connection's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The database's identifier of an account.
 pub type AccountId = i64;
@@ -154,6 +180,8 @@ impl AccountStore {
             closed: AtomicBool::new(false),
         };
         let mut conn = store.connect()?;
+        // WAL: readers never wait for the writer, and a crash leaves the old or the new state.
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))?;
         migrate(&mut conn)?;
         store.release(conn);
         Ok(store)
@@ -230,7 +258,8 @@ impl AccountStore {
         } else {
             None
         };
-        self.with_connection(|conn| {
+        // Bookkeeping: a failure here must not turn a good login into an error.
+        let recorded = self.with_connection(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute(
                 &format!("UPDATE accounts SET last_login_at = {NOW} WHERE id = ?1"),
@@ -245,7 +274,10 @@ impl AccountStore {
             }
             tx.commit()?;
             Ok(())
-        })?;
+        });
+        if let Err(e) = recorded {
+            log::warn!("could not record the login time of account {id}: {e}");
+        }
         Ok(Some(id))
     }
 
@@ -380,45 +412,46 @@ impl AccountStore {
     /// A login attempt by `username` from `from`, refused without checking the password while
     /// that name or address is throttled (see [`ThrottlePolicy`]).
     pub fn login(&self, username: &str, password: &[u8], from: IpAddr) -> Result<LoginOutcome> {
-        let account = format!("user:{}", username.to_lowercase());
+        // A name that no account can have is not counted (the table would fill with junk
+        // names); its address is.
+        let account = check_username(username)
+            .map_or(None, |()| Some(format!("user:{}", username.to_lowercase())));
         let address = format!("addr:{}", address_key(from));
-        let now = unix_now();
-        let blocked_until: f64 = self.with_connection(|conn| {
-            Ok(conn.query_row(
-                "SELECT COALESCE(MAX(blocked_until), 0) FROM login_failures
-                 WHERE key IN (?1, ?2)",
-                params![account, address],
-                |row| row.get(0),
-            )?)
-        })?;
-        if blocked_until > now {
-            return Ok(LoginOutcome::Throttled(Duration::from_secs_f64(
-                blocked_until - now,
-            )));
-        }
-        if let Some(id) = self.authenticate(username, password)? {
-            self.with_connection(|conn| {
-                conn.execute("DELETE FROM login_failures WHERE key = ?1", [&account])?;
-                Ok(())
-            })?;
-            return Ok(LoginOutcome::Success(id));
-        }
         let t = self.throttle;
-        self.with_connection(|conn| {
+        let counted: Vec<(&String, u32)> = account
+            .iter()
+            .map(|key| (key, t.per_account))
+            .chain([(&address, t.per_address)])
+            .collect();
+        let now = unix_now();
+        // Check and count the attempt in one transaction, before the slow hash: attempts sent
+        // at once are all counted, so a burst cannot pass the limit. A success takes its
+        // count back.
+        let blocked_until = self.with_connection(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            for (key, threshold) in [(&account, t.per_account), (&address, t.per_address)] {
-                let previous: Option<(u32, f64)> = tx
+            let mut blocked_until = 0f64;
+            let mut counts = Vec::new();
+            for &(key, threshold) in &counted {
+                let previous: Option<(u32, f64, f64)> = tx
                     .query_row(
-                        "SELECT failures, last_failure_at FROM login_failures WHERE key = ?1",
+                        "SELECT failures, last_failure_at, blocked_until FROM login_failures
+                         WHERE key = ?1",
                         [key],
-                        |row| Ok((row.get(0)?, row.get(1)?)),
+                        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
                     )
                     .optional()?;
                 let failures = match previous {
-                    Some((n, last)) if now - last < t.forget_after.as_secs_f64() => n + 1,
-                    _ => 1,
+                    Some((n, last, _)) if now - last < t.forget_after.as_secs_f64() => n,
+                    _ => 0,
                 };
-                let blocked_until = t
+                blocked_until = blocked_until.max(previous.map_or(0.0, |p| p.2));
+                counts.push((key, threshold, failures + 1));
+            }
+            if blocked_until > now {
+                return Ok(blocked_until);
+            }
+            for (key, threshold, failures) in counts {
+                let until = t
                     .refusal_period(failures, threshold)
                     .map_or(0.0, |d| now + d.as_secs_f64());
                 tx.execute(
@@ -426,7 +459,7 @@ impl AccountStore {
                      VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT (key) DO UPDATE SET failures = ?2, last_failure_at = ?3,
                                                      blocked_until = ?4",
-                    params![key, failures, now, blocked_until],
+                    params![key, failures, now, until],
                 )?;
             }
             // Forget old counts, so the table holds only recent failures.
@@ -435,9 +468,36 @@ impl AccountStore {
                 params![now - t.forget_after.as_secs_f64(), now],
             )?;
             tx.commit()?;
-            Ok(())
+            Ok(0.0)
         })?;
-        Ok(LoginOutcome::Failed)
+        if blocked_until > now {
+            return Ok(LoginOutcome::Throttled(Duration::from_secs_f64(
+                blocked_until - now,
+            )));
+        }
+        let Some(id) = self.authenticate(username, password)? else {
+            return Ok(LoginOutcome::Failed);
+        };
+        // Bookkeeping: a failure here must not turn a good login into an error.
+        let cleared = self.with_connection(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Some(key) = &account {
+                tx.execute("DELETE FROM login_failures WHERE key = ?1", [key])?;
+            }
+            tx.execute(
+                "UPDATE login_failures
+                 SET failures = MAX(failures - 1, 0),
+                     blocked_until = CASE WHEN failures - 1 < ?2 THEN 0 ELSE blocked_until END
+                 WHERE key = ?1",
+                params![address, t.per_address],
+            )?;
+            tx.commit()?;
+            Ok(())
+        });
+        if let Err(e) = cleared {
+            log::warn!("could not clear the failed-login count after a login: {e}");
+        }
+        Ok(LoginOutcome::Success(id))
     }
 
     /// Runs a password hash when the gate gives it a turn.
@@ -483,10 +543,10 @@ impl AccountStore {
                 self.path.display()
             ))
         })?;
-        // WAL: readers never wait for the writer. FULL: a commit is on disk before it is
-        // acknowledged, so an acknowledged write survives a crash or power loss.
-        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))?;
+        // FULL: a commit is on disk before it is acknowledged, so an acknowledged write
+        // survives a crash or power loss. (WAL is a property of the file, set in `open`.)
         conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         Ok(conn)
     }
@@ -845,5 +905,62 @@ mod tests {
             address_key("2001:db8:1:2:aaaa::1".parse().unwrap()),
             "2001:db8:1:2::/64"
         );
+    }
+
+    #[test]
+    fn ids_are_never_reused() -> Result<()> {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir);
+        let first = s.create_account("ivan", b"pw-ivan-1", &[])?;
+        s.delete(first, b"pw-ivan-1")?;
+        let second = s.create_account("judy", b"pw-judy-1", &[])?;
+        assert_ne!(
+            first, second,
+            "a session bound to {first} would act on judy"
+        );
+        assert!(matches!(s.view(first), Err(Error::NoSuchAccount)));
+        Ok(())
+    }
+
+    #[test]
+    fn a_burst_of_guesses_is_counted_before_hashing() -> Result<()> {
+        let dir = tempfile::tempdir().unwrap();
+        let s = std::sync::Arc::new(store(&dir));
+        s.create_account("kate", b"pw-kate-1", &[])?;
+        let from: IpAddr = "192.0.2.9".parse().unwrap();
+        let outcomes: Vec<LoginOutcome> = (0..24)
+            .map(|_| {
+                let s = s.clone();
+                std::thread::spawn(move || s.login("kate", b"guess", from).unwrap())
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect();
+        let checked = outcomes
+            .iter()
+            .filter(|o| **o == LoginOutcome::Failed)
+            .count();
+        assert_eq!(checked, 5, "{outcomes:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn names_no_account_can_have_are_not_stored() -> Result<()> {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir);
+        let from: IpAddr = "192.0.2.10".parse().unwrap();
+        let junk = "x".repeat(60_000);
+        assert_eq!(s.login(&junk, b"guess", from)?, LoginOutcome::Failed);
+        let keys: Vec<String> = Connection::open(dir.path().join("users.db"))
+            .unwrap()
+            .prepare("SELECT key FROM login_failures")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(keys, ["addr:192.0.2.10"]);
+        Ok(())
     }
 }

@@ -21,8 +21,8 @@ pub struct DeadlineStream {
 }
 
 impl DeadlineStream {
-    /// Wraps `inner`: each read or write may wait `io_timeout`, and everything until
-    /// [`DeadlineStream::end_phase`] must be done within `phase` (the handshake, say).
+    /// Wraps `inner`: each read or write may wait `io_timeout`, and everything until the next
+    /// phase must be done within `phase` (the handshake, say).
     pub fn new(inner: TcpStream, io_timeout: Duration, phase: Duration) -> Self {
         DeadlineStream {
             inner,
@@ -39,13 +39,6 @@ impl DeadlineStream {
         self
     }
 
-    /// Ends the current phase: from now on only the per-operation timeout (and the session
-    /// deadline) apply.
-    pub fn end_phase(&mut self) {
-        self.phase_deadline = None;
-        self.idle = false;
-    }
-
     /// Starts a new phase of at most `limit` from now, in which every operation also keeps to
     /// the per-operation timeout.
     pub fn start_phase(&mut self, limit: Duration) {
@@ -53,8 +46,8 @@ impl DeadlineStream {
         self.idle = false;
     }
 
-    /// Waits for the next command: the first byte may take up to `limit`; once it arrives, the
-    /// per-operation timeout applies again.
+    /// Waits for the next command: its first byte may take up to `limit`; from that byte on,
+    /// the whole command and its reply get one `io_timeout` (so it cannot be trickled in).
     pub fn await_next(&mut self, limit: Duration) {
         self.phase_deadline = Some(Instant::now() + limit);
         self.idle = true;
@@ -97,7 +90,7 @@ impl Read for DeadlineStream {
         self.inner.set_read_timeout(Some(self.time_left()?))?;
         let n = self.inner.read(buf).map_err(timed_out)?;
         if self.idle && n > 0 {
-            self.end_phase();
+            self.start_phase(self.io_timeout);
         }
         Ok(n)
     }
@@ -146,7 +139,7 @@ mod tests {
     fn each_read_keeps_to_the_io_timeout() {
         let (ours, _peer) = pair();
         let mut stream = DeadlineStream::new(ours, ms(150), Duration::from_secs(10));
-        stream.end_phase();
+        stream.start_phase(Duration::from_secs(10));
         let started = Instant::now();
         assert!(stream.read(&mut [0u8; 16]).is_err());
         assert!(started.elapsed() < Duration::from_secs(5));
@@ -165,7 +158,7 @@ mod tests {
         let mut buf = [0u8; 1];
         assert_eq!(stream.read(&mut buf).unwrap(), 1);
         let _peer = writer.join().unwrap();
-        // Now a command is under way: the next read may wait only the io timeout.
+        // Now a command is under way: the rest of it has the io timeout, all of it together.
         let started = Instant::now();
         assert!(stream.read(&mut buf).is_err());
         assert!(started.elapsed() < Duration::from_secs(5));

@@ -37,6 +37,8 @@ pub enum Error {
     Conflict,
     /// Too many password hashes are being computed; the wait for a turn ran out.
     Busy,
+    /// The connection to the server failed or was closed; the text says how.
+    ConnectionLost(String),
     /// A stored password hash cannot be read (damaged or foreign database).
     BadPasswordHash(String),
     /// A setting or file is unusable; the text says which and why.
@@ -77,6 +79,7 @@ impl fmt::Display for Error {
             Error::WrongPassword => f.write_str("the password is wrong"),
             Error::Conflict => f.write_str("the account was changed meanwhile"),
             Error::Busy => f.write_str("the server is busy hashing passwords"),
+            Error::ConnectionLost(why) => write!(f, "the connection to the server was lost: {why}"),
             Error::BadPasswordHash(why) => write!(f, "stored password hash unreadable: {why}"),
             Error::Config(why) => f.write_str(why),
         }

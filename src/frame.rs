@@ -55,23 +55,26 @@ pub fn frame_length(header: [u8; HEADER_LEN]) -> Result<usize, FrameError> {
     }
 }
 
-/// A document framed for sending. Panics only if `document` exceeds [`MAX_FRAME`], which the
-/// callers' own documents never do.
-pub fn encode_frame(document: &[u8]) -> Vec<u8> {
+/// A document framed for sending; [`FrameError::TooLong`] if the frame would exceed
+/// [`MAX_FRAME`].
+pub fn encode_frame(document: &[u8]) -> Result<Vec<u8>, FrameError> {
     let total = HEADER_LEN + document.len();
-    assert!(
-        total <= MAX_FRAME,
-        "document of {total} bytes is too large to frame"
-    );
+    if total > MAX_FRAME {
+        return Err(FrameError::TooLong(
+            u32::try_from(total).unwrap_or(u32::MAX),
+        ));
+    }
     let mut frame = Vec::with_capacity(total);
     frame.extend_from_slice(&(total as u32).to_be_bytes());
     frame.extend_from_slice(document);
-    frame
+    Ok(frame)
 }
 
 /// Writes one framed document.
 pub fn write_frame(to: &mut impl Write, document: &[u8]) -> io::Result<()> {
-    to.write_all(&encode_frame(document))?;
+    let frame =
+        encode_frame(document).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    to.write_all(&frame)?;
     to.flush()
 }
 
@@ -147,7 +150,11 @@ mod tests {
 
     #[test]
     fn round_trip_and_pipelining() {
-        let stream = [encode_frame(b"<a/>"), encode_frame(b"<b/>")].concat();
+        let stream = [
+            encode_frame(b"<a/>").unwrap(),
+            encode_frame(b"<b/>").unwrap(),
+        ]
+        .concat();
         assert_eq!(
             read_all(&stream, b""),
             vec![
@@ -169,7 +176,12 @@ mod tests {
 
     #[test]
     fn header_counts_itself() {
-        assert_eq!(&encode_frame(b"<a/>")[..4], &[0, 0, 0, 8]);
+        assert_eq!(&encode_frame(b"<a/>").unwrap()[..4], &[0, 0, 0, 8]);
+        assert!(encode_frame(&[b'x'; MAX_FRAME - HEADER_LEN]).is_ok());
+        assert!(matches!(
+            encode_frame(&[b'x'; MAX_FRAME - HEADER_LEN + 1]),
+            Err(FrameError::TooLong(65537))
+        ));
         assert_eq!(frame_length([0, 0, 0, 5]).unwrap(), 5);
     }
 
@@ -196,7 +208,7 @@ mod tests {
 
     #[test]
     fn truncation() {
-        let frame = encode_frame(b"<hello/>");
+        let frame = encode_frame(b"<hello/>").unwrap();
         for cut in 1..frame.len() {
             let got = read_all(&frame[..cut], b"");
             assert_eq!(
@@ -209,7 +221,7 @@ mod tests {
 
     #[test]
     fn reads_no_further_than_the_frame() {
-        let stream = [encode_frame(b"<a/>"), b"garbage".to_vec()].concat();
+        let stream = [encode_frame(b"<a/>").unwrap(), b"garbage".to_vec()].concat();
         let mut input = Cursor::new(stream);
         let mut reader = FrameReader::default();
         assert_eq!(reader.next_frame(&mut input).unwrap().unwrap(), b"<a/>");

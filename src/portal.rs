@@ -4,6 +4,8 @@
 //! Every answer is a line (passwords without echo at a terminal); the end of input at any
 //! prompt logs out and ends the portal cleanly.
 
+use openssl::ssl::SslConnector;
+
 use crate::account::{Field, PASSWORD_LEN};
 use crate::client::{ClientConfig, init_ctx};
 use crate::command::{Command, Delete, Login, Passwd, Signup, Update};
@@ -20,8 +22,7 @@ const MAX_ANSWER: usize = 4096;
 pub fn run(config: &ClientConfig) -> Result<()> {
     let connector = init_ctx(config)?;
     let ask = Prompter::stdin();
-    let mut conn = AccountConnection::open(config, &connector)?;
-    let hello = conn.call(&Command::Hello)?;
+    let (mut conn, hello) = connect(config, &connector)?;
     if let Some(server) = &hello.greeting {
         println!(
             "Connected to {} port {} ({} {}).",
@@ -33,26 +34,43 @@ pub fn run(config: &ClientConfig) -> Result<()> {
         let Some(choice) = ask.text("Choose: ", "choice", MAX_ANSWER)? else {
             break;
         };
-        match choice.trim() {
-            "1" => {
-                if let Some(user) = log_in(&ask, &mut conn)? {
-                    if account_menu(&ask, &mut conn, &user)? == Leave::Quit {
-                        break;
-                    }
-                    // The server ended that session; a new one for the next user.
-                    conn = AccountConnection::open(config, &connector)?;
-                }
-            }
-            "2" => sign_up(&ask, &mut conn)?,
+        let done = match choice.trim() {
+            "1" => log_in(&ask, &mut conn).and_then(|user| match user {
+                Some(user) => account_menu(&ask, &mut conn, &user).map(Some),
+                None => Ok(None),
+            }),
+            "2" => sign_up(&ask, &mut conn).map(|()| None),
             "q" | "Q" => break,
-            "" => {}
-            other => println!("There is no choice {other:?}; type 1, 2 or q."),
+            "" => Ok(None),
+            other => {
+                println!("There is no choice {other:?}; type 1, 2 or q.");
+                Ok(None)
+            }
+        };
+        match done {
+            Ok(Some(Leave::Quit)) => break,
+            // The server ended that session: a new one for the next user.
+            Ok(Some(Leave::Menu)) => conn = connect(config, &connector)?.0,
+            Ok(None) => {}
+            Err(Error::ConnectionLost(why)) => {
+                println!("The connection to the server was lost ({why}); connecting again.");
+                conn = connect(config, &connector)?.0;
+            }
+            Err(e) => return Err(e),
         }
     }
     let _ = conn.call(&Command::Logout);
     conn.close();
     println!("Bye.");
     Ok(())
+}
+
+/// A new session, greeted at once (so the server's wait for a first command is met), and the
+/// greeting.
+fn connect(config: &ClientConfig, connector: &SslConnector) -> Result<(AccountConnection, Reply)> {
+    let mut conn = AccountConnection::open(config, connector)?;
+    let hello = conn.call(&Command::Hello)?;
+    Ok((conn, hello))
 }
 
 /// How the account menu ended.

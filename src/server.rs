@@ -553,7 +553,8 @@ pub fn servlet(tcp: TcpStream, peer: &str, ip: IpAddr, shared: &Shared) {
             return;
         }
     };
-    ssl.get_mut().end_phase();
+    // The first request, and the answer to it, within one --timeout.
+    ssl.get_mut().start_phase(shared.limits.io);
     show_certs(ssl.ssl());
     let mut buf = [0u8; LEGACY_REQUEST_MAX];
     let request = match ssl.read(&mut buf) {

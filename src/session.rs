@@ -80,9 +80,9 @@ fn respond(document: &[u8], session: &mut Session, store: &AccountStore, peer: &
     let root = match parse_document(document) {
         Ok(root) => root,
         Err(e) => {
-            log::info!("{peer}: refused a document: {e}");
+            log::info!("{peer}: refused a document: {}", e.for_log());
             return Outcome {
-                reply: Reply::new(ResultCode::SyntaxError, e.to_string()),
+                reply: Reply::new(ResultCode::SyntaxError, e.message),
                 end_session: true,
             };
         }

@@ -60,13 +60,20 @@ pub fn parse_legacy_request(request: &[u8]) -> Option<LegacyCredentials<'_>> {
     })
 }
 
-/// The request as the server may show it: the password, from the first `<Password>` tag to
-/// the next one (or to the end when there is none), is replaced by `***`.
+/// The request as the server may show it, the password replaced by `***`: exactly the
+/// password, for a request of the original's form (whatever its user name holds); otherwise
+/// everything from the first `<Password>` tag to the last one (or to the end).
 pub fn mask_legacy_password(request: &[u8]) -> Vec<u8> {
+    if let Some(credentials) = parse_legacy_request(request) {
+        return legacy_request(credentials.username, PASSWORD_MASK);
+    }
     let Some(start) = find(request, PASSWORD_TAG).map(|i| i + PASSWORD_TAG.len()) else {
         return request.to_vec();
     };
-    let end = find(&request[start..], PASSWORD_TAG).map_or(request.len(), |i| start + i);
+    let end = request[start..]
+        .windows(PASSWORD_TAG.len())
+        .rposition(|w| w == PASSWORD_TAG)
+        .map_or(request.len(), |i| start + i);
     [&request[..start], PASSWORD_MASK, &request[end..]].concat()
 }
 
@@ -98,13 +105,50 @@ const MAX_ATTRIBUTES: usize = 4;
 const MAX_ATTRIBUTE_LEN: usize = 64;
 const MAX_NAME_LEN: usize = 64;
 
+/// The most characters of a parser's message put in a reply: it may quote the input.
+const MAX_ERROR_CHARS: usize = 200;
+
 /// Why a document was refused.
 #[derive(Debug, PartialEq, Eq)]
-pub struct XmlError(pub String);
+pub struct XmlError {
+    /// What is wrong, for the peer that sent the document (at most 200 characters).
+    pub message: String,
+    /// Whether `message` quotes the peer's input (the XML parser's messages may: a name, an
+    /// entity, even part of a password), and so must stay out of logs.
+    quotes_input: bool,
+}
+
+impl XmlError {
+    fn ours(message: impl Into<String>) -> XmlError {
+        XmlError {
+            message: message.into(),
+            quotes_input: false,
+        }
+    }
+
+    fn parser(error: impl std::fmt::Display) -> XmlError {
+        XmlError {
+            message: format!("malformed XML: {error}")
+                .chars()
+                .take(MAX_ERROR_CHARS)
+                .collect(),
+            quotes_input: true,
+        }
+    }
+
+    /// The reason as it may be logged: without anything quoted from the input.
+    pub fn for_log(&self) -> &str {
+        if self.quotes_input {
+            "malformed XML"
+        } else {
+            &self.message
+        }
+    }
+}
 
 impl std::fmt::Display for XmlError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
@@ -113,10 +157,10 @@ impl std::fmt::Display for XmlError {
 /// checked by a streaming pass before the (recursive) tree is built.
 pub fn parse_document(bytes: &[u8]) -> Result<Element, XmlError> {
     let text = std::str::from_utf8(bytes)
-        .map_err(|e| XmlError(format!("the document is not UTF-8: {e}")))?;
+        .map_err(|e| XmlError::ours(format!("the document is not UTF-8: {e}")))?;
     check_shape(text)?;
-    let root = Element::parse_with_config(text.as_bytes(), parser_config())
-        .map_err(|e| XmlError(format!("malformed XML: {e}")))?;
+    let root =
+        Element::parse_with_config(text.as_bytes(), parser_config()).map_err(XmlError::parser)?;
     check_characters(&root)?;
     Ok(root)
 }
@@ -131,13 +175,13 @@ fn check_characters(el: &Element) -> Result<(), XmlError> {
             .any(|c| c < ' ' && !matches!(c, '\t' | '\n' | '\r'))
     };
     if el.attributes.values().any(|v| bad(v)) {
-        return Err(XmlError("control characters are not allowed".into()));
+        return Err(XmlError::ours("control characters are not allowed"));
     }
     for node in &el.children {
         match node {
             xmltree::XMLNode::Element(child) => check_characters(child)?,
             xmltree::XMLNode::Text(t) | xmltree::XMLNode::CData(t) if bad(t) => {
-                return Err(XmlError("control characters are not allowed".into()));
+                return Err(XmlError::ours("control characters are not allowed"));
             }
             _ => {}
         }
@@ -173,20 +217,28 @@ fn check_shape(text: &str) -> Result<(), XmlError> {
     use xml::reader::XmlEvent;
     let (mut depth, mut elements) = (0usize, 0usize);
     for event in parser_config().create_reader(text.as_bytes()) {
-        match event.map_err(|e| XmlError(format!("malformed XML: {e}")))? {
+        match event.map_err(XmlError::parser)? {
             XmlEvent::Doctype { .. } => {
-                return Err(XmlError("DOCTYPE declarations are not allowed".into()));
+                return Err(XmlError::ours("DOCTYPE declarations are not allowed"));
             }
-            XmlEvent::StartElement { .. } => {
+            XmlEvent::StartElement { namespace, .. } => {
+                // Each element carries a copy of every namespace in scope: thousands of
+                // declarations would cost memory and time per element. The protocol uses none.
+                let declared = namespace.0.iter().any(|(prefix, uri)| {
+                    !matches!(prefix.as_str(), "xml" | "xmlns") && !uri.is_empty()
+                });
+                if declared {
+                    return Err(XmlError::ours("namespace declarations are not allowed"));
+                }
                 depth += 1;
                 elements += 1;
                 if depth > MAX_DEPTH {
-                    return Err(XmlError(format!(
+                    return Err(XmlError::ours(format!(
                         "elements nested deeper than {MAX_DEPTH} levels"
                     )));
                 }
                 if elements > MAX_ELEMENTS {
-                    return Err(XmlError(format!("more than {MAX_ELEMENTS} elements")));
+                    return Err(XmlError::ours(format!("more than {MAX_ELEMENTS} elements")));
                 }
             }
             XmlEvent::EndElement { .. } => depth -= 1,
@@ -283,6 +335,18 @@ mod tests {
             b"<Password>***"
         );
         assert_eq!(mask_legacy_password(b"no tag here"), b"no tag here");
+        // A user name or password holding the tag does not let the password out.
+        let tricky = legacy_request(b"x<Password>y", b"TOPSECRET-PW");
+        let shown = mask_legacy_password(&tricky);
+        assert!(
+            !find(&shown, b"TOPSECRET").is_some(),
+            "{}",
+            printable(&shown)
+        );
+        let inside = legacy_request(b"x", b"a<Password>TOPSECRET<Password>b");
+        assert!(find(&mask_legacy_password(&inside), b"TOPSECRET").is_none());
+        let broken = b"<Password>a<Password>TOPSECRET<Password>b";
+        assert_eq!(mask_legacy_password(broken), b"<Password>***<Password>b");
     }
 
     #[test]
@@ -298,7 +362,10 @@ mod tests {
     fn documents_are_utf_8_whatever_they_declare() {
         let doc = "<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?><a>\u{e9}</a>";
         let err = parse_document(doc.as_bytes()).unwrap_err();
-        assert!(err.0.contains("Declared encoding ISO-8859-1"), "{err}");
+        assert!(
+            err.message.contains("Declared encoding ISO-8859-1"),
+            "{err}"
+        );
         let doc = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><a>\u{e9}</a>";
         let root = parse_document(doc.as_bytes()).unwrap();
         assert_eq!(crate::reply::text(&root), "\u{e9}");
@@ -313,9 +380,33 @@ mod tests {
             "<?xml version=\"1.1\"?><update version=\"&#1;\"><email/></update>",
         ] {
             let err = parse_document(doc.as_bytes()).unwrap_err();
-            assert!(err.0.contains("control characters"), "{doc}: {err}");
+            assert!(err.message.contains("control characters"), "{doc}: {err}");
         }
         assert!(parse_document(b"<a>tab\tand\nline</a>").is_ok());
+    }
+
+    #[test]
+    fn namespaces_are_refused_early() {
+        let many: String = (0..4000).map(|i| format!(" xmlns:n{i}=\"u\"")).collect();
+        for doc in [
+            format!("<a{many}><b/></a>"),
+            "<a xmlns=\"urn:x\"/>".to_string(),
+            "<a><b xmlns:p=\"urn:x\"/></a>".to_string(),
+        ] {
+            let err = parse_document(doc.as_bytes()).unwrap_err();
+            assert_eq!(err.message, "namespace declarations are not allowed");
+        }
+        assert!(parse_document(b"<a xml:lang=\"en\"/>").is_ok());
+    }
+
+    #[test]
+    fn parser_messages_are_short_and_kept_out_of_logs() {
+        let doc = format!("<a>&{};</a>", "secret".repeat(10_000));
+        let err = parse_document(doc.as_bytes()).unwrap_err();
+        assert!(err.message.chars().count() <= MAX_ERROR_CHARS);
+        assert_eq!(err.for_log(), "malformed XML");
+        let ours = parse_document(b"<!DOCTYPE a><a/>").unwrap_err();
+        assert_eq!(ours.for_log(), "DOCTYPE declarations are not allowed");
     }
 
     #[test]
@@ -353,7 +444,7 @@ mod tests {
             (b"<a>&unknown;</a>", "malformed"),
         ] {
             let err = parse_document(bad).unwrap_err();
-            assert!(err.0.contains(why), "{}: {err}", printable(bad));
+            assert!(err.message.contains(why), "{}: {err}", printable(bad));
         }
         let limit = format!("{}{}", "<a>".repeat(MAX_DEPTH), "</a>".repeat(MAX_DEPTH));
         assert!(parse_document(limit.as_bytes()).is_ok());

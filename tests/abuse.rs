@@ -74,6 +74,47 @@ fn an_idle_session_is_closed_after_the_idle_timeout() {
 }
 
 #[test]
+fn a_trickled_command_gets_one_timeout_from_its_first_byte() {
+    let fx = Fixture::new();
+    let server = fx.server(&["--timeout", "2", "--idle-timeout", "60"]);
+    let mut ssl = tls_connect(&server.addr());
+    assert_eq!(code(&call(&mut ssl, "<hello/>")), "1000");
+    let started = Instant::now();
+    let mut closed = false;
+    for byte in frame("<hello/>") {
+        thread::sleep(Duration::from_millis(500));
+        if ssl.write_all(&[byte]).is_err() {
+            closed = true;
+            break;
+        }
+    }
+    // Each byte came well within the 2 s per read, but the command as a whole did not.
+    if !closed {
+        assert_eq!(
+            read_to_close(&mut ssl),
+            b"",
+            "the trickled command was answered"
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn thousands_of_namespace_declarations_are_refused_at_once() {
+    let fx = Fixture::new();
+    let mut server = fx.server(&[]);
+    let many: String = (0..4000).map(|i| format!(" xmlns:n{i}=\"u\"")).collect();
+    let document = format!("<hello{many}>{}</hello>", "<b/>".repeat(60));
+    let mut ssl = tls_connect(&server.addr());
+    let reply = call(&mut ssl, &document);
+    assert!(
+        reply.contains("namespace declarations are not allowed"),
+        "{reply}"
+    );
+    assert!(server.child.try_wait().unwrap().is_none());
+}
+
+#[test]
 fn a_session_ends_at_the_session_timeout_however_busy() {
     let fx = Fixture::new();
     let server = fx.server(&["--session-timeout", "2"]);

@@ -293,6 +293,26 @@ fn passwd_and_delete_need_the_password() {
 }
 
 #[test]
+fn a_command_too_large_to_frame_is_a_clear_error() {
+    let fx = Fixture::new();
+    let server = fx.server(&[]);
+    signup(&fx, &server, "alice", "alice-secret", &[]);
+    let huge = format!("address={}", "&".repeat(20_000));
+    let out = fx.command(
+        &server,
+        &["--user", "alice", "--set", &huge],
+        "update",
+        "alice-secret\n",
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        texts(&out).1.contains("too large to send"),
+        "{}",
+        texts(&out).1
+    );
+}
+
+#[test]
 fn a_signed_up_account_gets_the_legacy_reply() {
     let fx = Fixture::new();
     let server = fx.server(&[]);

@@ -299,6 +299,12 @@ fn malformed_frames_and_documents_get_an_error_and_a_close() {
     let nested = format!("{}{}", "<a>".repeat(5000), "</a>".repeat(5000));
     framed_error(&raw(&server, &frame(&nested)), "nested deeper than 8");
 
+    // A parser message quoting 64 KiB of input: a short reply, no crash.
+    let entity = format!("<a>&{};</a>", "x".repeat(65_000));
+    let received = raw(&server, &frame(&entity));
+    framed_error(&received, "malformed XML");
+    assert!(received.len() < 1024, "{} bytes", received.len());
+
     // A frame cut short: the peer closes inside it; the server just closes.
     let cut = &frame("<hello/>")[..8];
     let mut ssl = tls_connect(&server.addr());

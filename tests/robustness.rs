@@ -164,6 +164,12 @@ fn the_password_appears_in_no_output() {
     assert!(!contains(&out.stdout, SECRET.as_bytes()));
     assert!(!contains(&out.stderr, SECRET.as_bytes()));
     s_client(&server.addr(), &["-tls1_2"], &request("aticle", SECRET));
+    // A user name that holds the tag does not let the password out.
+    s_client(
+        &server.addr(),
+        &["-tls1_2"],
+        &request("x<Password>y", SECRET),
+    );
     // Not of the original's form: still masked.
     s_client(
         &server.addr(),
@@ -172,8 +178,8 @@ fn the_password_appears_in_no_output() {
     );
     let stdout = server
         .stdout
-        .wait_for("three requests", |t| t.matches("Client msg").count() == 3);
-    assert_eq!(stdout.matches("<Password>***").count(), 3, "{stdout}");
+        .wait_for("four requests", |t| t.matches("Client msg").count() == 4);
+    assert_eq!(stdout.matches("<Password>***").count(), 4, "{stdout}");
     let everything = server.all_output();
     assert!(
         !contains(&everything, SECRET.as_bytes()),
