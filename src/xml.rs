@@ -339,7 +339,7 @@ mod tests {
         let tricky = legacy_request(b"x<Password>y", b"TOPSECRET-PW");
         let shown = mask_legacy_password(&tricky);
         assert!(
-            !find(&shown, b"TOPSECRET").is_some(),
+            find(&shown, b"TOPSECRET").is_none(),
             "{}",
             printable(&shown)
         );
