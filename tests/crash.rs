@@ -132,8 +132,10 @@ fn acknowledged_writes_survive_sigkill() {
     let fx = Fixture::new();
     let mut acknowledged = 0;
     let mut lost = Vec::new();
+    // The checks try wrong passwords on purpose: no login throttling by address here.
+    let unthrottled = ["--max-address-failures", "1000000"];
     for round in 0..ROUNDS {
-        let server = fx.server(&[]);
+        let server = fx.server(&unthrottled);
         let progress: Arc<Mutex<Vec<Progress>>> = Arc::default();
         let kill_after = Duration::from_millis(300 + random_below(1200));
         let started = Instant::now();
@@ -174,8 +176,7 @@ fn acknowledged_writes_survive_sigkill() {
             "round {round}: integrity check failed"
         );
 
-        // The checks try wrong passwords on purpose: no login throttling for them.
-        let restarted = fx.server(&["--max-address-failures", "1000000"]);
+        let restarted = fx.server(&unthrottled);
         for p in progress.lock().unwrap().iter() {
             acknowledged += p.acked.map_or(0, |a| a + 1);
             let seen = observed(&fx, &restarted, &p.user);
