@@ -1,4 +1,4 @@
-# make            release build; ./server and ./client at the repository root
+# make            release build; ./server, ./client and ./bench at the repository root
 # make cert       ./mycert.pem, self-signed (FORCE=1 replaces an existing one)
 # make run-server build, make the certificate if missing, run ./server --demo 8081
 # make test       formatting, lints, every test and the TLS audit (what CI runs)
@@ -11,7 +11,7 @@ PORT ?= 8081
 
 all:
 	$(CARGO) build --release --locked --bins
-	install -m 755 target/release/server target/release/client .
+	install -m 755 target/release/server target/release/client target/release/bench .
 
 cert:
 	scripts/gencert.sh mycert.pem
@@ -39,4 +39,4 @@ tls-audit:
 
 clean:
 	$(CARGO) clean
-	rm -f server client
+	rm -f server client bench

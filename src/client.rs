@@ -21,7 +21,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use getopts::Options;
-use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslRef, SslStream, SslVerifyMode};
+use openssl::ssl::{
+    SslConnector, SslFiletype, SslMethod, SslRef, SslSessionRef, SslStream, SslVerifyMode,
+};
 
 use crate::cli::CommandLine;
 use crate::deadline::DeadlineStream;
@@ -324,11 +326,36 @@ pub fn connect(
     config: &ClientConfig,
     connector: &SslConnector,
 ) -> Result<SslStream<DeadlineStream>> {
+    connect_offering(config, connector, None)
+}
+
+/// As [`connect`], offering `session` (from an earlier connection with the same connector,
+/// or read back from its DER form) for an abbreviated, resumed handshake.
+pub fn connect_resuming(
+    config: &ClientConfig,
+    connector: &SslConnector,
+    session: &SslSessionRef,
+) -> Result<SslStream<DeadlineStream>> {
+    connect_offering(config, connector, Some(session))
+}
+
+fn connect_offering(
+    config: &ClientConfig,
+    connector: &SslConnector,
+    session: Option<&SslSessionRef>,
+) -> Result<SslStream<DeadlineStream>> {
     let tcp = open_connection(&config.host, config.port, config.timeout)?;
-    let setup = connector
+    let mut setup = connector
         .configure()
         .map_err(|e| Error::tls("cannot set up the connection", e))?
         .verify_hostname(!config.insecure);
+    if let Some(session) = session {
+        // SAFETY: the session comes from this connector's context, or from DER, which ties
+        // it to no context (as `openssl s_client -sess_in` uses it); either way the context's
+        // session callbacks see only sessions they can handle.
+        unsafe { setup.set_session(session) }
+            .map_err(|e| Error::tls("cannot offer the saved TLS session", e))?;
+    }
     setup
         .connect(
             &config.host,

@@ -9,10 +9,12 @@
 //! - [`password`]: salted PBKDF2-HMAC-SHA512 password hashes.
 //! - [`tls`]: TLS pieces both programs use (the TLS 1.2 pin, certificate names, errors).
 //! - [`deadline`]: a TCP stream whose every wait ends by one deadline.
-//! - [`cli`]: the command-line handling both programs share.
+//! - [`bench`]: the load generator behind `./bench`.
+//! - [`cli`]: the command-line handling the programs share.
 //! - [`error`]: the library's error type.
 
 pub mod account;
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod command;

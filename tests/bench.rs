@@ -1,0 +1,66 @@
+//! The load generator against the real server: every mode runs, errors are counted, and the
+//! figures come out as text and JSON.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+fn bench(fx: &Fixture, server: &Server, args: &[&str]) -> (String, String, bool) {
+    let out = run_with_input(
+        Command::new(env!("CARGO_BIN_EXE_bench"))
+            .args(args)
+            .args(["127.0.0.1", &server.port_arg()])
+            .current_dir(fx.path()),
+        b"",
+    );
+    let (stdout, stderr) = texts(&out);
+    (stdout, stderr, out.status.success())
+}
+
+#[test]
+fn every_mode_runs_against_the_server() {
+    let fx = Fixture::new();
+    let server = fx.server(&["--demo", "--max-login-failures", "1000"]);
+    let pid = server.child.id().to_string();
+    for mode in ["handshake", "full", "resume", "login", "session"] {
+        let json = fx.path().join(format!("{mode}.json"));
+        let json_arg = json.display().to_string();
+        let (stdout, stderr, ok) = bench(
+            &fx,
+            &server,
+            &[
+                "--mode", mode, "-c", "2", "-n", "12", "--pid", &pid, "--json", &json_arg,
+            ],
+        );
+        assert!(ok, "{mode}: {stderr}");
+        assert!(stdout.contains("operations    12 in"), "{mode}: {stdout}");
+        assert!(stdout.contains("errors        none"), "{mode}: {stdout}");
+        assert!(stdout.contains("server CPU"), "{mode}: {stdout}");
+        let figures = std::fs::read_to_string(&json).unwrap();
+        assert!(
+            figures.contains(&format!("\"mode\": \"{mode}\"")),
+            "{figures}"
+        );
+        assert!(figures.contains("\"server_peak_rss_kib\""), "{figures}");
+    }
+    let (stdout, stderr, ok) = bench(
+        &fx,
+        &server,
+        &["--mode", "idle", "-c", "4", "--connections", "100"],
+    );
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("held open     100 sessions"), "{stdout}");
+    assert!(stdout.contains("operations    100 in"), "{stdout}");
+}
+
+#[test]
+fn failures_are_counted_by_kind() {
+    let fx = Fixture::new();
+    let server = fx.server(&[]); // no demo account: every legacy login is refused
+    let (stdout, _, ok) = bench(&fx, &server, &["--mode", "full", "-c", "2", "-n", "6"]);
+    assert!(ok);
+    assert!(stdout.contains("operations    0 in"), "{stdout}");
+    assert!(stdout.contains("6 wrong reply"), "{stdout}");
+}
