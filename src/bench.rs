@@ -4,12 +4,15 @@
 //! operation and its peak memory.
 //!
 //! Modes (one operation each):
-//! - `handshake`: connect and complete a full TLS handshake (any TLS 1.2 server);
-//! - `full`: a full handshake and the legacy exchange;
-//! - `resume`: a resumed handshake (the client's last session) and the legacy exchange;
+//! - `full`: a full handshake and the legacy exchange (`--handshake-only`: no exchange, so
+//!   any TLS 1.2 server can be measured);
+//! - `resume`: a resumed handshake (the client's last session) and the legacy exchange
+//!   (`--handshake-only` likewise);
 //! - `login`: a full handshake, then `login` and `logout` in the account protocol;
 //! - `session`: one persistent logged-in session per client, each operation a `view`;
-//! - `idle`: hold `--connections` sessions open at once, then use each of them once.
+//! - `idle`: hold `--connections` sessions open at once, then use each of them once;
+//! - `hash`: no server: one PBKDF2-HMAC-SHA512 password hash at `--iterations`, the cost a
+//!   login adds.
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Read, Write};
@@ -29,18 +32,17 @@ use crate::client::{ClientConfig, connect, init_ctx};
 use crate::command::{Command, Login};
 use crate::connection::AccountConnection;
 use crate::error::{Error, Result};
+use crate::password::{DEFAULT_ITERATIONS, PasswordHash, Pbkdf2Params};
 use crate::reply::ResultCode;
 use crate::xml::{LEGACY_REQUEST_MAX, LEGACY_VALID_REPLY, legacy_request};
 
 const ABOUT: &str = "Drives a TLS 1.2 server with concurrent clients and reports its speed.
-Modes: handshake, full, resume, login, session, idle (see --mode).";
+Modes: full, resume, login, session, idle, hash (see --mode).";
 
 /// What is measured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
-    /// A full TLS handshake, nothing else.
-    Handshake,
     /// A full handshake and the legacy exchange.
     Full,
     /// A resumed handshake and the legacy exchange.
@@ -51,27 +53,29 @@ pub enum Mode {
     Session,
     /// Many sessions held open, then each used once.
     Idle,
+    /// A password hash, no server.
+    Hash,
 }
 
 impl Mode {
     const ALL: [Mode; 6] = [
-        Mode::Handshake,
         Mode::Full,
         Mode::Resume,
         Mode::Login,
         Mode::Session,
         Mode::Idle,
+        Mode::Hash,
     ];
 
     /// The mode's name on the command line and in the figures.
     pub fn name(self) -> &'static str {
         match self {
-            Mode::Handshake => "handshake",
             Mode::Full => "full",
             Mode::Resume => "resume",
             Mode::Login => "login",
             Mode::Session => "session",
             Mode::Idle => "idle",
+            Mode::Hash => "hash",
         }
     }
 
@@ -87,6 +91,10 @@ pub struct BenchConfig {
     pub client: ClientConfig,
     /// What to measure.
     pub mode: Mode,
+    /// `full` and `resume`: only the handshake, no exchange.
+    pub handshake_only: bool,
+    /// `hash`: PBKDF2 iterations.
+    pub iterations: u32,
     /// Concurrent clients.
     pub clients: usize,
     /// How long to run (unless `count` is given).
@@ -176,8 +184,19 @@ fn parse_config(cli: &CommandLine, args: &[String]) -> Result<BenchConfig, ExitC
     opts.optopt(
         "m",
         "mode",
-        "handshake, full, resume, login, session or idle [full]",
+        "full, resume, login, session, idle or hash [full]",
         "MODE",
+    );
+    opts.optflag(
+        "",
+        "handshake-only",
+        "full and resume: the handshake only, no exchange",
+    );
+    opts.optopt(
+        "",
+        "iterations",
+        &format!("hash: PBKDF2 iterations [{DEFAULT_ITERATIONS}]"),
+        "N",
     );
     opts.optopt("c", "clients", "concurrent clients [16]", "N");
     opts.optopt("d", "duration", "seconds to run [10]", "SECS");
@@ -250,6 +269,8 @@ fn parse_config(cli: &CommandLine, args: &[String]) -> Result<BenchConfig, ExitC
             trace: false,
         },
         mode,
+        handshake_only: m.opt_present("handshake-only"),
+        iterations: cli.number(&m, "iterations", DEFAULT_ITERATIONS)?,
         clients,
         duration: Duration::from_secs(cli.number(&m, "duration", 10)?),
         count: m
@@ -453,9 +474,9 @@ fn operate(
         move |e| format!("{what}: {}", error_kind(&e))
     }
     match config.mode {
-        Mode::Handshake => {
-            let mut ssl = connect(&config.client, connector).map_err(kind("handshake"))?;
-            let _ = ssl.shutdown();
+        Mode::Hash => {
+            let params = Pbkdf2Params::new(config.iterations).map_err(kind("hash"))?;
+            PasswordHash::new(b"bench-password", params).map_err(kind("hash"))?;
             Ok(())
         }
         Mode::Full | Mode::Resume => legacy_exchange(config, connector, state),
@@ -536,6 +557,10 @@ fn legacy_exchange(
             return Err("not resumed".into());
         }
         state.session = ssl.ssl().session().map(|s| s.to_owned());
+    }
+    if config.handshake_only {
+        let _ = ssl.shutdown();
+        return Ok(());
     }
     let request = legacy_request(config.user.as_bytes(), config.password.as_bytes());
     ssl.write_all(&request)
@@ -764,6 +789,8 @@ mod tests {
                 trace: false,
             },
             mode: Mode::Full,
+            handshake_only: false,
+            iterations: 1000,
             clients: 4,
             duration: Duration::from_secs(2),
             count: None,

@@ -24,7 +24,7 @@ fn every_mode_runs_against_the_server() {
     let fx = Fixture::new();
     let server = fx.server(&["--demo", "--max-login-failures", "1000"]);
     let pid = server.child.id().to_string();
-    for mode in ["handshake", "full", "resume", "login", "session"] {
+    for mode in ["full", "resume", "login", "session", "hash"] {
         let json = fx.path().join(format!("{mode}.json"));
         let json_arg = json.display().to_string();
         let (stdout, stderr, ok) = bench(
@@ -44,6 +44,16 @@ fn every_mode_runs_against_the_server() {
             "{figures}"
         );
         assert!(figures.contains("\"server_peak_rss_kib\""), "{figures}");
+    }
+    for mode in ["full", "resume"] {
+        let (stdout, stderr, ok) = bench(
+            &fx,
+            &server,
+            &["--mode", mode, "--handshake-only", "-c", "2", "-n", "12"],
+        );
+        assert!(ok, "{mode}: {stderr}");
+        assert!(stdout.contains("operations    12 in"), "{mode}: {stdout}");
+        assert!(stdout.contains("errors        none"), "{mode}: {stdout}");
     }
     let (stdout, stderr, ok) = bench(
         &fx,
