@@ -3,11 +3,12 @@
 # make run-server build, make the certificate if missing, run ./server --demo 8081
 # make test       formatting, lints, every test and the TLS audit (what CI runs)
 # make tls-audit  scan the server with sslscan (skipped if sslscan is missing)
+# make bench      benchmarks against openssl s_server and the crypto floor
 
 CARGO ?= cargo
 PORT ?= 8081
 
-.PHONY: all cert run-server test lint tls-audit clean
+.PHONY: all cert run-server test lint tls-audit bench clean
 
 all:
 	$(CARGO) build --release --locked --bins
@@ -36,6 +37,10 @@ tls-audit:
 			echo "tls-audit: did not catch TLS 1.3 being offered" >&2; exit 1; \
 		else echo "tls-audit: catches TLS 1.3 when it is offered"; fi; \
 	else echo "tls-audit: skipped: sslscan is not installed (apt-get install sslscan)"; fi
+
+# Benchmarks, side by side with openssl s_server and the crypto floor (docs/BENCHMARKS.md).
+bench:
+	scripts/bench.sh
 
 clean:
 	$(CARGO) clean
