@@ -235,11 +235,8 @@ impl AccountStore {
     pub fn authenticate(&self, username: &str, password: &[u8]) -> Result<Option<AccountId>> {
         let found: Option<(AccountId, String)> = self.with_connection(|conn| {
             Ok(conn
-                .query_row(
-                    "SELECT id, password_hash FROM accounts WHERE username = ?1",
-                    [username],
-                    |row| Ok((row.get(0)?, row.get(1)?)),
-                )
+                .prepare_cached("SELECT id, password_hash FROM accounts WHERE username = ?1")?
+                .query_row([username], |row| Ok((row.get(0)?, row.get(1)?)))
                 .optional()?)
         })?;
         let Some((id, stored)) = found else {
@@ -284,22 +281,23 @@ impl AccountStore {
     /// Everything stored about an account but its password hash.
     pub fn view(&self, id: AccountId) -> Result<AccountView> {
         self.with_connection(|conn| {
-            conn.query_row(
+            // The hottest query (a session's view): its compiled statement is kept per
+            // connection.
+            conn.prepare_cached(
                 "SELECT username, full_name, email, phone, address, created_at, updated_at,
                         last_login_at, version
                  FROM accounts WHERE id = ?1",
-                [id],
-                |row| {
-                    Ok(AccountView {
-                        username: row.get(0)?,
-                        fields: [row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?],
-                        created_at: row.get(5)?,
-                        updated_at: row.get(6)?,
-                        last_login_at: row.get(7)?,
-                        version: row.get(8)?,
-                    })
-                },
-            )
+            )?
+            .query_row([id], |row| {
+                Ok(AccountView {
+                    username: row.get(0)?,
+                    fields: [row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?],
+                    created_at: row.get(5)?,
+                    updated_at: row.get(6)?,
+                    last_login_at: row.get(7)?,
+                    version: row.get(8)?,
+                })
+            })
             .optional()?
             .ok_or(Error::NoSuchAccount)
         })

@@ -17,8 +17,8 @@ use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -300,6 +300,7 @@ pub fn run(config: &ServerConfig) -> Result<()> {
     log::info!("listening on {local}");
     let stopping = stop_on_signals(local)?;
     let slots = Arc::new(ClientSlots::new(config.max_clients));
+    let threads = ClientThreads::new();
 
     for incoming in listener.incoming() {
         if stopping.load(Ordering::SeqCst) {
@@ -330,17 +331,14 @@ pub fn run(config: &ServerConfig) -> Result<()> {
         };
         console(&format!("Connection: {peer}\n"));
         let shared = Arc::clone(&shared);
-        let spawned = thread::Builder::new()
-            .name(format!("client {peer}"))
-            .stack_size(CLIENT_THREAD_STACK)
-            .spawn(move || {
-                let _slot = slot;
-                servlet(tcp, &peer, ip, &shared);
-            });
-        if let Err(e) = spawned {
+        if let Err(e) = threads.serve(Box::new(move || {
+            let _slot = slot;
+            servlet(tcp, &peer, ip, &shared);
+        })) {
             log::error!("cannot start a thread for a client: {e}");
         }
     }
+    drop(threads);
 
     // Refuse new connections at once instead of leaving them queued.
     drop(listener);
@@ -734,6 +732,84 @@ fn stop_on_signals(local: SocketAddr) -> Result<Arc<AtomicBool>> {
     Ok(stopping)
 }
 
+/// One client's whole connection, run on a thread of its own.
+type ClientJob = Box<dyn FnOnce() + Send>;
+
+/// The threads that serve clients: each serves one client at a time, for the whole of its
+/// connection, and then waits for the next client instead of exiting; a thread that waits
+/// [`IDLE_THREAD_LIFETIME`] exits, so an idle server gives the memory back. Creating a thread
+/// costs about as much CPU as a resumed handshake; reusing one costs nothing.
+struct ClientThreads {
+    /// The waiting threads, each reachable through its own channel; the latest last.
+    waiting: Arc<Mutex<Vec<(u64, mpsc::Sender<ClientJob>)>>>,
+    next_id: Arc<AtomicU64>,
+}
+
+/// How long a client thread waits for another client before it exits.
+const IDLE_THREAD_LIFETIME: Duration = Duration::from_secs(60);
+
+impl ClientThreads {
+    fn new() -> ClientThreads {
+        ClientThreads {
+            waiting: Arc::default(),
+            next_id: Arc::default(),
+        }
+    }
+
+    /// Runs `job` on the thread that waited least long, or on a new one if none waits.
+    fn serve(&self, job: ClientJob) -> io::Result<()> {
+        let waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        match waiting {
+            Some((_, thread)) => match thread.send(job) {
+                Ok(()) => Ok(()),
+                Err(mpsc::SendError(job)) => self.start(job),
+            },
+            None => self.start(job),
+        }
+    }
+
+    fn start(&self, first: ClientJob) -> io::Result<()> {
+        let (waiting, next_id) = (Arc::clone(&self.waiting), Arc::clone(&self.next_id));
+        thread::Builder::new()
+            .name("client".into())
+            .stack_size(CLIENT_THREAD_STACK)
+            .spawn(move || {
+                let mut job = first;
+                loop {
+                    job();
+                    let (sender, receiver) = mpsc::channel();
+                    let id = next_id.fetch_add(1, Ordering::Relaxed);
+                    waiting
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((id, sender));
+                    job = match receiver.recv_timeout(IDLE_THREAD_LIFETIME) {
+                        Ok(next) => next,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            let mut list = waiting.lock().unwrap_or_else(|e| e.into_inner());
+                            match list.iter().position(|(i, _)| *i == id) {
+                                Some(at) => {
+                                    list.remove(at);
+                                    return;
+                                }
+                                // Taken off the list just now: a client is on its way.
+                                None => {
+                                    drop(list);
+                                    match receiver.recv() {
+                                        Ok(next) => next,
+                                        Err(_) => return,
+                                    }
+                                }
+                            }
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                    };
+                }
+            })
+            .map(drop)
+    }
+}
+
 /// Counts the clients being served, up to a maximum.
 struct ClientSlots {
     max: usize,
@@ -799,6 +875,39 @@ mod tests {
         assert_eq!(peer_display(mapped), "127.0.0.1:46142");
         let v6: SocketAddr = "[::1]:8081".parse().unwrap();
         assert_eq!(peer_display(v6), "[::1]:8081");
+    }
+
+    #[test]
+    fn client_threads_are_reused() {
+        let threads = ClientThreads::new();
+        let (done, finished) = mpsc::channel();
+        for _ in 0..10 {
+            let done = done.clone();
+            threads
+                .serve(Box::new(move || done.send(thread::current().id()).unwrap()))
+                .unwrap();
+            let ran_on = finished.recv().unwrap();
+            // Wait until that thread is back among the waiting ones.
+            while threads.waiting.lock().unwrap().is_empty() {
+                thread::yield_now();
+            }
+            assert_eq!(threads.waiting.lock().unwrap().len(), 1, "{ran_on:?}");
+        }
+        // Two at once need two threads.
+        let (hold, release) = mpsc::channel::<()>();
+        let release = Arc::new(Mutex::new(release));
+        for _ in 0..2 {
+            let (done, release) = (done.clone(), release.clone());
+            threads
+                .serve(Box::new(move || {
+                    done.send(thread::current().id()).unwrap();
+                    let _ = release.lock().unwrap().recv();
+                }))
+                .unwrap();
+        }
+        let (a, b) = (finished.recv().unwrap(), finished.recv().unwrap());
+        assert_ne!(a, b);
+        drop(hold);
     }
 
     #[test]
