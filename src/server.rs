@@ -741,9 +741,12 @@ type ClientJob = Box<dyn FnOnce() + Send>;
 /// costs about as much CPU as a resumed handshake; reusing one costs nothing.
 struct ClientThreads {
     /// The waiting threads, each reachable through its own channel; the latest last.
-    waiting: Arc<Mutex<Vec<(u64, mpsc::Sender<ClientJob>)>>>,
+    waiting: Arc<Mutex<Vec<WaitingThread>>>,
     next_id: Arc<AtomicU64>,
 }
+
+/// A waiting client thread: its number, and the channel its next client comes by.
+type WaitingThread = (u64, mpsc::Sender<ClientJob>);
 
 /// How long a client thread waits for another client before it exits.
 const IDLE_THREAD_LIFETIME: Duration = Duration::from_secs(60);
