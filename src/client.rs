@@ -21,8 +21,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use getopts::Options;
+use std::os::unix::fs::OpenOptionsExt;
+
 use openssl::ssl::{
-    SslConnector, SslFiletype, SslMethod, SslRef, SslSessionRef, SslStream, SslVerifyMode,
+    SslConnector, SslFiletype, SslMethod, SslRef, SslSession, SslSessionRef, SslStream,
+    SslVerifyMode,
 };
 
 use crate::cli::CommandLine;
@@ -67,6 +70,8 @@ pub struct ClientConfig {
     pub timeout: Duration,
     /// Print every frame of the account protocol on stderr (passwords masked).
     pub trace: bool,
+    /// The legacy exchange: resume the TLS session saved in this file, and save the new one.
+    pub reuse_session: Option<PathBuf>,
 }
 
 /// What the client is asked to do.
@@ -157,6 +162,12 @@ fn parse_config(cli: &CommandLine, args: &[String]) -> Result<(ClientConfig, Mod
         "xml",
         "print the server's reply document instead of its text",
     );
+    opts.optopt(
+        "",
+        "reuse-session",
+        "resume the TLS session saved in FILE (a shorter handshake), and save the new one there",
+        "FILE",
+    );
     opts.optflag(
         "",
         "trace",
@@ -192,6 +203,7 @@ fn parse_config(cli: &CommandLine, args: &[String]) -> Result<(ClientConfig, Mod
         cert,
         timeout: Duration::from_secs(timeout_secs),
         trace: m.opt_present("trace"),
+        reuse_session: m.opt_str("reuse-session").map(PathBuf::from),
     };
     let mode = match (m.free.get(2), m.opt_present("portal")) {
         (Some(_), true) => return Err(cli.usage_error("--portal takes no command")),
@@ -210,6 +222,9 @@ fn parse_config(cli: &CommandLine, args: &[String]) -> Result<(ClientConfig, Mod
             }
         }
     };
+    if config.reuse_session.is_some() && !matches!(mode, Mode::Legacy) {
+        return Err(cli.usage_error("--reuse-session goes with the legacy exchange"));
+    }
     Ok((config, mode))
 }
 
@@ -226,7 +241,11 @@ pub fn run(config: &ClientConfig) -> Result<()> {
             request.len()
         )));
     }
-    let mut ssl = connect(config, &connector)?;
+    let mut ssl = match saved_session(config) {
+        Some(session) => connect_resuming(config, &connector, &session)?,
+        None => connect(config, &connector)?,
+    };
+    save_session(config, ssl.ssl());
     print!(
         "\n\nConnected with {} encryption\n",
         tls::cipher_name(ssl.ssl())
@@ -374,6 +393,48 @@ fn connect_offering(
                 tls::describe_handshake_error(&e)
             ))
         })
+}
+
+/// The session saved by `--reuse-session`, if there is a readable one.
+fn saved_session(config: &ClientConfig) -> Option<SslSession> {
+    let path = config.reuse_session.as_ref()?;
+    let der = std::fs::read(path).ok()?;
+    match SslSession::from_der(&der) {
+        Ok(session) => Some(session),
+        Err(e) => {
+            log::warn!("ignoring the saved session in {}: {e}", path.display());
+            None
+        }
+    }
+}
+
+/// Saves the connection's session for `--reuse-session` (readable by its owner only: it holds
+/// the session's master secret). Failing to save costs only a full handshake next time.
+fn save_session(config: &ClientConfig, ssl: &SslRef) {
+    let Some(path) = &config.reuse_session else {
+        return;
+    };
+    log::info!(
+        "TLS session {}",
+        if ssl.session_reused() {
+            "resumed"
+        } else {
+            "new"
+        }
+    );
+    let Some(der) = ssl.session().and_then(|s| s.to_der().ok()) else {
+        return;
+    };
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut file| file.write_all(&der));
+    if let Err(e) = written {
+        log::warn!("cannot save the TLS session to {}: {e}", path.display());
+    }
 }
 
 /// Ports the client's `ShowCerts(ssl)`: prints the server's certificate, or the original's

@@ -278,3 +278,34 @@ fn mutual_tls_shows_the_client_certificate() {
         .stderr
         .wait_for("the refusal", |t| t.contains("TLS handshake failed"));
 }
+
+#[test]
+fn the_client_resumes_a_saved_session_with_the_same_transcript() {
+    let fx = Fixture::new();
+    let server = fx.server(&["--demo"]);
+    let port = server.port_arg();
+    let args = [
+        "-v",
+        "--reuse-session",
+        "tls-session.der",
+        "127.0.0.1",
+        &port,
+    ];
+    let first = fx.client(&args, b"aticle\n123\n");
+    assert_transcript(&first, VALID_REPLY);
+    assert!(String::from_utf8_lossy(&first.stderr).contains("TLS session new"));
+    let saved = fx.path().join("tls-session.der");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&saved).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    let second = fx.client(&args, b"aticle\n123\n");
+    assert_transcript(&second, VALID_REPLY);
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("TLS session resumed"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    // A damaged file costs a full handshake, nothing more.
+    std::fs::write(&saved, b"not a session").unwrap();
+    assert_transcript(&fx.client(&args, b"aticle\n123\n"), VALID_REPLY);
+}
