@@ -7,25 +7,7 @@ use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use openssl::ssl::SslStream;
-
 use common::*;
-
-fn frame(document: &str) -> Vec<u8> {
-    let mut out = ((document.len() + 4) as u32).to_be_bytes().to_vec();
-    out.extend_from_slice(document.as_bytes());
-    out
-}
-
-/// Sends a document on a session and returns the reply document.
-fn call(ssl: &mut SslStream<TcpStream>, document: &str) -> String {
-    ssl.write_all(&frame(document)).unwrap();
-    let mut header = [0u8; 4];
-    ssl.read_exact(&mut header).expect("a reply");
-    let mut body = vec![0u8; u32::from_be_bytes(header) as usize - 4];
-    ssl.read_exact(&mut body).unwrap();
-    String::from_utf8(body).unwrap()
-}
 
 fn login(user: &str, password: &str) -> String {
     format!("<login><username>{user}</username><password>{password}</password></login>")

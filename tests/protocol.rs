@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 
 use openssl::ssl::SslStream;
 
@@ -11,35 +11,8 @@ use common::*;
 
 const DECLARATION: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>";
 
-fn frame(document: &str) -> Vec<u8> {
-    frame_bytes(document.as_bytes())
-}
-
-fn frame_bytes(document: &[u8]) -> Vec<u8> {
-    let mut out = ((document.len() + 4) as u32).to_be_bytes().to_vec();
-    out.extend_from_slice(document);
-    out
-}
-
-/// Reads one framed reply.
-fn read_reply(ssl: &mut SslStream<std::net::TcpStream>) -> String {
-    let mut header = [0u8; 4];
-    ssl.read_exact(&mut header).expect("a reply header");
-    let len = u32::from_be_bytes(header) as usize;
-    assert!((5..=65536).contains(&len), "reply length {len}");
-    let mut body = vec![0u8; len - 4];
-    ssl.read_exact(&mut body).expect("the reply body");
-    String::from_utf8(body).expect("UTF-8 reply")
-}
-
 fn reply(code: u16, message: &str) -> String {
     format!("{DECLARATION}<reply code=\"{code}\"><message>{message}</message></reply>")
-}
-
-/// Sends a document and returns the reply.
-fn call(ssl: &mut SslStream<std::net::TcpStream>, document: &str) -> String {
-    ssl.write_all(&frame(document)).unwrap();
-    read_reply(ssl)
 }
 
 fn assert_closed(ssl: &mut SslStream<std::net::TcpStream>) {

@@ -367,3 +367,32 @@ pub fn read_to_close(from: &mut impl Read) -> Vec<u8> {
 pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
+
+/// A document framed for the account protocol.
+pub fn frame(document: &str) -> Vec<u8> {
+    frame_bytes(document.as_bytes())
+}
+
+/// Bytes framed for the account protocol.
+pub fn frame_bytes(document: &[u8]) -> Vec<u8> {
+    let mut out = ((document.len() + 4) as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(document);
+    out
+}
+
+/// Reads one framed reply.
+pub fn read_reply(ssl: &mut SslStream<TcpStream>) -> String {
+    let mut header = [0u8; 4];
+    ssl.read_exact(&mut header).expect("a reply header");
+    let len = u32::from_be_bytes(header) as usize;
+    assert!((5..=65536).contains(&len), "reply length {len}");
+    let mut body = vec![0u8; len - 4];
+    ssl.read_exact(&mut body).expect("the reply body");
+    String::from_utf8(body).expect("UTF-8 reply")
+}
+
+/// Sends a document and returns the reply.
+pub fn call(ssl: &mut SslStream<TcpStream>, document: &str) -> String {
+    ssl.write_all(&frame(document)).unwrap();
+    read_reply(ssl)
+}
