@@ -252,12 +252,10 @@ pub fn run(config: &ClientConfig) -> Result<()> {
     );
     show_certs(ssl.ssl());
     let exchange = |what: &str, e: io::Error| {
-        let why = if tls::is_timeout(&e) {
-            "timed out".to_string()
-        } else {
-            e.to_string()
-        };
-        Error::Config(format!("cannot {what} the server: {why}"))
+        Error::Config(format!(
+            "cannot {what} the server: {}",
+            tls::describe_io(&e)
+        ))
     };
     ssl.write_all(&request)
         .map_err(|e| exchange("send the request to", e))?;

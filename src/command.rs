@@ -340,7 +340,7 @@ impl Command {
                 ),
             )
             .into(),
-            (Command::Signup(s), None) => signup(s, store).into(),
+            (Command::Signup(s), None) => signup(s, session, store).into(),
             (Command::Login(l), None) => login(l, session, store).into(),
             (
                 Command::View | Command::Update(_) | Command::Passwd(_) | Command::Delete(_),
@@ -371,7 +371,7 @@ impl Command {
     }
 }
 
-fn signup(s: Signup, store: &AccountStore) -> Reply {
+fn signup(s: Signup, session: &mut Session, store: &AccountStore) -> Reply {
     if let Err(e) = check_username(&s.username)
         .and_then(|()| check_new_password("password", &s.password))
         .and_then(|()| s.info.iter().try_for_each(|(f, v)| f.check(v)))
@@ -387,7 +387,7 @@ fn signup(s: Signup, store: &AccountStore) -> Reply {
             ResultCode::ObjectExists,
             format!("the user name {} is taken", s.username),
         ),
-        Err(e) => failure(e, &mut Session::new(IpAddr::from([0, 0, 0, 0]))),
+        Err(e) => failure(e, session),
     }
 }
 

@@ -582,7 +582,7 @@ pub fn servlet(tcp: TcpStream, peer: &str, ip: IpAddr, shared: &Shared) {
     let request = match ssl.read(&mut buf) {
         Ok(n) => &buf[..n],
         Err(e) => {
-            log::warn!("{peer}: no request read: {}", describe_io(&e));
+            log::warn!("{peer}: no request read: {}", tls::describe_io(&e));
             return;
         }
     };
@@ -610,7 +610,7 @@ pub fn servlet(tcp: TcpStream, peer: &str, ip: IpAddr, shared: &Shared) {
     }
     let reply = legacy_reply(&shared.store, request, peer, ip);
     if let Err(e) = ssl.write_all(reply) {
-        log::warn!("{peer}: cannot send the reply: {}", describe_io(&e));
+        log::warn!("{peer}: cannot send the reply: {}", tls::describe_io(&e));
         return;
     }
     // close_notify, so the client can tell a complete reply from a cut one.
@@ -685,14 +685,6 @@ fn peer_display(addr: SocketAddr) -> String {
             None => v6.to_string(),
         },
         SocketAddr::V4(v4) => v4.to_string(),
-    }
-}
-
-fn describe_io(e: &io::Error) -> String {
-    if tls::is_timeout(e) {
-        "timed out".into()
-    } else {
-        e.to_string()
     }
 }
 

@@ -85,14 +85,22 @@ pub fn describe_handshake_error<S>(err: &HandshakeError<S>) -> String {
             }
             let error = mid.error();
             match error.io_error() {
-                Some(io) if is_timeout(io) => "timed out".to_string(),
-                Some(io) => io.to_string(),
+                Some(io) => describe_io(io),
                 None => match error.ssl_error() {
                     Some(stack) => stack.to_string(),
                     None => "the peer closed the connection".to_string(),
                 },
             }
         }
+    }
+}
+
+/// An io error in words, an expired timeout as "timed out".
+pub fn describe_io(e: &io::Error) -> String {
+    if is_timeout(e) {
+        "timed out".into()
+    } else {
+        e.to_string()
     }
 }
 
