@@ -8,31 +8,31 @@ use std::str::FromStr;
 use getopts::{Matches, Options};
 
 /// Exit status for a usage error.
-pub const EXIT_USAGE: u8 = 2;
+pub(crate) const EXIT_USAGE: u8 = 2;
 
 /// A program's command line: its options, its usage line and what it takes.
-pub struct CommandLine {
+pub(crate) struct CommandLine {
     /// The program's name as invoked (`argv[0]`).
-    pub argv0: String,
+    pub(crate) argv0: String,
     usage_line: String,
-    about: &'static str,
+    about: String,
     positional: RangeInclusive<usize>,
 }
 
 impl CommandLine {
     /// `usage` is the original's usage line with `{argv0}` standing for the program's name;
     /// `positional` the numbers of free arguments accepted.
-    pub fn new(
+    pub(crate) fn new(
         args: &[String],
         usage: &str,
-        about: &'static str,
+        about: impl Into<String>,
         positional: RangeInclusive<usize>,
     ) -> Self {
         let argv0 = args.first().cloned().unwrap_or_default();
         CommandLine {
             usage_line: usage.replace("{argv0}", &argv0),
             argv0,
-            about,
+            about: about.into(),
             positional,
         }
     }
@@ -40,7 +40,7 @@ impl CommandLine {
     /// Parses `args` with `opts` plus the common `-h`, `-V` and `-v`. Prints help or version,
     /// or a usage error (the error on stderr, the original's usage line on stdout), and gives
     /// the exit status in those cases; otherwise sets up logging and gives the matches.
-    pub fn parse(&self, mut opts: Options, args: &[String]) -> Result<Matches, ExitCode> {
+    pub(crate) fn parse(&self, mut opts: Options, args: &[String]) -> Result<Matches, ExitCode> {
         opts.optflag("h", "help", "print this help and exit");
         opts.optflag("V", "version", "print the version and exit");
         opts.optflagmulti(
@@ -79,20 +79,25 @@ impl CommandLine {
     }
 
     /// Reports a usage error: `why` on stderr, the usage line on stdout; exit status 2.
-    pub fn usage_error(&self, why: &str) -> ExitCode {
+    pub(crate) fn usage_error(&self, why: &str) -> ExitCode {
         eprintln!("{}: {why} (--help lists the options)", self.argv0);
         println!("{}", self.usage_line);
         ExitCode::from(EXIT_USAGE)
     }
 
     /// Reports an error that stops the program; exit status 1.
-    pub fn fail(&self, why: &dyn std::fmt::Display) -> ExitCode {
+    pub(crate) fn fail(&self, why: &dyn std::fmt::Display) -> ExitCode {
         eprintln!("{}: {why}", self.argv0);
         ExitCode::FAILURE
     }
 
     /// The value of option `name` parsed as a `T`, or `default` when absent.
-    pub fn number<T: FromStr>(&self, m: &Matches, name: &str, default: T) -> Result<T, ExitCode> {
+    pub(crate) fn number<T: FromStr>(
+        &self,
+        m: &Matches,
+        name: &str,
+        default: T,
+    ) -> Result<T, ExitCode> {
         match m.opt_str(name) {
             None => Ok(default),
             Some(text) => text.parse().map_err(|_| {
@@ -102,7 +107,7 @@ impl CommandLine {
     }
 
     /// A TCP port number given as a free argument.
-    pub fn port(&self, text: &str) -> Result<u16, ExitCode> {
+    pub(crate) fn port(&self, text: &str) -> Result<u16, ExitCode> {
         text.parse()
             .map_err(|_| self.usage_error(&format!("{text:?} is not a port number (0-65535)")))
     }

@@ -1,6 +1,6 @@
 //! A TCP stream on which every wait is bounded: each read and write by a per-operation
 //! timeout, a phase (the handshake, or the wait for a session's next command) by its own
-//! deadline, and the whole connection by a session deadline. A peer that trickles bytes or
+//! deadline, and the whole connection by a connection deadline. A peer that trickles bytes or
 //! says nothing cannot hold a connection longer than these allow.
 
 use std::io::{self, Read, Write};
@@ -14,7 +14,7 @@ pub struct DeadlineStream {
     inner: TcpStream,
     io_timeout: Duration,
     phase_deadline: Option<Instant>,
-    session_deadline: Option<Instant>,
+    connection_deadline: Option<Instant>,
     /// Waiting for the first byte of the next command: the phase deadline alone bounds the
     /// wait, not the per-operation timeout.
     idle: bool,
@@ -28,14 +28,14 @@ impl DeadlineStream {
             inner,
             io_timeout,
             phase_deadline: Some(Instant::now() + phase),
-            session_deadline: None,
+            connection_deadline: None,
             idle: false,
         }
     }
 
     /// Bounds the whole connection: nothing waits past `limit` from now.
-    pub fn with_session_limit(mut self, limit: Duration) -> Self {
-        self.session_deadline = Some(Instant::now() + limit);
+    pub fn with_connection_limit(mut self, limit: Duration) -> Self {
+        self.connection_deadline = Some(Instant::now() + limit);
         self
     }
 
@@ -61,7 +61,7 @@ impl DeadlineStream {
         } else {
             self.io_timeout
         };
-        for deadline in [self.phase_deadline, self.session_deadline]
+        for deadline in [self.phase_deadline, self.connection_deadline]
             .into_iter()
             .flatten()
         {
@@ -165,11 +165,11 @@ mod tests {
     }
 
     #[test]
-    fn the_session_deadline_bounds_everything() {
+    fn the_connection_deadline_bounds_everything() {
         let (ours, _peer) = pair();
         let mut stream =
             DeadlineStream::new(ours, Duration::from_secs(10), Duration::from_secs(10))
-                .with_session_limit(ms(150));
+                .with_connection_limit(ms(150));
         stream.await_next(Duration::from_secs(10));
         let started = Instant::now();
         assert!(stream.read(&mut [0u8; 1]).is_err());

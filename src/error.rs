@@ -25,8 +25,8 @@ pub enum Error {
         /// OpenSSL's error queue at the time.
         source: openssl::error::ErrorStack,
     },
-    /// The account database failed.
-    Database(rusqlite::Error),
+    /// The account store failed; the source says how, in the backend's words.
+    Store(Box<dyn std::error::Error + Send + Sync>),
     /// An account with this user name exists already.
     UserExists(String),
     /// The account does not exist (any more).
@@ -41,6 +41,13 @@ pub enum Error {
     ConnectionLost(String),
     /// A stored password hash cannot be read (damaged or foreign database).
     BadPasswordHash(String),
+    /// The TLS handshake with the server failed; the text says with whom and why.
+    Handshake(String),
+    /// The peer sent something this program cannot read; the text says what.
+    Protocol(String),
+    /// What the user typed or gave cannot be used (too long, not UTF-8, ended); the text says
+    /// which and why.
+    Input(String),
     /// A setting or file is unusable; the text says which and why.
     Config(String),
 }
@@ -73,7 +80,7 @@ impl fmt::Display for Error {
         match self {
             Error::Io { context, source } => write!(f, "{context}: {source}"),
             Error::Tls { context, source } => write!(f, "{context}: {source}"),
-            Error::Database(e) => write!(f, "account database: {e}"),
+            Error::Store(e) => write!(f, "account database: {e}"),
             Error::UserExists(name) => write!(f, "an account named {name:?} exists already"),
             Error::NoSuchAccount => f.write_str("the account does not exist"),
             Error::WrongPassword => f.write_str("the password is wrong"),
@@ -81,7 +88,10 @@ impl fmt::Display for Error {
             Error::Busy => f.write_str("the server is busy hashing passwords"),
             Error::ConnectionLost(why) => write!(f, "the connection to the server was lost: {why}"),
             Error::BadPasswordHash(why) => write!(f, "stored password hash unreadable: {why}"),
-            Error::Config(why) => f.write_str(why),
+            Error::Handshake(why)
+            | Error::Protocol(why)
+            | Error::Input(why)
+            | Error::Config(why) => f.write_str(why),
         }
     }
 }
@@ -91,14 +101,8 @@ impl std::error::Error for Error {
         match self {
             Error::Io { source, .. } => Some(source),
             Error::Tls { source, .. } => Some(source),
-            Error::Database(e) => Some(e),
+            Error::Store(e) => Some(e.as_ref()),
             _ => None,
         }
-    }
-}
-
-impl From<rusqlite::Error> for Error {
-    fn from(e: rusqlite::Error) -> Self {
-        Error::Database(e)
     }
 }

@@ -2,35 +2,33 @@
 //! account service.
 //!
 //! # Layout
-//! - [`server`]: the `server` program, function by function as the original `server.c`.
-//! - [`client`]: the `client` program, function by function as the original `client.c`.
-//! - [`xml`]: the documents of the legacy exchange, built and read as exact bytes.
-//! - [`db`]: the account store; all storage goes through it.
-//! - [`password`]: salted PBKDF2-HMAC-SHA512 password hashes.
-//! - [`tls`]: TLS pieces both programs use (the TLS 1.2 pin, certificate names, errors).
-//! - [`deadline`]: a TCP stream whose every wait ends by one deadline.
-//! - [`bench`]: the load generator behind `./bench`.
-//! - [`cli`]: the command-line handling the programs share.
+//! Layers that only point down: the programs at the top, the protocol at the bottom.
+//! - [`server`]: the `server` program, function by function as the original `server.c`, and
+//!   the account service's sessions and command handlers. Uses the store, the protocol and TLS.
+//! - [`client`]: the `client` program, function by function as the original `client.c`, with
+//!   the Login / Signup portal and scripted commands. Uses the protocol and TLS, never the
+//!   store.
+//! - [`bench`]: the load generator behind `./bench`. Uses the client's connections and the
+//!   protocol, never the store or the server.
+//! - `db`: the account store: the interface the server uses, the rules that hold for every
+//!   backend (password hashing, throttling), and the backends (SQLite).
+//! - [`xml`]: the protocol, pure: the legacy exchange's bytes, framing, XML documents,
+//!   commands and replies. Uses nothing above it.
+//! - `password`: salted PBKDF2-HMAC-SHA512 password hashes.
+//! - `tls`: TLS pieces both programs use (the TLS 1.2 pin, certificate names, errors).
+//! - `deadline`: a TCP stream whose every wait ends by a deadline.
+//! - `cli`: the command-line handling the programs share.
 //! - [`error`]: the library's error type.
 
-pub mod account;
 pub mod bench;
-pub mod cli;
+mod cli;
 pub mod client;
-pub mod command;
-pub mod connection;
-pub mod db;
-pub mod deadline;
+mod db;
+mod deadline;
 pub mod error;
-pub mod frame;
-pub mod password;
-pub mod portal;
-pub mod prompt;
-pub mod reply;
-pub mod script;
+mod password;
 pub mod server;
-pub mod session;
-pub mod tls;
+mod tls;
 pub mod xml;
 
 pub use error::{Error, Result};

@@ -4,12 +4,13 @@
 use std::io::Cursor;
 
 use proptest::prelude::*;
-use ssl_server_client::command::Command;
-use ssl_server_client::frame::{FrameError, FrameReader, MAX_FRAME, encode_frame};
-use ssl_server_client::reply::Reply;
-use ssl_server_client::xml::{
-    legacy_request, mask_legacy_password, parse_document, parse_legacy_request, printable,
+use ssl_server_client::xml::command::Command;
+use ssl_server_client::xml::document::{parse_document, write_document};
+use ssl_server_client::xml::frame::{FrameError, FrameReader, MAX_FRAME, encode_frame};
+use ssl_server_client::xml::legacy::{
+    legacy_request, mask_legacy_password, parse_legacy_request, printable,
 };
+use ssl_server_client::xml::reply::Reply;
 
 /// Pieces that XML-looking input is made of, so that generated documents often parse.
 fn xml_like() -> impl Strategy<Value = String> {
@@ -125,7 +126,7 @@ proptest! {
         if let Ok(root) = parse_document(text.as_bytes()) {
             if let Ok(command) = Command::parse(&root) {
                 // What parses, rebuilds to the same command.
-                let again = ssl_server_client::xml::write_document(&command.to_element());
+                let again = write_document(&command.to_element());
                 prop_assert_eq!(Command::parse(&parse_document(&again).unwrap()).unwrap(), command);
             }
             let _ = Reply::from_element(&root);

@@ -4,7 +4,7 @@
 use std::io::Cursor;
 
 use libfuzzer_sys::fuzz_target;
-use ssl_server_client::frame::{FrameError, FrameReader, MAX_FRAME};
+use ssl_server_client::xml::frame::{FrameError, FrameReader, MAX_FRAME};
 
 fuzz_target!(|data: &[u8]| {
     let split = data.first().map_or(0, |&b| b as usize).min(data.len());

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ssl_server_client::xml::{mask_legacy_password, parse_legacy_request, printable};
+use ssl_server_client::xml::legacy::{mask_legacy_password, parse_legacy_request, printable};
 
 fuzz_target!(|data: &[u8]| {
     if let Some(credentials) = parse_legacy_request(data) {

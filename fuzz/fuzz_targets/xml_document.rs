@@ -2,9 +2,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ssl_server_client::command::Command;
-use ssl_server_client::reply::Reply;
-use ssl_server_client::xml::{parse_document, write_document};
+use ssl_server_client::xml::command::Command;
+use ssl_server_client::xml::document::{parse_document, write_document};
+use ssl_server_client::xml::reply::Reply;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(root) = parse_document(data) else {

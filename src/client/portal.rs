@@ -6,23 +6,24 @@
 
 use openssl::ssl::SslConnector;
 
-use crate::account::{Field, PASSWORD_LEN};
-use crate::client::{ClientConfig, init_ctx};
-use crate::command::{Command, Delete, Login, Passwd, Signup, Update};
-use crate::connection::AccountConnection;
+use super::connect::{ConnectOptions, init_ctx};
+use super::connection::AccountConnection;
+use super::prompt::Prompter;
+use super::render::view_text;
 use crate::error::{Error, Result};
-use crate::prompt::Prompter;
-use crate::reply::{Reply, ResultCode};
-use crate::script::view_text;
+use crate::xml::account::{Field, PASSWORD_LEN};
+use crate::xml::command::{Command, Delete, Login, Passwd, Signup, Update};
+use crate::xml::reply::{Reply, ResultCode};
 
 /// The longest line the portal reads (a full address in UTF-8 fits).
 const MAX_ANSWER: usize = 4096;
 
 /// Runs the portal until the user quits or the input ends.
-pub fn run(config: &ClientConfig) -> Result<()> {
+pub(super) fn run(config: &ConnectOptions, trace: bool) -> Result<()> {
     let connector = init_ctx(config)?;
     let ask = Prompter::stdin();
-    let (mut conn, hello) = connect(config, &connector)?;
+    let connect = || greeted(config, &connector, trace);
+    let (mut conn, hello) = connect()?;
     if let Some(server) = &hello.greeting {
         println!(
             "Connected to {} port {} ({} {}).",
@@ -50,11 +51,11 @@ pub fn run(config: &ClientConfig) -> Result<()> {
         match done {
             Ok(Some(Leave::Quit)) => break,
             // The server ended that session: a new one for the next user.
-            Ok(Some(Leave::Menu)) => conn = connect(config, &connector)?.0,
+            Ok(Some(Leave::Menu)) => conn = connect()?.0,
             Ok(None) => {}
             Err(Error::ConnectionLost(why)) => {
                 println!("The connection to the server was lost ({why}); connecting again.");
-                conn = connect(config, &connector)?.0;
+                conn = connect()?.0;
             }
             Err(e) => return Err(e),
         }
@@ -67,8 +68,12 @@ pub fn run(config: &ClientConfig) -> Result<()> {
 
 /// A new session, greeted at once (so the server's wait for a first command is met), and the
 /// greeting.
-fn connect(config: &ClientConfig, connector: &SslConnector) -> Result<(AccountConnection, Reply)> {
-    let mut conn = AccountConnection::open(config, connector)?;
+fn greeted(
+    config: &ConnectOptions,
+    connector: &SslConnector,
+    trace: bool,
+) -> Result<(AccountConnection, Reply)> {
+    let mut conn = AccountConnection::open(config, connector, trace)?;
     let hello = conn.call(&Command::Hello)?;
     Ok((conn, hello))
 }
@@ -255,7 +260,7 @@ fn ask_password(ask: &Prompter, prompt: &str) -> Result<Option<String>> {
     ask.password(prompt, "password", *PASSWORD_LEN.end())?
         .map(|bytes| {
             String::from_utf8(bytes)
-                .map_err(|_| Error::Config("the password is not valid UTF-8".into()))
+                .map_err(|_| Error::Input("the password is not valid UTF-8".into()))
         })
         .transpose()
 }

@@ -6,36 +6,41 @@ use std::io::{self, BufRead, IsTerminal, Read, Write};
 use crate::error::{Error, Result};
 
 /// Where answers come from.
-pub struct Prompter {
+pub(super) struct Prompter {
     terminal: bool,
 }
 
 impl Prompter {
     /// Answers from this process's stdin.
-    pub fn stdin() -> Prompter {
+    pub(super) fn stdin() -> Prompter {
         Prompter {
             terminal: io::stdin().is_terminal(),
         }
     }
 
     /// Prints `prompt` and reads one line of at most `limit` bytes; `None` at end of input.
-    pub fn line(&self, prompt: &str, what: &str, limit: usize) -> Result<Option<Vec<u8>>> {
+    pub(super) fn line(&self, prompt: &str, what: &str, limit: usize) -> Result<Option<Vec<u8>>> {
         show(prompt)?;
         read_line(&mut io::stdin().lock(), what, limit)
     }
 
     /// As [`Prompter::line`], for text.
-    pub fn text(&self, prompt: &str, what: &str, limit: usize) -> Result<Option<String>> {
+    pub(super) fn text(&self, prompt: &str, what: &str, limit: usize) -> Result<Option<String>> {
         self.line(prompt, what, limit)?
             .map(|bytes| {
                 String::from_utf8(bytes)
-                    .map_err(|_| Error::Config(format!("the {what} is not valid UTF-8")))
+                    .map_err(|_| Error::Input(format!("the {what} is not valid UTF-8")))
             })
             .transpose()
     }
 
     /// Prints `prompt` and reads a password: without echo from a terminal, else as a line.
-    pub fn password(&self, prompt: &str, what: &str, limit: usize) -> Result<Option<Vec<u8>>> {
+    pub(super) fn password(
+        &self,
+        prompt: &str,
+        what: &str,
+        limit: usize,
+    ) -> Result<Option<Vec<u8>>> {
         if !self.terminal {
             return self.line(prompt, what, limit);
         }
@@ -45,7 +50,7 @@ impl Prompter {
 
     /// A password for a script: from a terminal without echo, the prompt on stderr (stdout is
     /// the script's); otherwise a line from stdin, without a prompt.
-    pub fn secret(&self, prompt: &str, what: &str, limit: usize) -> Result<Option<Vec<u8>>> {
+    pub(super) fn secret(&self, prompt: &str, what: &str, limit: usize) -> Result<Option<Vec<u8>>> {
         if !self.terminal {
             return read_line(&mut io::stdin().lock(), what, limit);
         }
@@ -75,11 +80,11 @@ fn show(text: &str) -> Result<()> {
 }
 
 fn too_long(what: &str, limit: usize) -> Error {
-    Error::Config(format!("the {what} is too long (at most {limit} bytes)"))
+    Error::Input(format!("the {what} is too long (at most {limit} bytes)"))
 }
 
 /// One line of at most `limit` bytes, without its line ending; `None` at end of input.
-pub fn read_line(input: &mut impl BufRead, what: &str, limit: usize) -> Result<Option<Vec<u8>>> {
+fn read_line(input: &mut impl BufRead, what: &str, limit: usize) -> Result<Option<Vec<u8>>> {
     let mut line = Vec::new();
     let cap = limit as u64 + 2; // room for "\r\n"
     input

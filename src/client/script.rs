@@ -6,72 +6,92 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use getopts::Matches;
+use getopts::{Matches, Options};
 
-use crate::account::{AccountView, Field, PASSWORD_LEN};
+use super::connect::{ConnectOptions, init_ctx};
+use super::connection::AccountConnection;
+use super::prompt::Prompter;
+use super::render::view_text;
 use crate::cli::CommandLine;
-use crate::client::{ClientConfig, init_ctx};
-use crate::command::{Command, Delete, Login, Passwd, Signup, Update};
-use crate::connection::AccountConnection;
 use crate::error::{Error, Result};
-use crate::prompt::Prompter;
-use crate::reply::{Reply, ResultCode};
+use crate::xml::account::{Field, PASSWORD_LEN};
+use crate::xml::command::{Command, CommandKind, Delete, Login, Passwd, Signup, Update};
+use crate::xml::reply::{Reply, ResultCode};
 
-/// The commands a script can run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ScriptCommand {
-    /// Create an account.
-    Signup,
-    /// Check a user name and password.
-    Login,
-    /// Print everything stored about the account.
-    View,
-    /// Change the account's information.
-    Update,
-    /// Change the password.
-    Passwd,
-    /// Delete the account.
-    Delete,
+/// The commands a script can run: every command but `hello` and `logout`, which a script
+/// runs on its own.
+const SCRIPT_COMMANDS: [CommandKind; 6] = [
+    CommandKind::Signup,
+    CommandKind::Login,
+    CommandKind::View,
+    CommandKind::Update,
+    CommandKind::Passwd,
+    CommandKind::Delete,
+];
+
+/// The options that go with a command only.
+pub(super) const OPTIONS: [&str; 5] = ["user", "set", "password-file", "if-version", "xml"];
+
+/// The names of the commands a script can run, for help and errors.
+pub(super) fn command_names() -> String {
+    CommandKind::list(&SCRIPT_COMMANDS)
 }
 
-impl ScriptCommand {
-    fn from_name(name: &str) -> Option<ScriptCommand> {
-        Some(match name {
-            "signup" => ScriptCommand::Signup,
-            "login" => ScriptCommand::Login,
-            "view" => ScriptCommand::View,
-            "update" => ScriptCommand::Update,
-            "passwd" => ScriptCommand::Passwd,
-            "delete" => ScriptCommand::Delete,
-            _ => return None,
-        })
-    }
+/// Declares the [`OPTIONS`].
+pub(super) fn declare(opts: &mut Options) {
+    opts.optopt("", "user", "the account a command works on", "NAME");
+    opts.optmulti(
+        "",
+        "set",
+        "with signup and update: give FIELD (full_name, email, phone, address) a VALUE",
+        "FIELD=VALUE",
+    );
+    opts.optopt(
+        "",
+        "password-file",
+        "read passwords from this file, one line each, instead of standard input",
+        "FILE",
+    );
+    opts.optopt(
+        "",
+        "if-version",
+        "with update: refuse (2304) if the account is no longer at version N",
+        "N",
+    );
+    opts.optflag(
+        "",
+        "xml",
+        "print the server's reply document instead of its text",
+    );
 }
 
 /// A command and what it works with.
 #[derive(Clone, Debug)]
-pub struct Script {
+pub(super) struct Script {
     /// The command.
-    pub command: ScriptCommand,
+    pub(super) command: CommandKind,
     /// The account.
-    pub user: String,
+    pub(super) user: String,
     /// `--set` values (signup and update).
-    pub sets: Vec<(Field, String)>,
+    pub(super) sets: Vec<(Field, String)>,
     /// Where passwords come from, if not stdin.
-    pub password_file: Option<PathBuf>,
+    pub(super) password_file: Option<PathBuf>,
     /// Print the reply document instead of text.
-    pub xml: bool,
+    pub(super) xml: bool,
     /// `--if-version` (update).
-    pub if_version: Option<i64>,
+    pub(super) if_version: Option<i64>,
 }
 
 /// The script a command line asks for; usage errors are reported and give the exit status.
-pub fn parse(cli: &CommandLine, m: &Matches, name: &str) -> Result<Script, ExitCode> {
-    let command = ScriptCommand::from_name(name).ok_or_else(|| {
-        cli.usage_error(&format!(
-            "unknown command {name:?}: use signup, login, view, update, passwd or delete"
-        ))
-    })?;
+pub(super) fn parse(cli: &CommandLine, m: &Matches, name: &str) -> Result<Script, ExitCode> {
+    let command = CommandKind::from_name(name)
+        .filter(|kind| SCRIPT_COMMANDS.contains(kind))
+        .ok_or_else(|| {
+            cli.usage_error(&format!(
+                "unknown command {name:?}: use {}",
+                command_names()
+            ))
+        })?;
     let user = m
         .opt_str("user")
         .ok_or_else(|| cli.usage_error(&format!("{name} needs --user NAME")))?;
@@ -91,16 +111,16 @@ pub fn parse(cli: &CommandLine, m: &Matches, name: &str) -> Result<Script, ExitC
         }
         sets.push((field, value.to_string()));
     }
-    let takes_sets = matches!(command, ScriptCommand::Signup | ScriptCommand::Update);
+    let takes_sets = matches!(command, CommandKind::Signup | CommandKind::Update);
     if !sets.is_empty() && !takes_sets {
         return Err(cli.usage_error(&format!("{name} takes no --set")));
     }
-    if command == ScriptCommand::Update && sets.is_empty() {
+    if command == CommandKind::Update && sets.is_empty() {
         return Err(cli.usage_error("update needs at least one --set FIELD=VALUE"));
     }
     let if_version = match m.opt_str("if-version") {
         None => None,
-        Some(_) if command != ScriptCommand::Update => {
+        Some(_) if command != CommandKind::Update => {
             return Err(cli.usage_error("--if-version goes with update"));
         }
         Some(_) => Some(cli.number(m, "if-version", 0i64)?),
@@ -117,14 +137,14 @@ pub fn parse(cli: &CommandLine, m: &Matches, name: &str) -> Result<Script, ExitC
 
 /// Runs the script and gives the reply that decides its outcome; on success its text (or
 /// document, with `--xml`) is printed on stdout.
-pub fn run(config: &ClientConfig, script: &Script) -> Result<Reply> {
+pub(super) fn run(options: &ConnectOptions, trace: bool, script: &Script) -> Result<Reply> {
     let mut passwords = Passwords::new(script.password_file.as_deref())?;
     let password = passwords.next("password")?;
-    let connector = init_ctx(config)?;
-    let mut conn = AccountConnection::open(config, &connector)?;
+    let connector = init_ctx(options)?;
+    let mut conn = AccountConnection::open(options, &connector, trace)?;
     let reply = run_on(&mut conn, script, password, &mut passwords)?;
     let document = conn.last_reply().to_vec();
-    if reply.code == ResultCode::Success && script.command != ScriptCommand::Signup {
+    if reply.code == ResultCode::Success && script.command != CommandKind::Signup {
         let bye = conn.call(&Command::Logout)?;
         log::info!("{bye}");
     }
@@ -147,7 +167,7 @@ fn run_on(
     password: String,
     passwords: &mut Passwords,
 ) -> Result<Reply> {
-    if script.command == ScriptCommand::Signup {
+    if script.command == CommandKind::Signup {
         return conn.call(&Command::Signup(Signup {
             username: script.user.clone(),
             password,
@@ -162,34 +182,21 @@ fn run_on(
         return Ok(login);
     }
     let command = match script.command {
-        ScriptCommand::Signup | ScriptCommand::Login => return Ok(login),
-        ScriptCommand::View => Command::View,
-        ScriptCommand::Update => Command::Update(Update {
+        CommandKind::Hello | CommandKind::Signup | CommandKind::Login | CommandKind::Logout => {
+            return Ok(login);
+        }
+        CommandKind::View => Command::View,
+        CommandKind::Update => Command::Update(Update {
             changes: script.sets.clone(),
             version: script.if_version,
         }),
-        ScriptCommand::Passwd => Command::Passwd(Passwd {
+        CommandKind::Passwd => Command::Passwd(Passwd {
             password,
             new_password: passwords.next("new password")?,
         }),
-        ScriptCommand::Delete => Command::Delete(Delete { password }),
+        CommandKind::Delete => Command::Delete(Delete { password }),
     };
     conn.call(&command)
-}
-
-/// `view`'s text: one `field: value` line per field; a backslash in a value is written `\\`
-/// and a line break `\n`, so every field stays on its line.
-pub fn view_text(account: &AccountView) -> String {
-    account
-        .entries()
-        .into_iter()
-        .map(|(name, value)| {
-            format!(
-                "{name}: {}\n",
-                value.replace('\\', "\\\\").replace('\n', "\\n")
-            )
-        })
-        .collect()
 }
 
 /// Passwords from `--password-file` (one a line) or from stdin.
@@ -211,7 +218,7 @@ impl Passwords {
             .and_then(|f| f.take(MAX_PASSWORD_FILE + 1).read_to_string(&mut text))
             .map_err(|e| Error::file("password file", path, e))?;
         if text.len() as u64 > MAX_PASSWORD_FILE {
-            return Err(Error::Config(format!(
+            return Err(Error::Input(format!(
                 "the password file {} is larger than {MAX_PASSWORD_FILE} bytes",
                 path.display()
             )));
@@ -224,7 +231,7 @@ impl Passwords {
     }
 
     fn next(&mut self, what: &str) -> Result<String> {
-        let missing = || Error::Config(format!("no {what} given: the input ended"));
+        let missing = || Error::Input(format!("no {what} given: the input ended"));
         match self {
             Passwords::File(lines) => lines.pop_front().ok_or_else(missing),
             Passwords::Stdin(ask) => {
@@ -232,7 +239,7 @@ impl Passwords {
                     .secret(&format!("{what}: "), what, *PASSWORD_LEN.end())?
                     .ok_or_else(missing)?;
                 String::from_utf8(bytes)
-                    .map_err(|_| Error::Config(format!("the {what} is not valid UTF-8")))
+                    .map_err(|_| Error::Input(format!("the {what} is not valid UTF-8")))
             }
         }
     }

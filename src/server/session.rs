@@ -7,27 +7,25 @@ use std::time::Duration;
 
 use openssl::ssl::SslStream;
 
-use crate::command::{Command, Outcome, Session};
+use super::handlers::{Outcome, Session, handle};
 use crate::db::AccountStore;
 use crate::deadline::DeadlineStream;
-use crate::frame::{FrameError, FrameReader, write_frame};
-use crate::reply::{Reply, ResultCode};
-use crate::xml::{parse_document, write_document};
-
-/// The most commands one session may send.
-pub const MAX_COMMANDS: usize = 10_000;
+use crate::xml::command::{Command, MAX_COMMANDS_PER_SESSION};
+use crate::xml::document::{parse_document, write_document};
+use crate::xml::frame::{FrameError, FrameReader, write_frame};
+use crate::xml::reply::{Reply, ResultCode};
 
 /// Who is at the other end of a session.
-pub struct Client<'a> {
+pub(super) struct Client<'a> {
     /// The peer as shown in logs.
-    pub peer: &'a str,
+    pub(super) peer: &'a str,
     /// The peer's address, for login throttling.
-    pub ip: IpAddr,
+    pub(super) ip: IpAddr,
 }
 
 /// Serves one session on `stream`, whose first bytes (`initial`) were already read. Each
 /// command must arrive within `idle` of the previous reply.
-pub fn serve_session(
+pub(super) fn serve_session(
     stream: &mut SslStream<DeadlineStream>,
     initial: &[u8],
     store: &AccountStore,
@@ -37,7 +35,7 @@ pub fn serve_session(
     let peer = client.peer;
     let mut frames = FrameReader::new(initial);
     let mut session = Session::new(client.ip);
-    for _ in 0..MAX_COMMANDS {
+    for _ in 0..MAX_COMMANDS_PER_SESSION {
         let document = match frames.next_frame(stream) {
             Ok(Some(document)) => document,
             Ok(None) => return,
@@ -67,7 +65,9 @@ pub fn serve_session(
             stream,
             &Reply::new(
                 ResultCode::LimitExceeded,
-                format!("a session may send at most {MAX_COMMANDS} commands; ending session"),
+                format!(
+                    "a session may send at most {MAX_COMMANDS_PER_SESSION} commands; ending session"
+                ),
             ),
             peer,
         );
@@ -94,9 +94,9 @@ fn respond(document: &[u8], session: &mut Session, store: &AccountStore, peer: &
             return Reply::new(ResultCode::SyntaxError, why).into();
         }
     };
-    let name = command.name();
+    let name = command.kind();
     let before = session.username().map(str::to_string);
-    let outcome = command.apply(session, store);
+    let outcome = handle(command, session, store);
     let who = session.username().or(before.as_deref()).unwrap_or("-");
     log::info!("{peer}: {name} as {who}: {}", outcome.reply);
     outcome

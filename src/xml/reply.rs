@@ -10,7 +10,8 @@ use std::fmt;
 
 use xmltree::{Element, XMLNode};
 
-use crate::account::{AccountView, Field};
+use super::account::{AccountView, Field};
+use super::document::{child_elements, text, text_element};
 
 /// Result codes, numbered as EPP numbers them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -209,35 +210,10 @@ fn read_account(el: &Element) -> Result<AccountView, String> {
     })
 }
 
-/// `<name>text</name>`.
-pub fn text_element(name: &str, text: &str) -> Element {
-    let mut el = Element::new(name);
-    if !text.is_empty() {
-        el.children.push(XMLNode::Text(text.to_string()));
-    }
-    el
-}
-
-/// All text directly inside an element.
-pub fn text(el: &Element) -> String {
-    el.children
-        .iter()
-        .filter_map(|node| match node {
-            XMLNode::Text(t) | XMLNode::CData(t) => Some(t.as_str()),
-            _ => None,
-        })
-        .collect()
-}
-
-/// The element children of an element.
-pub fn child_elements(el: &Element) -> impl Iterator<Item = &Element> {
-    el.children.iter().filter_map(XMLNode::as_element)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::xml::{parse_document, write_document};
+    use crate::xml::document::{parse_document, write_document};
 
     fn round_trip(reply: &Reply) -> Reply {
         let bytes = write_document(&reply.to_element());

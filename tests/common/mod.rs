@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use openssl::ssl::{SslConnector, SslMethod, SslStream, SslVerifyMode, SslVersion};
 
 /// The original's 220-byte reply.
-pub const VALID_REPLY: &[u8] = ssl_server_client::xml::LEGACY_VALID_REPLY;
+pub const VALID_REPLY: &[u8] = ssl_server_client::xml::legacy::LEGACY_VALID_REPLY;
 
 /// How long a test waits for anything before it fails.
 pub const PATIENCE: Duration = Duration::from_secs(30);
@@ -23,7 +23,7 @@ pub const TEST_ITERATIONS: &str = "1000";
 
 /// The exact legacy request for `user` / `password`.
 pub fn request(user: &str, password: &str) -> Vec<u8> {
-    ssl_server_client::xml::legacy_request(user.as_bytes(), password.as_bytes())
+    ssl_server_client::xml::legacy::legacy_request(user.as_bytes(), password.as_bytes())
 }
 
 /// The client's exact transcript for a reply, when stdin is not a terminal.

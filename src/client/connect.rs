@@ -1,0 +1,230 @@
+//! Connecting to the server: the original's `OpenConnection` and `InitCTX`, the options that
+//! say where and how to connect (shared with `./bench`), and the TLS handshake.
+
+use std::io;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use getopts::{Matches, Options};
+use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslSessionRef, SslStream, SslVerifyMode};
+
+use crate::cli::CommandLine;
+use crate::deadline::DeadlineStream;
+use crate::error::{Error, Result};
+use crate::tls;
+
+const DEFAULT_TIMEOUT_SECS: u64 = 30;
+/// The certificate trusted by default when it is in the working directory.
+const DEFAULT_CA_FILE: &str = "mycert.pem";
+
+/// Where and how to connect: the server, whom to trust, what to present, how long to wait.
+#[derive(Clone, Debug)]
+pub(crate) struct ConnectOptions {
+    /// Host name, IPv4 or IPv6 address of the server.
+    pub(crate) host: String,
+    /// The server's TCP port.
+    pub(crate) port: u16,
+    /// Certificates to trust instead of the default (`./mycert.pem`, else the system's).
+    pub(crate) cafile: Option<PathBuf>,
+    /// Skip verification of the server, as the original did.
+    pub(crate) insecure: bool,
+    /// A client certificate (and its key file) to present.
+    pub(crate) cert: Option<(PathBuf, PathBuf)>,
+    /// The longest connecting may take, and then each exchange (each).
+    pub(crate) timeout: Duration,
+}
+
+impl ConnectOptions {
+    /// Declares the connection options: `--cafile`, `--insecure`, `--cert`, `--key` and
+    /// `--timeout`.
+    pub(crate) fn declare(opts: &mut Options) {
+        opts.optopt(
+            "",
+            "cafile",
+            "trust the server certificates in this PEM file [./mycert.pem if present, else the system's]",
+            "FILE",
+        );
+        opts.optflag(
+            "",
+            "insecure",
+            "do not verify the server's certificate (the original's behaviour)",
+        );
+        opts.optopt("", "cert", "present this client certificate (PEM)", "FILE");
+        opts.optopt(
+            "",
+            "key",
+            "the client certificate's key (PEM) [the --cert file]",
+            "FILE",
+        );
+        opts.optopt(
+            "",
+            "timeout",
+            &format!("seconds to connect, and then for each exchange [{DEFAULT_TIMEOUT_SECS}]"),
+            "SECS",
+        );
+    }
+
+    /// The options given in `m`, to connect to `host` (a name or address, IPv6 in brackets or
+    /// not) on `port`; a usage error is reported and gives the exit status.
+    pub(crate) fn from_matches(
+        cli: &CommandLine,
+        m: &Matches,
+        host: &str,
+        port: &str,
+    ) -> Result<ConnectOptions, ExitCode> {
+        let port = cli.port(port)?;
+        let timeout_secs: u64 = cli.number(m, "timeout", DEFAULT_TIMEOUT_SECS)?;
+        if timeout_secs == 0 {
+            return Err(cli.usage_error("--timeout must be at least 1 second"));
+        }
+        let cert = match (m.opt_str("cert"), m.opt_str("key")) {
+            (None, None) => None,
+            (Some(cert), key) => {
+                let cert = PathBuf::from(cert);
+                Some((cert.clone(), key.map_or(cert, PathBuf::from)))
+            }
+            (None, Some(_)) => return Err(cli.usage_error("--key needs --cert")),
+        };
+        let insecure = m.opt_present("insecure");
+        if insecure && m.opt_present("cafile") {
+            return Err(cli.usage_error("--insecure and --cafile exclude each other"));
+        }
+        Ok(ConnectOptions {
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+            port,
+            cafile: m.opt_str("cafile").map(PathBuf::from),
+            insecure,
+            cert,
+            timeout: Duration::from_secs(timeout_secs),
+        })
+    }
+}
+
+/// Ports `OpenConnection(hostname, port)`: a TCP connection to the first address of `host`
+/// (name, IPv4 or IPv6) that answers within `timeout`.
+pub(crate) fn open_connection(host: &str, port: u16, timeout: Duration) -> Result<TcpStream> {
+    let addrs = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| Error::io(format!("cannot resolve {host}"), e))?;
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "no address found");
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, timeout) {
+            Ok(tcp) => return Ok(tcp),
+            Err(e) => {
+                log::info!("cannot connect to {addr}: {e}");
+                last = e;
+            }
+        }
+    }
+    Err(Error::io(
+        format!("cannot connect to {host} port {port}"),
+        last,
+    ))
+}
+
+/// Ports `InitCTX()`: a client context that speaks TLS 1.2 only and verifies the server
+/// against `--cafile`, else `./mycert.pem` when present, else the system's trust store; with
+/// `--insecure`, verifies nothing (the original's behaviour).
+pub(crate) fn init_ctx(config: &ConnectOptions) -> Result<SslConnector> {
+    let mut ctx = SslConnector::builder(SslMethod::tls_client())
+        .map_err(|e| Error::tls("cannot create the TLS context", e))?;
+    tls::pin_tls12(&mut ctx)?;
+    if config.insecure {
+        eprintln!(
+            "warning: --insecure: the server's certificate is not checked; anyone between you \
+             and the server can read your password"
+        );
+        ctx.set_verify(SslVerifyMode::NONE);
+    } else {
+        let default = Path::new(DEFAULT_CA_FILE);
+        let cafile = match &config.cafile {
+            Some(file) => Some(file.as_path()),
+            None => default.exists().then_some(default),
+        };
+        if let Some(file) = cafile {
+            std::fs::File::open(file).map_err(|e| Error::file("CA file", file, e))?;
+            ctx.set_ca_file(file)
+                .map_err(|e| Error::tls(format!("cannot load CA file {}", file.display()), e))?;
+            log::info!("trusting the certificates in {}", file.display());
+        }
+    }
+    if let Some((cert, key)) = &config.cert {
+        ctx.set_certificate_chain_file(cert)
+            .map_err(|e| Error::tls(format!("cannot load certificate {}", cert.display()), e))?;
+        ctx.set_private_key_file(key, SslFiletype::PEM)
+            .map_err(|e| Error::tls(format!("cannot load key {}", key.display()), e))?;
+        ctx.check_private_key().map_err(|e| {
+            Error::tls(
+                format!(
+                    "the key in {} does not match {}",
+                    key.display(),
+                    cert.display()
+                ),
+                e,
+            )
+        })?;
+    }
+    Ok(ctx.build())
+}
+
+/// [`open_connection`] and the original's `SSL_connect`, checking the server's name (or IP
+/// address) unless insecure. The handshake, and then each read and write, must end within
+/// the timeout.
+pub(crate) fn connect(
+    config: &ConnectOptions,
+    connector: &SslConnector,
+) -> Result<SslStream<DeadlineStream>> {
+    connect_offering(config, connector, None)
+}
+
+/// As [`connect`], offering `session` (from an earlier connection with the same connector,
+/// or read back from its DER form) for an abbreviated, resumed handshake.
+pub(crate) fn connect_resuming(
+    config: &ConnectOptions,
+    connector: &SslConnector,
+    session: &SslSessionRef,
+) -> Result<SslStream<DeadlineStream>> {
+    connect_offering(config, connector, Some(session))
+}
+
+fn connect_offering(
+    config: &ConnectOptions,
+    connector: &SslConnector,
+    session: Option<&SslSessionRef>,
+) -> Result<SslStream<DeadlineStream>> {
+    let tcp = open_connection(&config.host, config.port, config.timeout)?;
+    let mut setup = connector
+        .configure()
+        .map_err(|e| Error::tls("cannot set up the connection", e))?
+        .verify_hostname(!config.insecure);
+    if let Some(session) = session {
+        // SAFETY: the session comes from this connector's context, or from DER, which ties
+        // it to no context (as `openssl s_client -sess_in` uses it); either way the context's
+        // session callbacks see only sessions they can handle.
+        unsafe { setup.set_session(session) }
+            .map_err(|e| Error::tls("cannot offer the saved TLS session", e))?;
+    }
+    setup
+        .connect(
+            &config.host,
+            DeadlineStream::new(tcp, config.timeout, config.timeout),
+        )
+        .map_err(|e| {
+            let hint = if tls::failed_verification(&e) {
+                " (trust the server's certificate with --cafile FILE)"
+            } else {
+                ""
+            };
+            Error::Handshake(format!(
+                "TLS handshake with {} port {} failed: {}{hint}",
+                config.host,
+                config.port,
+                tls::describe_handshake_error(&e)
+            ))
+        })
+}

@@ -1,0 +1,115 @@
+//! The original's exchange: ask for the user name and password, connect, show the cipher and
+//! the server's certificate, send the request, print the reply.
+
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use openssl::ssl::{SslRef, SslSession};
+
+use super::connect::{ConnectOptions, connect, connect_resuming, init_ctx};
+use super::prompt::Prompter;
+use crate::error::{Error, Result};
+use crate::tls;
+use crate::xml::legacy::{LEGACY_REQUEST_MAX, legacy_request, printable};
+
+/// Runs the original's `main()`: asks for the credentials, connects, prints the cipher and the
+/// server's certificate, sends the request and prints the reply.
+pub(super) fn run(config: &ConnectOptions, reuse_session: Option<&Path>) -> Result<()> {
+    let connector = init_ctx(config)?;
+    let (username, password) = read_credentials()?;
+    let request = legacy_request(&username, &password);
+    if request.len() > LEGACY_REQUEST_MAX {
+        return Err(Error::Input(format!(
+            "the user name and password are too long: the request would be {} bytes and the \
+             server reads at most {LEGACY_REQUEST_MAX}",
+            request.len()
+        )));
+    }
+    let mut ssl = match reuse_session.and_then(saved_session) {
+        Some(session) => connect_resuming(config, &connector, &session)?,
+        None => connect(config, &connector)?,
+    };
+    if let Some(path) = reuse_session {
+        save_session(path, ssl.ssl());
+    }
+    print!(
+        "\n\nConnected with {} encryption\n",
+        tls::cipher_name(ssl.ssl())
+    );
+    show_certs(ssl.ssl());
+    // An expired deadline reads "timed out" (the deadline stream's own error).
+    let exchange = |what: &str, e: io::Error| Error::io(format!("cannot {what} the server"), e);
+    ssl.write_all(&request)
+        .map_err(|e| exchange("send the request to", e))?;
+    let mut buf = [0u8; LEGACY_REQUEST_MAX];
+    let n = ssl
+        .read(&mut buf)
+        .map_err(|e| exchange("read the reply of", e))?;
+    println!("Received: \"{}\"", printable(&buf[..n]));
+    // The reply is in; a failed close_notify changes nothing for the user.
+    let _ = ssl.shutdown();
+    Ok(())
+}
+
+/// The session saved by `--reuse-session`, if there is a readable one.
+fn saved_session(path: &Path) -> Option<SslSession> {
+    let der = std::fs::read(path).ok()?;
+    match SslSession::from_der(&der) {
+        Ok(session) => Some(session),
+        Err(e) => {
+            log::warn!("ignoring the saved session in {}: {e}", path.display());
+            None
+        }
+    }
+}
+
+/// Saves the connection's session for `--reuse-session` (readable by its owner only: it holds
+/// the session's master secret). Failing to save costs only a full handshake next time.
+fn save_session(path: &Path, ssl: &SslRef) {
+    log::info!(
+        "TLS session {}",
+        if ssl.session_reused() {
+            "resumed"
+        } else {
+            "new"
+        }
+    );
+    let Some(der) = ssl.session().and_then(|s| s.to_der().ok()) else {
+        return;
+    };
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut file| file.write_all(&der));
+    if let Err(e) = written {
+        log::warn!("cannot save the TLS session to {}: {e}", path.display());
+    }
+}
+
+/// Ports the client's `ShowCerts(ssl)`: prints the server's certificate, or the original's
+/// note that there is none.
+pub(crate) fn show_certs(ssl: &SslRef) {
+    print!(
+        "{}",
+        tls::peer_certificate_lines(ssl)
+            .unwrap_or_else(|| "Info: No client certificates configured.\n".into())
+    );
+}
+
+/// Asks for the user name and password with the original's prompts. From a terminal the
+/// password is read without echo; otherwise both are read as lines from standard input.
+fn read_credentials() -> Result<(Vec<u8>, Vec<u8>)> {
+    let ask = Prompter::stdin();
+    let ended = |what: &str| Error::Input(format!("no {what} given: standard input ended"));
+    let username = ask
+        .line("Enter the User Name : ", "user name", LEGACY_REQUEST_MAX)?
+        .ok_or_else(|| ended("user name"))?;
+    let password = ask
+        .password("\n\nEnter the Password : ", "password", LEGACY_REQUEST_MAX)?
+        .ok_or_else(|| ended("password"))?;
+    Ok((username, password))
+}

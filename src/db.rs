@@ -1,0 +1,287 @@
+//! The account store: every read and write of account data goes through [`AccountStore`].
+//!
+//! The store is two things. Here, the rules that hold whatever holds the data: passwords are
+//! hashed through one [`HashGate`] (so a flood of logins cannot take every core), a login for
+//! an unknown user costs as much time as one for a known user, a hash made at a lower cost is
+//! remade at the next login, and failed logins are throttled by [`ThrottlePolicy`]. Below, a
+//! [`Backend`] holds the data: today [`sqlite`] (one SQLite file), the only module that names
+//! its driver. A backend keeps no state of its own beyond its connections: everything that
+//! must be shared by several server instances (accounts and failure counts) is in the database.
+
+mod hash_gate;
+mod sqlite;
+mod throttle;
+
+#[cfg(test)]
+mod contract;
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::error::{Error, Result};
+use crate::password::{self, PasswordHash, Pbkdf2Params};
+use crate::xml::account::{AccountView, Field};
+
+use hash_gate::HashGate;
+pub(crate) use throttle::ThrottlePolicy;
+use throttle::{FailureCounts, ThrottleKeys};
+
+/// The database's identifier of an account. Ids are never reused: a session holds its
+/// account's id, and must not act on a later account after its own was deleted.
+pub(crate) type AccountId = i64;
+
+/// How the store hashes and when it refuses logins.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StoreOptions {
+    /// The cost of new password hashes.
+    pub(crate) hash: Pbkdf2Params,
+    /// How many hashes may be computed at once.
+    pub(crate) hash_threads: usize,
+    /// How long a command may wait for its turn to hash.
+    pub(crate) hash_wait: Duration,
+    /// When failed logins lead to refusals.
+    pub(crate) throttle: ThrottlePolicy,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            hash: Pbkdf2Params::default(),
+            hash_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            hash_wait: Duration::from_secs(10),
+            throttle: ThrottlePolicy::default(),
+        }
+    }
+}
+
+/// What a login attempt came to.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum LoginOutcome {
+    /// The name and password match this account.
+    Success(AccountId),
+    /// They do not (or the account does not exist).
+    Failed,
+    /// Too many failures for this name or address: try again after this long.
+    Throttled(Duration),
+}
+
+/// What a storage backend does: each method is one transaction, committed before it returns
+/// (so a write is acknowledged only once it is durable). User names are unique regardless of
+/// letter case, ids are never reused, and every change of an account's information adds one
+/// to its version.
+pub(crate) trait Backend: Send + Sync {
+    /// Stores a new account; [`Error::UserExists`] if the name is taken in any letter case.
+    fn insert_account(
+        &self,
+        username: &str,
+        password_hash: &str,
+        info: &[(Field, String)],
+    ) -> Result<AccountId>;
+
+    /// The id and stored password hash of the account called `username` (in any letter case).
+    fn find_login(&self, username: &str) -> Result<Option<(AccountId, String)>>;
+
+    /// The stored password hash of account `id`; [`Error::NoSuchAccount`] if there is none.
+    fn password_hash(&self, id: AccountId) -> Result<String>;
+
+    /// Records a successful login of `id` now; with `rehash` (the hash checked, its
+    /// replacement), also replaces the hash, unless it changed meanwhile.
+    fn record_login(&self, id: AccountId, rehash: Option<(&str, &str)>) -> Result<()>;
+
+    /// Everything stored about account `id` but its password hash.
+    fn account(&self, id: AccountId) -> Result<AccountView>;
+
+    /// Changes some of the account's information and gives its new version;
+    /// [`Error::Conflict`] if `expected_version` is given and the account is not at it.
+    fn update_account(
+        &self,
+        id: AccountId,
+        changes: &[(Field, String)],
+        expected_version: Option<i64>,
+    ) -> Result<i64>;
+
+    /// Replaces the password hash `old` by `new`; [`Error::Conflict`] if it is no longer `old`.
+    fn replace_password_hash(&self, id: AccountId, old: &str, new: &str) -> Result<()>;
+
+    /// Deletes the account and everything stored with it; [`Error::Conflict`] if its password
+    /// hash is no longer `hash`.
+    fn delete_account(&self, id: AccountId, hash: &str) -> Result<()>;
+
+    /// Runs `f` on the failed-login counts in one transaction, committed if `f` succeeds: reads
+    /// and writes by several server instances at once are serialised.
+    fn with_failure_counts(
+        &self,
+        f: &mut dyn FnMut(&mut dyn FailureCounts) -> Result<()>,
+    ) -> Result<()>;
+
+    /// Closes the backend's connections (those in use as they come back).
+    fn close(&self);
+}
+
+/// The account store, shared by all client threads: the store's rules over a [`Backend`].
+pub(crate) struct AccountStore {
+    backend: Box<dyn Backend>,
+    params: Pbkdf2Params,
+    gate: HashGate,
+    throttle: ThrottlePolicy,
+}
+
+impl AccountStore {
+    /// Opens (creating if needed) the SQLite database at `path` and brings its schema up to
+    /// date.
+    pub(crate) fn open(path: &Path, options: StoreOptions) -> Result<Self> {
+        Ok(AccountStore::new(
+            Box::new(sqlite::SqliteBackend::open(path)?),
+            options,
+        ))
+    }
+
+    /// The store's rules over `backend`.
+    fn new(backend: Box<dyn Backend>, options: StoreOptions) -> Self {
+        AccountStore {
+            backend,
+            params: options.hash,
+            gate: HashGate::new(options.hash_threads, options.hash_wait),
+            throttle: options.throttle,
+        }
+    }
+
+    /// Creates an account with the given information (other fields empty);
+    /// [`Error::UserExists`] if the name is taken (in any letter case). Policy is the caller's.
+    pub(crate) fn create_account(
+        &self,
+        username: &str,
+        password: &[u8],
+        info: &[(Field, String)],
+    ) -> Result<AccountId> {
+        let hash = self.new_hash(password)?;
+        self.backend.insert_account(username, &hash, info)
+    }
+
+    /// Checks a user name and password. `Some(id)` on success, `None` for an unknown user or a
+    /// wrong password; both take about the same time. A success records the login time and
+    /// remakes the hash if it was made at a lower cost than the store's.
+    fn authenticate(&self, username: &str, password: &[u8]) -> Result<Option<AccountId>> {
+        let Some((id, stored)) = self.backend.find_login(username)? else {
+            self.hashing(|| password::spend_verification_time(password, self.params))?;
+            return Ok(None);
+        };
+        let hash = PasswordHash::parse(&stored)?;
+        if !self.hashing(|| hash.verify(password))? {
+            return Ok(None);
+        }
+        let upgraded = if hash.needs_upgrade(self.params) {
+            Some(self.new_hash(password)?)
+        } else {
+            None
+        };
+        // Bookkeeping: a failure here must not turn a good login into an error.
+        let rehash = upgraded.as_deref().map(|new| (stored.as_str(), new));
+        if let Err(e) = self.backend.record_login(id, rehash) {
+            log::warn!("could not record the login time of account {id}: {e}");
+        }
+        Ok(Some(id))
+    }
+
+    /// Everything stored about an account but its password hash.
+    pub(crate) fn view(&self, id: AccountId) -> Result<AccountView> {
+        self.backend.account(id)
+    }
+
+    /// Changes some of an account's information in one transaction and gives the new version.
+    /// With `expected_version`, refuses with [`Error::Conflict`] if the account is no longer
+    /// at that version.
+    pub(crate) fn update(
+        &self,
+        id: AccountId,
+        changes: &[(Field, String)],
+        expected_version: Option<i64>,
+    ) -> Result<i64> {
+        self.backend.update_account(id, changes, expected_version)
+    }
+
+    /// Replaces the password, given the current one.
+    pub(crate) fn change_password(&self, id: AccountId, current: &[u8], new: &[u8]) -> Result<()> {
+        let stored = self.confirm_password(id, current)?;
+        let new_hash = self.new_hash(new)?;
+        self.backend.replace_password_hash(id, &stored, &new_hash)
+    }
+
+    /// Deletes the account and everything stored with it, given its password.
+    pub(crate) fn delete(&self, id: AccountId, password: &[u8]) -> Result<()> {
+        let stored = self.confirm_password(id, password)?;
+        self.backend.delete_account(id, &stored)
+    }
+
+    /// The stored hash of account `id` if `password` matches it; [`Error::WrongPassword`] if not.
+    fn confirm_password(&self, id: AccountId, password: &[u8]) -> Result<String> {
+        let stored = self.backend.password_hash(id)?;
+        let hash = PasswordHash::parse(&stored)?;
+        if self.hashing(|| hash.verify(password))? {
+            Ok(stored)
+        } else {
+            Err(Error::WrongPassword)
+        }
+    }
+
+    /// A login attempt by `username` from `from`, refused without checking the password while
+    /// that name or address is throttled (see [`ThrottlePolicy`]).
+    pub(crate) fn login(
+        &self,
+        username: &str,
+        password: &[u8],
+        from: IpAddr,
+    ) -> Result<LoginOutcome> {
+        let keys = ThrottleKeys::new(username, from, &self.throttle);
+        let now = unix_now();
+        // Check and count the attempt in one transaction, before the slow hash: attempts sent
+        // at once are all counted, so a burst cannot pass the limit. A success takes its
+        // count back.
+        let mut blocked_until = None;
+        self.backend.with_failure_counts(&mut |counts| {
+            blocked_until = self.throttle.count_attempt(counts, &keys, now)?;
+            Ok(())
+        })?;
+        if let Some(until) = blocked_until {
+            return Ok(LoginOutcome::Throttled(Duration::from_secs_f64(
+                until - now,
+            )));
+        }
+        let Some(id) = self.authenticate(username, password)? else {
+            return Ok(LoginOutcome::Failed);
+        };
+        // Bookkeeping: a failure here must not turn a good login into an error.
+        let forgiven = self
+            .backend
+            .with_failure_counts(&mut |counts| self.throttle.forgive(counts, &keys));
+        if let Err(e) = forgiven {
+            log::warn!("could not clear the failed-login count after a login: {e}");
+        }
+        Ok(LoginOutcome::Success(id))
+    }
+
+    /// Closes the database: at once for idle connections, as they come back for busy ones.
+    pub(crate) fn close(&self) {
+        self.backend.close();
+    }
+
+    /// A new hash of `password` at the store's cost, as stored.
+    fn new_hash(&self, password: &[u8]) -> Result<String> {
+        Ok(self
+            .hashing(|| PasswordHash::new(password, self.params))??
+            .to_string())
+    }
+
+    /// Runs a password hash when the gate gives it a turn.
+    fn hashing<T>(&self, hash: impl FnOnce() -> T) -> Result<T> {
+        self.gate.run(hash).map_err(|hash_gate::Busy| Error::Busy)
+    }
+}
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}

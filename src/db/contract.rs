@@ -1,0 +1,363 @@
+//! What every backend must do, as tests: each backend's module runs them all with
+//! [`contract_tests!`], given a way to open stores on one fresh database. Several stores on one
+//! database stand for several server instances sharing it.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use super::throttle::FailureCounts;
+use super::{AccountStore, LoginOutcome, StoreOptions};
+use crate::error::{Error, Result};
+use crate::password::{MIN_ITERATIONS, Pbkdf2Params};
+use crate::xml::account::Field;
+
+/// One fresh database of the backend under test.
+pub(crate) trait TestDatabase {
+    /// A store on this database; every call is another instance on the same data.
+    fn open(&self, options: StoreOptions) -> AccountStore;
+}
+
+/// Store options with the cheapest hash, so that tests run fast.
+pub(crate) fn fast() -> StoreOptions {
+    StoreOptions {
+        hash: Pbkdf2Params::new(MIN_ITERATIONS).unwrap(),
+        ..StoreOptions::default()
+    }
+}
+
+/// One `#[test]` per contract, each on a database from `$new_database` (an expression that
+/// gives a fresh `impl TestDatabase` each time it is evaluated).
+macro_rules! contract_tests {
+    ($new_database:expr) => {
+        $crate::db::contract::contract_tests!(
+            @each $new_database;
+            accounts_log_in_by_password,
+            names_are_unique_in_any_letter_case,
+            accounts_persist_across_stores,
+            hashes_are_salted_and_upgraded_at_login,
+            logins_are_recorded,
+            versions_guard_updates,
+            password_change_and_delete_need_the_password,
+            ids_are_never_reused,
+            failed_logins_are_throttled_per_account_and_address,
+            a_burst_of_guesses_is_counted_before_hashing,
+            throttle_counts_are_shared_by_every_store,
+            names_no_account_can_have_are_not_counted,
+            concurrent_logins,
+            concurrent_writers_of_one_name
+        );
+    };
+    (@each $new_database:expr; $($contract:ident),*) => {
+        $(
+            #[test]
+            fn $contract() -> $crate::error::Result<()> {
+                $crate::db::contract::$contract(&$new_database)
+            }
+        )*
+    };
+}
+pub(crate) use contract_tests;
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+/// The password hash stored for `username`, as the backend gives it.
+fn stored_hash(store: &AccountStore, username: &str) -> Result<String> {
+    Ok(store
+        .backend
+        .find_login(username)?
+        .expect("the account exists")
+        .1)
+}
+
+pub(crate) fn accounts_log_in_by_password(db: &impl TestDatabase) -> Result<()> {
+    let s = db.open(fast());
+    let id = s.create_account("aticle", b"123", &[])?;
+    assert_eq!(s.authenticate("aticle", b"123")?, Some(id));
+    assert_eq!(s.authenticate("aticle", b"124")?, None);
+    assert_eq!(s.authenticate("nobody", b"123")?, None);
+    assert_eq!(s.authenticate("ATICLE", b"123")?, Some(id));
+    Ok(())
+}
+
+pub(crate) fn names_are_unique_in_any_letter_case(db: &impl TestDatabase) -> Result<()> {
+    let s = db.open(fast());
+    s.create_account("Alice", b"secret-1", &[])?;
+    assert!(matches!(
+        s.create_account("alice", b"secret-2", &[]),
+        Err(Error::UserExists(_))
+    ));
+    assert_eq!(
+        s.view(s.authenticate("ALICE", b"secret-1")?.unwrap())?
+            .username,
+        "Alice"
+    );
+    Ok(())
+}
+
+pub(crate) fn accounts_persist_across_stores(db: &impl TestDatabase) -> Result<()> {
+    let first = db.open(fast());
+    first.create_account("bob", b"hunter22", &[])?;
+    first.close();
+    drop(first);
+    assert!(db.open(fast()).authenticate("bob", b"hunter22")?.is_some());
+    Ok(())
+}
+
+pub(crate) fn hashes_are_salted_and_upgraded_at_login(db: &impl TestDatabase) -> Result<()> {
+    let s = db.open(fast());
+    s.create_account("one", b"same-password", &[])?;
+    s.create_account("two", b"same-password", &[])?;
+    let (a, b) = (stored_hash(&s, "one")?, stored_hash(&s, "two")?);
+    assert_ne!(a, b);
+    assert!(!a.contains("same-password"));
+    assert!(a.contains("$i=1000$"), "{a}");
+    let stronger = db.open(StoreOptions {
+        hash: Pbkdf2Params::new(2000)?,
+        ..fast()
+    });
+    assert!(stronger.authenticate("one", b"same-password")?.is_some());
+    let after = stored_hash(&s, "one")?;
+    assert!(after.contains("$i=2000$"), "{after}");
+    assert!(stronger.authenticate("one", b"same-password")?.is_some());
+    Ok(())
+}
+
+pub(crate) fn logins_are_recorded(db: &impl TestDatabase) -> Result<()> {
+    let s = db.open(fast());
+    let id = s.create_account("dave", b"pw-dave", &[])?;
+    let before = s.view(id)?;
+    assert_eq!(before.last_login_at, None);
+    assert!(before.created_at.ends_with('Z'), "{}", before.created_at);
+    s.authenticate("dave", b"pw-dave")?;
+    let last = s.view(id)?.last_login_at;
+    assert!(last.as_ref().is_some_and(|t| t.ends_with('Z')), "{last:?}");
+    Ok(())
+}
+
+pub(crate) fn versions_guard_updates(db: &impl TestDatabase) -> Result<()> {
+    let s = db.open(fast());
+    let id = s.create_account(
+        "erin",
+        b"pw-erin-1",
+        &[(Field::Email, "erin@example.org".into())],
+    )?;
+    let v1 = s.view(id)?;
+    assert_eq!(v1.username, "erin");
+    assert_eq!(v1.get(Field::Email), "erin@example.org");
+    assert_eq!(v1.get(Field::Phone), "");
+    assert_eq!(v1.version, 1);
+
+    assert_eq!(
+        s.update(id, &[(Field::Phone, "555 0100".into())], Some(1))?,
+        2
+    );
+    // A second writer that saw version 1 loses; nothing it sent is stored.
+    assert!(matches!(
+        s.update(id, &[(Field::Phone, "999".into())], Some(1)),
+        Err(Error::Conflict)
+    ));
+    let now = s.view(id)?;
+    assert_eq!(now.get(Field::Phone), "555 0100");
+    assert_eq!(now.get(Field::Email), "erin@example.org");
+    assert_eq!(now.version, 2);
+    // Without a version: last writer wins; an empty value clears.
+    assert_eq!(s.update(id, &[(Field::Email, String::new())], None)?, 3);
+    assert_eq!(s.view(id)?.get(Field::Email), "");
+    Ok(())
+}
+
+pub(crate) fn password_change_and_delete_need_the_password(db: &impl TestDatabase) -> Result<()> {
+    let s = db.open(fast());
+    let id = s.create_account("frank", b"pw-frank-1", &[])?;
+    assert!(matches!(
+        s.change_password(id, b"wrong", b"pw-frank-2"),
+        Err(Error::WrongPassword)
+    ));
+    s.change_password(id, b"pw-frank-1", b"pw-frank-2")?;
+    assert_eq!(s.authenticate("frank", b"pw-frank-1")?, None);
+    assert_eq!(s.authenticate("frank", b"pw-frank-2")?, Some(id));
+    assert!(matches!(
+        s.delete(id, b"pw-frank-1"),
+        Err(Error::WrongPassword)
+    ));
+    s.delete(id, b"pw-frank-2")?;
+    assert!(matches!(s.view(id), Err(Error::NoSuchAccount)));
+    assert_eq!(s.authenticate("frank", b"pw-frank-2")?, None);
+    assert!(matches!(
+        s.delete(id, b"pw-frank-2"),
+        Err(Error::NoSuchAccount)
+    ));
+    Ok(())
+}
+
+pub(crate) fn ids_are_never_reused(db: &impl TestDatabase) -> Result<()> {
+    let s = db.open(fast());
+    let first = s.create_account("ivan", b"pw-ivan-1", &[])?;
+    s.delete(first, b"pw-ivan-1")?;
+    let second = s.create_account("judy", b"pw-judy-1", &[])?;
+    assert_ne!(
+        first, second,
+        "a session bound to {first} would act on judy"
+    );
+    assert!(matches!(s.view(first), Err(Error::NoSuchAccount)));
+    Ok(())
+}
+
+pub(crate) fn failed_logins_are_throttled_per_account_and_address(
+    db: &impl TestDatabase,
+) -> Result<()> {
+    let s = db.open(fast());
+    let id = s.create_account("gina", b"pw-gina-1", &[])?;
+    let (attacker, owner) = (ip("192.0.2.7"), ip("198.51.100.1"));
+    for _ in 0..4 {
+        assert_eq!(s.login("gina", b"guess", attacker)?, LoginOutcome::Failed);
+    }
+    // The fifth failure starts a refusal period for the name, from any address, even
+    // with the right password; an unknown name is treated the same way.
+    assert_eq!(s.login("gina", b"guess", attacker)?, LoginOutcome::Failed);
+    assert!(matches!(
+        s.login("GINA", b"pw-gina-1", owner)?,
+        LoginOutcome::Throttled(d) if d <= Duration::from_secs(1)
+    ));
+    for _ in 0..5 {
+        s.login("nobody", b"guess", owner)?;
+    }
+    assert!(matches!(
+        s.login("nobody", b"guess", owner)?,
+        LoginOutcome::Throttled(_)
+    ));
+    // After the period the owner gets in, and the count starts over.
+    thread::sleep(Duration::from_millis(1100));
+    assert_eq!(
+        s.login("gina", b"pw-gina-1", owner)?,
+        LoginOutcome::Success(id)
+    );
+    assert_eq!(s.login("gina", b"guess", attacker)?, LoginOutcome::Failed);
+    assert_eq!(
+        s.login("gina", b"pw-gina-1", owner)?,
+        LoginOutcome::Success(id)
+    );
+    Ok(())
+}
+
+pub(crate) fn a_burst_of_guesses_is_counted_before_hashing(db: &impl TestDatabase) -> Result<()> {
+    let s = Arc::new(db.open(fast()));
+    s.create_account("kate", b"pw-kate-1", &[])?;
+    let from = ip("192.0.2.9");
+    let outcomes: Vec<LoginOutcome> = (0..24)
+        .map(|_| {
+            let s = s.clone();
+            thread::spawn(move || s.login("kate", b"guess", from).unwrap())
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    let checked = outcomes
+        .iter()
+        .filter(|o| **o == LoginOutcome::Failed)
+        .count();
+    assert_eq!(checked, 5, "{outcomes:?}");
+    Ok(())
+}
+
+pub(crate) fn throttle_counts_are_shared_by_every_store(db: &impl TestDatabase) -> Result<()> {
+    let (one, two) = (db.open(fast()), db.open(fast()));
+    one.create_account("lena", b"pw-lena-1", &[])?;
+    let from = ip("192.0.2.11");
+    for n in 0..5 {
+        let store = if n % 2 == 0 { &one } else { &two };
+        assert_eq!(store.login("lena", b"guess", from)?, LoginOutcome::Failed);
+    }
+    for store in [&one, &two] {
+        assert!(matches!(
+            store.login("lena", b"pw-lena-1", from)?,
+            LoginOutcome::Throttled(_)
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn names_no_account_can_have_are_not_counted(db: &impl TestDatabase) -> Result<()> {
+    let s = db.open(fast());
+    let junk = "x".repeat(60_000);
+    assert_eq!(
+        s.login(&junk, b"guess", ip("192.0.2.10"))?,
+        LoginOutcome::Failed
+    );
+    let mut counts = Vec::new();
+    s.backend
+        .with_failure_counts(&mut |c: &mut dyn FailureCounts| {
+            counts = vec![c.get(&format!("user:{junk}"))?, c.get("addr:192.0.2.10")?];
+            Ok(())
+        })?;
+    assert_eq!(counts[0], None);
+    assert_eq!(counts[1].map(|c| c.failures), Some(1));
+    Ok(())
+}
+
+pub(crate) fn concurrent_logins(db: &impl TestDatabase) -> Result<()> {
+    let s = Arc::new(db.open(fast()));
+    for i in 0..8 {
+        s.create_account(&format!("user{i}"), format!("password-{i}").as_bytes(), &[])?;
+    }
+    let threads: Vec<_> = (0..16)
+        .map(|t| {
+            let s = Arc::clone(&s);
+            thread::spawn(move || -> Result<()> {
+                for round in 0..10 {
+                    let i = (t + round) % 8;
+                    let user = format!("user{i}");
+                    let ok = s.authenticate(&user, format!("password-{i}").as_bytes())?;
+                    assert!(ok.is_some());
+                    assert!(s.authenticate(&user, b"wrong")?.is_none());
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap()?;
+    }
+    Ok(())
+}
+
+pub(crate) fn concurrent_writers_of_one_name(db: &impl TestDatabase) -> Result<()> {
+    // Several instances sign up one name (in several letter cases) and update one account at
+    // once: exactly one signup wins, and every update is counted once.
+    let stores: Vec<Arc<AccountStore>> = (0..4).map(|_| Arc::new(db.open(fast()))).collect();
+    let signups: Vec<_> = (0..8)
+        .map(|n| {
+            let s = Arc::clone(&stores[n % stores.len()]);
+            let name = if n % 2 == 0 { "Mallory" } else { "mallory" };
+            thread::spawn(move || s.create_account(name, b"pw-mallory", &[]))
+        })
+        .collect();
+    let results: Vec<Result<i64>> = signups.into_iter().map(|t| t.join().unwrap()).collect();
+    let won: Vec<i64> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok().copied())
+        .collect();
+    assert_eq!(won.len(), 1, "{results:?}");
+    assert!(
+        results
+            .iter()
+            .all(|r| r.is_ok() || matches!(r, Err(Error::UserExists(_))))
+    );
+    let id = won[0];
+    let updates: Vec<_> = (0..16)
+        .map(|n| {
+            let s = Arc::clone(&stores[n % stores.len()]);
+            thread::spawn(move || s.update(id, &[(Field::Phone, format!("555 {n:04}"))], None))
+        })
+        .collect();
+    for t in updates {
+        t.join().unwrap()?;
+    }
+    assert_eq!(stores[0].view(id)?.version, 17);
+    Ok(())
+}

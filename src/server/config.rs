@@ -1,0 +1,293 @@
+//! The server's command line: every option, its default, and the checks on it.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use getopts::Options;
+
+use crate::cli::CommandLine;
+use crate::db::StoreOptions;
+use crate::password::{DEFAULT_ITERATIONS, Pbkdf2Params};
+
+const ABOUT: &str =
+    "A TLS 1.2 server for the legacy login exchange, backed by an account database.";
+/// The flags that take seconds: name, what it bounds, default.
+const DURATION_FLAGS: [(&str, &str, u64); 6] = [
+    (
+        "handshake-timeout",
+        "seconds the TLS handshake may take",
+        10,
+    ),
+    ("timeout", "seconds each read and write may wait", 30),
+    (
+        "idle-timeout",
+        "seconds an account session may wait for its next command",
+        300,
+    ),
+    ("session-timeout", "seconds one connection may last", 3600),
+    (
+        "ticket-key-lifetime",
+        "seconds before session-ticket keys are replaced",
+        3600,
+    ),
+    (
+        "grace-period",
+        "seconds a stop waits for connections in flight",
+        10,
+    ),
+];
+const DEFAULT_MAX_CLIENTS: usize = 1024;
+
+/// Everything the server is told on its command line.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// The TCP port; 0 lets the system choose (logged with `-v`).
+    pub(crate) port: u16,
+    /// The address to listen on; `None` for every interface, IPv4 and IPv6.
+    pub(crate) bind: Option<IpAddr>,
+    /// PEM file with the certificate (chain).
+    pub(crate) cert: PathBuf,
+    /// PEM file with the private key (by default the certificate's file).
+    pub(crate) key: PathBuf,
+    /// The SQLite account database.
+    pub(crate) db: PathBuf,
+    /// Whether to make sure the original's demo account exists.
+    pub(crate) demo: bool,
+    /// How long each wait may last.
+    pub(crate) limits: Limits,
+    /// How long a stop (SIGINT, SIGTERM) waits for connections in flight.
+    pub(crate) grace: Duration,
+    /// The most clients served at once.
+    pub(crate) max_clients: usize,
+    /// When set, clients must present a certificate signed by a CA in this file.
+    pub(crate) verify_client: Option<PathBuf>,
+    /// Password hashing and login throttling.
+    pub(crate) store: StoreOptions,
+    /// Also accept TLS 1.3 (TLS 1.2 only by default, as the original).
+    pub(crate) allow_tls13: bool,
+    /// How often the TLS context, and with it the session-ticket keys, is made anew.
+    pub(crate) ticket_key_lifetime: Duration,
+}
+
+/// How long each wait of a connection may last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Limits {
+    /// The whole TLS handshake.
+    pub(crate) handshake: Duration,
+    /// Each read and write.
+    pub(crate) io: Duration,
+    /// An account session's wait for its next command.
+    pub(crate) idle: Duration,
+    /// The whole connection, from accept to close (`--session-timeout`).
+    pub(crate) connection: Duration,
+}
+
+impl ServerConfig {
+    /// What the command line `args` asks for (`args[0]` is the program's name). Help, version
+    /// and usage errors are printed and give the exit status instead.
+    pub fn from_args(args: &[String]) -> Result<ServerConfig, ExitCode> {
+        parse_config(&command_line(args), args)
+    }
+}
+
+/// The server's command line: its usage line as the original printed it.
+pub(super) fn command_line(args: &[String]) -> CommandLine {
+    CommandLine::new(args, "Usage: {argv0} <portnum>", ABOUT, 1..=1)
+}
+
+fn parse_config(cli: &CommandLine, args: &[String]) -> Result<ServerConfig, ExitCode> {
+    let mut opts = Options::new();
+    opts.optopt(
+        "",
+        "bind",
+        "listen on this address only (default: every interface, IPv4 and IPv6)",
+        "ADDR",
+    );
+    opts.optopt(
+        "",
+        "cert",
+        "certificate (PEM, may hold the key too) [mycert.pem]",
+        "FILE",
+    );
+    opts.optopt("", "key", "private key (PEM) [the --cert file]", "FILE");
+    opts.optopt("", "db", "account database (SQLite) [users.db]", "PATH");
+    opts.optflag(
+        "",
+        "demo",
+        "create the original's account aticle/123 if missing (weak password: demo only)",
+    );
+    for (flag, what, default) in DURATION_FLAGS {
+        opts.optopt("", flag, &format!("{what} [{default}]"), "SECS");
+    }
+    opts.optopt(
+        "",
+        "max-clients",
+        &format!("clients served at once; more are closed at once [{DEFAULT_MAX_CLIENTS}]"),
+        "N",
+    );
+    opts.optflag("", "allow-tls13", "accept TLS 1.3 as well as TLS 1.2");
+    opts.optopt(
+        "",
+        "verify-client",
+        "require a client certificate signed by a CA in this file",
+        "CAFILE",
+    );
+    opts.optopt(
+        "",
+        "hash-iterations",
+        &format!("PBKDF2 iterations for new password hashes [{DEFAULT_ITERATIONS}]"),
+        "N",
+    );
+    let defaults = StoreOptions::default();
+    opts.optopt(
+        "",
+        "hash-threads",
+        &format!(
+            "password hashes computed at once [the number of cores: {}]",
+            defaults.hash_threads
+        ),
+        "N",
+    );
+    opts.optopt(
+        "",
+        "hash-wait",
+        &format!(
+            "seconds a command may wait for its turn to hash a password [{}]",
+            defaults.hash_wait.as_secs()
+        ),
+        "SECS",
+    );
+    opts.optopt(
+        "",
+        "max-login-failures",
+        &format!(
+            "failed logins for one account before refusals begin [{}]",
+            defaults.throttle.per_account
+        ),
+        "N",
+    );
+    opts.optopt(
+        "",
+        "max-address-failures",
+        &format!(
+            "failed logins from one address before refusals begin [{}]",
+            defaults.throttle.per_address
+        ),
+        "N",
+    );
+    let m = cli.parse(opts, args)?;
+
+    let port = cli.port(&m.free[0])?;
+    let bind = match m.opt_str("bind") {
+        None => None,
+        Some(text) => Some(
+            text.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse()
+                .map_err(|_| cli.usage_error(&format!("--bind: {text:?} is not an IP address")))?,
+        ),
+    };
+    let mut waits = [Duration::ZERO; DURATION_FLAGS.len()];
+    for (wait, (flag, _, default)) in waits.iter_mut().zip(DURATION_FLAGS) {
+        let secs: u64 = cli.number(&m, flag, default)?;
+        if secs == 0 {
+            return Err(cli.usage_error(&format!("--{flag} must be at least 1 second")));
+        }
+        *wait = Duration::from_secs(secs);
+    }
+    let [handshake, io, idle, connection, ticket_key_lifetime, grace] = waits;
+    let max_clients: usize = cli.number(&m, "max-clients", DEFAULT_MAX_CLIENTS)?;
+    if max_clients == 0 {
+        return Err(cli.usage_error("--max-clients must be at least 1"));
+    }
+    let iterations: u32 = cli.number(&m, "hash-iterations", DEFAULT_ITERATIONS)?;
+    let mut store = StoreOptions {
+        hash: Pbkdf2Params::new(iterations)
+            .map_err(|e| cli.usage_error(&format!("--hash-iterations: {e}")))?,
+        hash_threads: cli.number(&m, "hash-threads", defaults.hash_threads)?,
+        hash_wait: Duration::from_secs(cli.number(
+            &m,
+            "hash-wait",
+            defaults.hash_wait.as_secs(),
+        )?),
+        ..defaults
+    };
+    store.throttle.per_account =
+        cli.number(&m, "max-login-failures", defaults.throttle.per_account)?;
+    store.throttle.per_address =
+        cli.number(&m, "max-address-failures", defaults.throttle.per_address)?;
+    if store.hash_threads == 0 || store.throttle.per_account == 0 || store.throttle.per_address == 0
+    {
+        return Err(cli.usage_error(
+            "--hash-threads, --max-login-failures and --max-address-failures must be at least 1",
+        ));
+    }
+    let cert = PathBuf::from(m.opt_str("cert").unwrap_or_else(|| "mycert.pem".into()));
+    Ok(ServerConfig {
+        port,
+        bind,
+        key: m.opt_str("key").map_or_else(|| cert.clone(), PathBuf::from),
+        cert,
+        db: PathBuf::from(m.opt_str("db").unwrap_or_else(|| "users.db".into())),
+        demo: m.opt_present("demo"),
+        limits: Limits {
+            handshake,
+            io,
+            idle,
+            connection,
+        },
+        grace,
+        max_clients,
+        verify_client: m.opt_str("verify-client").map(PathBuf::from),
+        store,
+        allow_tls13: m.opt_present("allow-tls13"),
+        ticket_key_lifetime,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv6Addr;
+
+    #[test]
+    fn config_defaults_and_checks() {
+        let args = |extra: &[&str]| -> Vec<String> {
+            std::iter::once("server")
+                .chain(extra.iter().copied())
+                .map(String::from)
+                .collect()
+        };
+        let a = args(&["8081"]);
+        let cli = command_line(&a);
+        let config = parse_config(&cli, &a).unwrap();
+        assert_eq!(config.port, 8081);
+        assert_eq!(config.cert, PathBuf::from("mycert.pem"));
+        assert_eq!(config.key, config.cert);
+        assert_eq!(config.limits.io, Duration::from_secs(30));
+        assert_eq!(config.limits.handshake, Duration::from_secs(10));
+        assert_eq!(config.limits.idle, Duration::from_secs(300));
+        assert_eq!(config.limits.connection, Duration::from_secs(3600));
+        assert_eq!(config.grace, Duration::from_secs(10));
+        assert_eq!(config.max_clients, 1024);
+        assert_eq!(config.store.hash, Pbkdf2Params::default());
+        assert_eq!(config.store.throttle.per_account, 5);
+        for bad in [
+            &["80810"][..],
+            &["--timeout", "0", "8081"],
+            &["--session-timeout", "-1", "8081"],
+            &["--max-clients", "x", "8081"],
+            &["--bind", "localhost", "8081"],
+            &["--hash-iterations", "5", "8081"],
+        ] {
+            let a = args(bad);
+            assert!(parse_config(&cli, &a).is_err(), "{bad:?}");
+        }
+        let a = args(&["--bind", "[::1]", "--cert", "c.pem", "0"]);
+        let config = parse_config(&cli, &a).unwrap();
+        assert_eq!(config.bind, Some(Ipv6Addr::LOCALHOST.into()));
+        assert_eq!(config.key, PathBuf::from("c.pem"));
+    }
+}

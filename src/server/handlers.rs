@@ -1,0 +1,308 @@
+//! The server's handler of each command of the account protocol, and the state of one
+//! session (which account, if any, it is logged in as).
+
+use std::net::IpAddr;
+
+use crate::db::{AccountId, AccountStore, LoginOutcome};
+use crate::error::Error;
+use crate::xml::account::{AccountView, PolicyError, check_new_password, check_username};
+use crate::xml::command::{Command, CommandKind, Login, Signup, Update};
+use crate::xml::reply::{Greeting, Reply, ResultCode};
+
+/// The state of one session: where it comes from and which account, if any, it is logged in
+/// as. It lives with the connection and nowhere else.
+#[derive(Debug)]
+pub(crate) struct Session {
+    from: IpAddr,
+    account: Option<(AccountId, String)>,
+}
+
+impl Session {
+    /// A new session from `from`, not logged in.
+    pub(crate) fn new(from: IpAddr) -> Session {
+        Session {
+            from,
+            account: None,
+        }
+    }
+
+    /// The name the session is logged in as.
+    pub(crate) fn username(&self) -> Option<&str> {
+        self.account.as_ref().map(|(_, name)| name.as_str())
+    }
+}
+
+/// What handling a command gives: the reply, and whether the session ends with it.
+pub(crate) struct Outcome {
+    /// The reply to send.
+    pub(crate) reply: Reply,
+    /// Whether to close the connection after sending it.
+    pub(crate) end_session: bool,
+}
+
+impl From<Reply> for Outcome {
+    fn from(reply: Reply) -> Outcome {
+        Outcome {
+            end_session: reply.code == ResultCode::EndingSession,
+            reply,
+        }
+    }
+}
+
+fn policy(e: PolicyError) -> Reply {
+    Reply::new(ResultCode::ValuePolicy, e.0)
+}
+
+/// Handles `command` for `session`, against `store`.
+pub(crate) fn handle(command: Command, session: &mut Session, store: &AccountStore) -> Outcome {
+    let logged_in = session.account.as_ref().map(|(id, _)| *id);
+    match (command, logged_in) {
+        (Command::Hello, _) => {
+            let mut reply = Reply::new(ResultCode::Success, "hello");
+            reply.greeting = Some(Greeting {
+                name: env!("CARGO_PKG_NAME").into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                commands: CommandKind::ALL.map(|c| c.name().to_string()).to_vec(),
+            });
+            reply.into()
+        }
+        (Command::Logout, _) => {
+            session.account = None;
+            Reply::new(ResultCode::EndingSession, "logged out; ending session").into()
+        }
+        (Command::Signup(_) | Command::Login(_), Some(_)) => Reply::new(
+            ResultCode::UseError,
+            format!(
+                "already logged in as {}; log out and connect again to change accounts",
+                session.username().unwrap_or_default()
+            ),
+        )
+        .into(),
+        (Command::Signup(s), None) => signup(s, session, store).into(),
+        (Command::Login(l), None) => login(l, session, store).into(),
+        (Command::View | Command::Update(_) | Command::Passwd(_) | Command::Delete(_), None) => {
+            Reply::new(ResultCode::UseError, "not logged in; log in first").into()
+        }
+        (Command::View, Some(id)) => view_reply(store.view(id), "your account", session).into(),
+        (Command::Update(u), Some(id)) => update(u, id, session, store).into(),
+        (Command::Passwd(p), Some(id)) => {
+            if let Err(e) = check_new_password("new_password", &p.new_password) {
+                return policy(e).into();
+            }
+            store
+                .change_password(id, p.password.as_bytes(), p.new_password.as_bytes())
+                .map_or_else(
+                    |e| failure(e, session),
+                    |()| Reply::new(ResultCode::Success, "password changed"),
+                )
+                .into()
+        }
+        (Command::Delete(d), Some(id)) => match store.delete(id, d.password.as_bytes()) {
+            Ok(()) => {
+                session.account = None;
+                Reply::new(ResultCode::EndingSession, "account deleted; ending session").into()
+            }
+            Err(e) => failure(e, session).into(),
+        },
+    }
+}
+
+fn signup(s: Signup, session: &mut Session, store: &AccountStore) -> Reply {
+    if let Err(e) = check_username(&s.username)
+        .and_then(|()| check_new_password("password", &s.password))
+        .and_then(|()| s.info.iter().try_for_each(|(f, v)| f.check(v)))
+    {
+        return policy(e);
+    }
+    match store.create_account(&s.username, s.password.as_bytes(), &s.info) {
+        Ok(_) => Reply::new(
+            ResultCode::Success,
+            format!("account {} created; log in to use it", s.username),
+        ),
+        Err(Error::UserExists(_)) => Reply::new(
+            ResultCode::ObjectExists,
+            format!("the user name {} is taken", s.username),
+        ),
+        Err(e) => failure(e, session),
+    }
+}
+
+fn login(l: Login, session: &mut Session, store: &AccountStore) -> Reply {
+    match store.login(&l.username, l.password.as_bytes(), session.from) {
+        Ok(LoginOutcome::Success(id)) => {
+            session.account = Some((id, l.username.clone()));
+            Reply::new(ResultCode::Success, format!("logged in as {}", l.username))
+        }
+        // The same words whether the user exists or not.
+        Ok(LoginOutcome::Failed) => Reply::new(
+            ResultCode::AuthenticationError,
+            "authentication failed: wrong user name or password",
+        ),
+        Ok(LoginOutcome::Throttled(wait)) => {
+            retry_later("too many failed logins", wait.as_secs_f64().ceil() as u64)
+        }
+        Err(e) => failure(e, session),
+    }
+}
+
+fn update(u: Update, id: AccountId, session: &mut Session, store: &AccountStore) -> Reply {
+    if let Err(e) = u.changes.iter().try_for_each(|(f, v)| f.check(v)) {
+        return policy(e);
+    }
+    match store.update(id, &u.changes, u.version) {
+        Ok(_) => view_reply(store.view(id), "updated", session),
+        Err(e) => failure(e, session),
+    }
+}
+
+fn view_reply(view: crate::Result<AccountView>, message: &str, session: &mut Session) -> Reply {
+    match view {
+        Ok(account) => {
+            let mut reply = Reply::new(ResultCode::Success, message);
+            reply.account = Some(account);
+            reply
+        }
+        Err(e) => failure(e, session),
+    }
+}
+
+/// The reply for a store error. An account that vanished (deleted by another session) also
+/// logs this session out.
+fn failure(e: Error, session: &mut Session) -> Reply {
+    match e {
+        Error::NoSuchAccount => {
+            session.account = None;
+            Reply::new(
+                ResultCode::ObjectDoesNotExist,
+                "the account no longer exists; logged out",
+            )
+        }
+        Error::WrongPassword => Reply::new(
+            ResultCode::AuthenticationError,
+            "authentication failed: wrong password",
+        ),
+        Error::Busy => retry_later("the server is busy", 1),
+        Error::Conflict => Reply::new(
+            ResultCode::Conflict,
+            "the account changed since you last saw it; view it and try again",
+        ),
+        e => {
+            log::error!("command failed: {e}");
+            Reply::new(ResultCode::CommandFailed, "the server could not do that")
+        }
+    }
+}
+
+/// A 2502 reply that says when to try again.
+fn retry_later(why: &str, secs: u64) -> Reply {
+    let unit = if secs == 1 { "second" } else { "seconds" };
+    let mut reply = Reply::new(
+        ResultCode::LimitExceeded,
+        format!("{why}; retry after {secs} {unit}"),
+    );
+    reply.retry_after = Some(secs);
+    reply
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::password::{MIN_ITERATIONS, Pbkdf2Params};
+    use crate::xml::account::Field;
+    use crate::xml::command::{Delete, Update};
+
+    #[test]
+    fn handlers_follow_the_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = crate::db::StoreOptions {
+            hash: Pbkdf2Params::new(MIN_ITERATIONS).unwrap(),
+            ..Default::default()
+        };
+        let store = AccountStore::open(&dir.path().join("users.db"), options).unwrap();
+        let mut session = Session::new(IpAddr::from([127, 0, 0, 1]));
+        let run = |command: Command, session: &mut Session| handle(command, session, &store);
+        let code = |o: Outcome| o.reply.code;
+
+        assert_eq!(code(run(Command::View, &mut session)), ResultCode::UseError);
+        let signup = Command::Signup(Signup {
+            username: "alice".into(),
+            password: "long-enough".into(),
+            info: vec![],
+        });
+        assert_eq!(code(run(signup.clone(), &mut session)), ResultCode::Success);
+        assert_eq!(code(run(signup, &mut session)), ResultCode::ObjectExists);
+        let short = Command::Signup(Signup {
+            username: "bob".into(),
+            password: "short".into(),
+            info: vec![],
+        });
+        assert_eq!(code(run(short, &mut session)), ResultCode::ValuePolicy);
+
+        let login = |password: &str| {
+            Command::Login(Login {
+                username: "ALICE".into(),
+                password: password.into(),
+            })
+        };
+        let wrong = run(login("wrong-one"), &mut session).reply;
+        let nobody = run(
+            Command::Login(Login {
+                username: "nobody".into(),
+                password: "wrong-one".into(),
+            }),
+            &mut session,
+        )
+        .reply;
+        assert_eq!(
+            wrong, nobody,
+            "a failed login must not tell whether the user exists"
+        );
+        assert_eq!(wrong.code, ResultCode::AuthenticationError);
+        assert_eq!(
+            code(run(login("long-enough"), &mut session)),
+            ResultCode::Success
+        );
+        assert_eq!(
+            code(run(login("long-enough"), &mut session)),
+            ResultCode::UseError
+        );
+
+        let view = run(Command::View, &mut session).reply;
+        let account = view.account.unwrap();
+        assert_eq!(account.username, "alice");
+        assert!(account.last_login_at.is_some());
+
+        let update = |version| {
+            Command::Update(Update {
+                changes: vec![(Field::Email, "alice@example.org".into())],
+                version: Some(version),
+            })
+        };
+        let updated = run(update(account.version), &mut session).reply;
+        assert_eq!(updated.code, ResultCode::Success);
+        assert_eq!(updated.account.unwrap().version, account.version + 1);
+        assert_eq!(
+            code(run(update(account.version), &mut session)),
+            ResultCode::Conflict
+        );
+        let bad_email = Command::Update(Update {
+            changes: vec![(Field::Email, "nope".into())],
+            version: None,
+        });
+        assert_eq!(code(run(bad_email, &mut session)), ResultCode::ValuePolicy);
+
+        let delete = |password: &str| {
+            Command::Delete(Delete {
+                password: password.into(),
+            })
+        };
+        assert_eq!(
+            code(run(delete("wrong-one"), &mut session)),
+            ResultCode::AuthenticationError
+        );
+        let deleted = run(delete("long-enough"), &mut session);
+        assert_eq!(deleted.reply.code, ResultCode::EndingSession);
+        assert!(deleted.end_session);
+        assert_eq!(session.username(), None);
+    }
+}

@@ -1,0 +1,141 @@
+//! Serving one client: the original's `Servlet` and `ShowCerts`, the legacy exchange, and the
+//! dispatch to an account-protocol session by the request's first byte.
+
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, TcpStream};
+use std::sync::Arc;
+
+use openssl::ssl::SslRef;
+
+use super::config::Limits;
+use super::session;
+use super::tls_context::TlsContext;
+use crate::db::{AccountStore, LoginOutcome};
+use crate::deadline::DeadlineStream;
+use crate::tls;
+use crate::xml::legacy::{
+    LEGACY_INVALID_REPLY, LEGACY_REQUEST_MAX, LEGACY_VALID_REPLY, mask_legacy_password,
+    parse_legacy_request, printable,
+};
+
+/// Ports `ShowCerts(ssl)` of the server: prints the client's certificate, or `No certificates.`
+pub(crate) fn show_certs(ssl: &SslRef) {
+    console(&tls::peer_certificate_lines(ssl).unwrap_or_else(|| "No certificates.\n".into()));
+}
+
+/// What every client thread shares: the TLS context (and so its session cache), the account
+/// store and the limits.
+pub(super) struct Shared {
+    /// The TLS server context.
+    pub(super) tls: Arc<TlsContext>,
+    /// The account store.
+    pub(super) store: AccountStore,
+    /// How long each wait may last.
+    pub(super) limits: Limits,
+}
+
+/// Ports `Servlet(ssl)`: completes the handshake, shows the client's certificate, reads one
+/// request (at most 1024 bytes, as the original), answers it and closes the connection. A
+/// first byte other than `<` starts an account-protocol session instead
+/// ([`session::serve_session`]). Failures are logged, never fatal.
+pub(crate) fn servlet(tcp: TcpStream, peer: &str, ip: IpAddr, shared: &Shared) {
+    let mut ssl = match shared.tls.acceptor().accept(
+        DeadlineStream::new(tcp, shared.limits.io, shared.limits.handshake)
+            .with_connection_limit(shared.limits.connection),
+    ) {
+        Ok(ssl) => ssl,
+        Err(e) => {
+            log::warn!(
+                "{peer}: TLS handshake failed: {}",
+                tls::describe_handshake_error(&e)
+            );
+            return;
+        }
+    };
+    // The first request, and the answer to it, within one --timeout.
+    ssl.get_mut().start_phase(shared.limits.io);
+    show_certs(ssl.ssl());
+    let mut buf = [0u8; LEGACY_REQUEST_MAX];
+    let request = match ssl.read(&mut buf) {
+        Ok(n) => &buf[..n],
+        Err(e) => {
+            log::warn!("{peer}: no request read: {}", tls::describe_io(&e));
+            return;
+        }
+    };
+    if request.first().is_some_and(|&b| b != b'<') {
+        let client = session::Client { peer, ip };
+        session::serve_session(
+            &mut ssl,
+            request,
+            &shared.store,
+            &client,
+            shared.limits.idle,
+        );
+        if let Err(e) = ssl.shutdown() {
+            log::debug!("{peer}: shutdown: {e}");
+        }
+        return;
+    }
+    console(&format!(
+        "Client msg: \"{}\"\n",
+        printable(&mask_legacy_password(request))
+    ));
+    if request.is_empty() {
+        log::warn!("{peer}: closed without sending a request");
+        return;
+    }
+    let reply = legacy_reply(&shared.store, request, peer, ip);
+    if let Err(e) = ssl.write_all(reply) {
+        log::warn!("{peer}: cannot send the reply: {}", tls::describe_io(&e));
+        return;
+    }
+    // close_notify, so the client can tell a complete reply from a cut one.
+    if let Err(e) = ssl.shutdown() {
+        log::debug!("{peer}: shutdown: {e}");
+    }
+}
+
+/// The original's `strcmp(cpValidMessage, buf)`, with the account store in place of its one
+/// built-in account: the 220-byte reply for a well-formed request with valid credentials,
+/// `Invalid Message` for anything else.
+fn legacy_reply(store: &AccountStore, request: &[u8], peer: &str, ip: IpAddr) -> &'static [u8] {
+    let Some(credentials) = parse_legacy_request(request) else {
+        log::info!("{peer}: not a well-formed request");
+        return LEGACY_INVALID_REPLY;
+    };
+    let Ok(username) = std::str::from_utf8(credentials.username) else {
+        log::info!("{peer}: user name is not UTF-8");
+        return LEGACY_INVALID_REPLY;
+    };
+    match store.login(username, credentials.password, ip) {
+        Ok(LoginOutcome::Success(_)) => {
+            log::info!("{peer}: {username:?} logged in");
+            LEGACY_VALID_REPLY
+        }
+        Ok(LoginOutcome::Failed) => {
+            log::info!("{peer}: login refused for {username:?}");
+            LEGACY_INVALID_REPLY
+        }
+        Ok(LoginOutcome::Throttled(wait)) => {
+            log::warn!(
+                "{peer}: login for {username:?} throttled for {}s: too many failures",
+                wait.as_secs_f64().ceil()
+            );
+            LEGACY_INVALID_REPLY
+        }
+        Err(e) => {
+            log::error!("{peer}: {e}");
+            LEGACY_INVALID_REPLY
+        }
+    }
+}
+
+/// Writes the program's own output (the original's console lines) to stdout in one piece per
+/// event. A closed stdout must not stop the server, so errors are only logged.
+pub(super) fn console(text: &str) {
+    let mut out = io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        log::debug!("cannot write to stdout: {e}");
+    }
+}
