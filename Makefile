@@ -24,8 +24,9 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
+# Most integration tests wait on servers and timeouts rather than on the CPU: run 8 at once.
 test: lint
-	$(CARGO) test --locked
+	$(CARGO) test --locked -- --test-threads=8
 	$(MAKE) tls-audit
 
 # The TLS audit needs sslscan (.ci/run installs it); without it the audit is skipped.

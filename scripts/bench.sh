@@ -17,9 +17,13 @@ mkdir -p "$out"
 make --no-print-directory all >/dev/null
 
 work=$(mktemp -d)
-pids=()
+# Everything started in the background runs in a process group of its own (setsid), so that
+# stopping the group stops a pipeline whole (s_server and the sleep that feeds it), not just
+# the shell around it.
+groups=()
+start() { setsid "$@" & groups+=($!); }
 cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for group in "${groups[@]}"; do kill -- "-$group" 2>/dev/null || true; done
     wait 2>/dev/null || true
     rm -rf "$work"
 }
@@ -49,20 +53,18 @@ hash_ms=$(python3 -c "print($(nproc) * 1000 / $(json "$out/hash.json" ops_per_se
 
 echo "== this server" >&2
 port=$(free_port)
-(cd "$work" && exec "$top/server" --demo --bind 127.0.0.1 --max-clients $((CONNECTIONS + 1000)) \
-    --max-login-failures 1000000000 --max-address-failures 1000000000 --db users.db "$port") \
-    >/dev/null 2>"$work/server.err" &
+start sh -c 'cd "$1" && exec "$2/server" --demo --bind 127.0.0.1 --max-clients "$3" \
+    --max-login-failures 1000000000 --max-address-failures 1000000000 --db users.db "$4"' \
+    sh "$work" "$top" $((CONNECTIONS + 1000)) "$port" >/dev/null 2>"$work/server.err"
 server_pid=$!
-pids+=("$server_pid")
 sleep 1
 bench ours-handshake "$port" "$server_pid" --mode full --handshake-only
 bench ours-resumed "$port" "$server_pid" --mode resume --handshake-only
 bench ours-full "$port" "$server_pid" --mode full
 bench ours-session "$port" "$server_pid" --mode session
 # A silent client next to the full load.
-python3 -c 'import socket,time,sys; s=socket.create_connection(("127.0.0.1", int(sys.argv[1]))); time.sleep(3600)' "$port" &
+start python3 -c 'import socket,time,sys; s=socket.create_connection(("127.0.0.1", int(sys.argv[1]))); time.sleep(3600)' "$port"
 silent=$!
-pids+=("$silent")
 bench ours-handshake-silent "$port" "$server_pid" --mode full --handshake-only
 kill "$silent"
 baseline_kib=$(grep VmRSS "/proc/$server_pid/status" | awk '{print $2}')
@@ -70,9 +72,8 @@ bench ours-idle "$port" "$server_pid" --mode idle --connections "$CONNECTIONS"
 
 echo "== openssl s_server -tls1_2 (same certificate)" >&2
 sport=$(free_port)
-(sleep 100000 | openssl s_server -tls1_2 -quiet -accept "$sport" \
-    -cert "$work/mycert.pem" -key "$work/mycert.pem" >/dev/null 2>&1) &
-pids+=($!)
+start sh -c 'sleep 100000 | openssl s_server -tls1_2 -quiet -accept "$1" -cert "$2" -key "$2"' \
+    sh "$sport" "$work/mycert.pem" >/dev/null 2>&1
 sleep 1
 s_server_pid=$(pgrep -f "s_server -tls1_2 -quiet -accept $sport")
 bench s_server-handshake "$sport" "$s_server_pid" --mode full --handshake-only

@@ -18,11 +18,13 @@
 //! - `listener`: the listening socket and the [`Shutdown`] that ends the accept loop;
 //! - `tls_context`: the TLS context, certificates, and its renewal (new session-ticket keys);
 //! - `workers`: the client threads and the slots that cap them;
+//! - `console`: where the original's console lines go ([`Console`]);
 //! - `servlet`: one client's connection, the legacy exchange, and the first-byte dispatch;
 //! - `session`: an account-protocol session, frame by frame;
 //! - `handlers`: the handler of each account-protocol command.
 
 mod config;
+mod console;
 mod handlers;
 mod listener;
 mod servlet;
@@ -37,12 +39,13 @@ use std::thread;
 use std::time::Duration;
 
 pub use config::ServerConfig;
+pub use console::Console;
 pub use listener::{Shutdown, open_listener};
 
 use crate::db::AccountStore;
 use crate::error::{Error, Result};
 use listener::peer_display;
-use servlet::{Shared, console, servlet};
+use servlet::{Shared, servlet};
 use tls_context::TlsContext;
 use workers::{ClientSlots, ClientThreads};
 
@@ -64,7 +67,7 @@ pub fn main() -> ExitCode {
         raise_file_limit(config.max_clients);
         let shutdown = Shutdown::new(&listener)?;
         stop_on_signals(&shutdown)?;
-        run(&config, listener, &shutdown)
+        run(&config, listener, &shutdown, Console::stdout())
     });
     match served {
         Ok(()) => ExitCode::SUCCESS,
@@ -72,9 +75,15 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Runs the server on `listener` until `shutdown`: the original's `main()` loop, with one
-/// thread per client. Returns once the exchanges in flight have finished (or had their time).
-pub fn run(config: &ServerConfig, listener: TcpListener, shutdown: &Shutdown) -> Result<()> {
+/// Runs the server on `listener` until `shutdown`, writing the original's console lines to
+/// `console`: the original's `main()` loop, with one thread per client. Returns once the
+/// exchanges in flight have finished (or had their time).
+pub fn run(
+    config: &ServerConfig,
+    listener: TcpListener,
+    shutdown: &Shutdown,
+    console: Console,
+) -> Result<()> {
     let tls = Arc::new(TlsContext::new(config)?);
     let store = AccountStore::open(&config.db, config.store)?;
     if config.demo {
@@ -85,6 +94,7 @@ pub fn run(config: &ServerConfig, listener: TcpListener, shutdown: &Shutdown) ->
         tls,
         store,
         limits: config.limits,
+        console,
     });
     let local = listener
         .local_addr()
@@ -120,7 +130,7 @@ pub fn run(config: &ServerConfig, listener: TcpListener, shutdown: &Shutdown) ->
             );
             continue;
         };
-        console(&format!("Connection: {peer}\n"));
+        shared.console.write(&format!("Connection: {peer}\n"));
         let shared = Arc::clone(&shared);
         if let Err(e) = threads.serve(Box::new(move || {
             let _slot = slot;

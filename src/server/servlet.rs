@@ -1,13 +1,14 @@
 //! Serving one client: the original's `Servlet` and `ShowCerts`, the legacy exchange, and the
 //! dispatch to an account-protocol session by the request's first byte.
 
-use std::io::{self, Read, Write};
+use std::io::{Read, Write};
 use std::net::{IpAddr, TcpStream};
 use std::sync::Arc;
 
 use openssl::ssl::SslRef;
 
 use super::config::Limits;
+use super::console::Console;
 use super::session;
 use super::tls_context::TlsContext;
 use crate::db::{AccountStore, LoginOutcome};
@@ -19,8 +20,8 @@ use crate::xml::legacy::{
 };
 
 /// Ports `ShowCerts(ssl)` of the server: prints the client's certificate, or `No certificates.`
-pub(crate) fn show_certs(ssl: &SslRef) {
-    console(&tls::peer_certificate_lines(ssl).unwrap_or_else(|| "No certificates.\n".into()));
+pub(crate) fn show_certs(console: &Console, ssl: &SslRef) {
+    console.write(&tls::peer_certificate_lines(ssl).unwrap_or_else(|| "No certificates.\n".into()));
 }
 
 /// What every client thread shares: the TLS context (and so its session cache), the account
@@ -32,6 +33,8 @@ pub(super) struct Shared {
     pub(super) store: AccountStore,
     /// How long each wait may last.
     pub(super) limits: Limits,
+    /// Where the original's console lines go.
+    pub(super) console: Console,
 }
 
 /// Ports `Servlet(ssl)`: completes the handshake, shows the client's certificate, reads one
@@ -54,7 +57,7 @@ pub(crate) fn servlet(tcp: TcpStream, peer: &str, ip: IpAddr, shared: &Shared) {
     };
     // The first request, and the answer to it, within one --timeout.
     ssl.get_mut().start_phase(shared.limits.io);
-    show_certs(ssl.ssl());
+    show_certs(&shared.console, ssl.ssl());
     let mut buf = [0u8; LEGACY_REQUEST_MAX];
     let request = match ssl.read(&mut buf) {
         Ok(n) => &buf[..n],
@@ -77,7 +80,7 @@ pub(crate) fn servlet(tcp: TcpStream, peer: &str, ip: IpAddr, shared: &Shared) {
         }
         return;
     }
-    console(&format!(
+    shared.console.write(&format!(
         "Client msg: \"{}\"\n",
         printable(&mask_legacy_password(request))
     ));
@@ -128,14 +131,5 @@ fn legacy_reply(store: &AccountStore, request: &[u8], peer: &str, ip: IpAddr) ->
             log::error!("{peer}: {e}");
             LEGACY_INVALID_REPLY
         }
-    }
-}
-
-/// Writes the program's own output (the original's console lines) to stdout in one piece per
-/// event. A closed stdout must not stop the server, so errors are only logged.
-pub(super) fn console(text: &str) {
-    let mut out = io::stdout().lock();
-    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        log::debug!("cannot write to stdout: {e}");
     }
 }

@@ -1,16 +1,17 @@
 //! Shared helpers of the integration tests: a certificate from `scripts/gencert.sh`, the real
-//! `server` binary on a free loopback port, the real `client`, and openssl's own tools.
-#![allow(dead_code)] // Each test binary uses its own share of these helpers.
+//! `server` binary on a free loopback port (or the server inside this process), the real
+//! `client`, and openssl's own tools.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Once};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use openssl::ssl::{SslConnector, SslMethod, SslStream, SslVerifyMode, SslVersion};
+use ssl_server_client::server::{self, Console, ServerConfig, Shutdown};
 
 /// The original's 220-byte reply.
 pub const VALID_REPLY: &[u8] = ssl_server_client::xml::legacy::LEGACY_VALID_REPLY;
@@ -53,6 +54,11 @@ pub struct Fixture {
 
 impl Fixture {
     pub fn new() -> Fixture {
+        // Tests run side by side, each holding sockets (some hundreds): lift the soft limit.
+        static RAISE_FILE_LIMIT: Once = Once::new();
+        RAISE_FILE_LIMIT.call_once(|| {
+            rlimit::increase_nofile_limit(u64::MAX).expect("raise the open-file limit");
+        });
         let dir = tempfile::tempdir().expect("temporary directory");
         let out = gencert(&dir.path().join("mycert.pem"), &[]);
         assert!(out.status.success(), "gencert failed: {out:?}");
@@ -76,6 +82,12 @@ impl Fixture {
         Server::start(self.path(), args)
     }
 
+    /// Runs the server inside the test process, on this directory's certificate and database,
+    /// with the test defaults and `args`.
+    pub fn in_process(&self, args: &[&str]) -> InProcess {
+        InProcess::start(self.path(), args)
+    }
+
     /// Runs the real client in this directory (so `./mycert.pem` is the default trust).
     pub fn client(&self, args: &[&str], stdin: &[u8]) -> Output {
         run_with_input(
@@ -89,7 +101,13 @@ impl Fixture {
 
 impl Fixture {
     /// Runs `client [args] 127.0.0.1 PORT COMMAND` against `server` with `stdin`.
-    pub fn command(&self, server: &Server, args: &[&str], command: &str, stdin: &str) -> Output {
+    pub fn command(
+        &self,
+        server: &impl Listening,
+        args: &[&str],
+        command: &str,
+        stdin: &str,
+    ) -> Output {
         let port = server.port_arg();
         let mut all = args.to_vec();
         all.extend(["127.0.0.1", &port, command]);
@@ -160,6 +178,17 @@ impl Captured {
     }
 }
 
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The real server, on a port the system chose, on loopback.
 pub struct Server {
     pub child: Child,
@@ -208,14 +237,6 @@ impl Server {
         }
     }
 
-    pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    pub fn port_arg(&self) -> String {
-        self.port.to_string()
-    }
-
     /// Sends SIGTERM and waits for the exit.
     pub fn terminate(mut self) -> ExitStatus {
         signal(&self.child, "TERM");
@@ -237,6 +258,87 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Listening for Server {
+    fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+/// A server on loopback, in a process of its own or in the test's.
+pub trait Listening {
+    /// The port it listens on.
+    fn port(&self) -> u16;
+
+    /// `127.0.0.1:PORT`.
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port())
+    }
+
+    /// The port as a command-line argument.
+    fn port_arg(&self) -> String {
+        self.port().to_string()
+    }
+}
+
+/// The server inside the test process (`server::run` on a listener bound here), for tests
+/// that see it only through the network: nothing to spawn, and the port is known at once.
+/// Stopped by its [`Shutdown`] when dropped.
+pub struct InProcess {
+    port: u16,
+    /// The server's console lines (the program's stdout).
+    pub console: Captured,
+    shutdown: Shutdown,
+    thread: Option<thread::JoinHandle<Result<(), String>>>,
+}
+
+impl InProcess {
+    /// Runs the server on `dir`'s `mycert.pem` and `users.db` with the test defaults and
+    /// `args` (a stop waits at most a second for connections in flight).
+    pub fn start(dir: &Path, args: &[&str]) -> InProcess {
+        let (db, cert) = (dir.join("users.db"), dir.join("mycert.pem"));
+        let mut argv: Vec<String> = ["server", "--grace-period", "1", "--db"]
+            .map(String::from)
+            .to_vec();
+        argv.push(db.display().to_string());
+        argv.extend(["--cert".into(), cert.display().to_string()]);
+        argv.extend(with_defaults(args).into_iter().map(String::from));
+        argv.push("0".into());
+        let config = ServerConfig::from_args(&argv).expect("valid server arguments");
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+        let port = listener.local_addr().unwrap().port();
+        let shutdown = Shutdown::new(&listener).unwrap();
+        let (stop, console) = (shutdown.clone(), Captured::default());
+        let lines = Console::new(console.clone());
+        let thread = thread::spawn(move || {
+            server::run(&config, listener, &stop, lines).map_err(|e| e.to_string())
+        });
+        InProcess {
+            port,
+            console,
+            shutdown,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Listening for InProcess {
+    fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        self.shutdown.request();
+        if let Some(thread) = self.thread.take() {
+            let stopped = thread.join().expect("the server thread does not panic");
+            if !thread::panicking() {
+                stopped.expect("the server stops cleanly");
+            }
+        }
     }
 }
 

@@ -1,11 +1,9 @@
 //! The client at a terminal (a pseudo-terminal driven by tests/support/pty_run.py): the user
 //! name is echoed, the password is not, and the transcript is the original's.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 /// Runs the client on a terminal, answering its two prompts; gives what the terminal showed.
 fn client_on_terminal(fx: &Fixture, port: &str, user: &str, password: &str) -> String {

@@ -1,14 +1,12 @@
 //! Command lines, start-up errors and the certificate script: one clear line and the right
 //! exit status for each.
 
-mod common;
-
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::*;
+use crate::common::*;
 
 fn server_in(dir: &Path, args: &[&str]) -> Output {
     run_with_input(

@@ -1,13 +1,11 @@
 //! The account protocol byte for byte: raw frames written on a TLS connection, exact replies
 //! asserted; malformed frames and documents answered with an error or a close.
 
-mod common;
-
 use std::io::Write;
 
 use openssl::ssl::SslStream;
 
-use common::*;
+use crate::common::*;
 
 const DECLARATION: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>";
 
@@ -22,7 +20,7 @@ fn assert_closed(ssl: &mut SslStream<std::net::TcpStream>) {
 #[test]
 fn hello_names_the_server_and_its_commands() {
     let fx = Fixture::new();
-    let server = fx.server(&[]);
+    let server = fx.in_process(&[]);
     let mut ssl = tls_connect(&server.addr());
     assert_eq!(
         call(&mut ssl, "<hello/>"),
@@ -40,7 +38,7 @@ fn hello_names_the_server_and_its_commands() {
 #[test]
 fn a_whole_session_in_raw_frames() {
     let fx = Fixture::new();
-    let server = fx.server(&[]);
+    let server = fx.in_process(&[]);
     let mut ssl = tls_connect(&server.addr());
     assert_eq!(
         call(&mut ssl, "<view/>"),
@@ -176,7 +174,7 @@ fn a_whole_session_in_raw_frames() {
 #[test]
 fn refused_commands_keep_the_session() {
     let fx = Fixture::new();
-    let server = fx.server(&[]);
+    let server = fx.in_process(&[]);
     let mut ssl = tls_connect(&server.addr());
     for (document, message) in [
         (
@@ -209,7 +207,7 @@ fn refused_commands_keep_the_session() {
 #[test]
 fn two_frames_in_one_write_get_two_replies() {
     let fx = Fixture::new();
-    let server = fx.server(&[]);
+    let server = fx.in_process(&[]);
     let mut ssl = tls_connect(&server.addr());
     ssl.write_all(&[frame("<view/>"), frame("<logout/>")].concat())
         .unwrap();
@@ -225,7 +223,7 @@ fn two_frames_in_one_write_get_two_replies() {
 }
 
 /// Sends `bytes` raw on a new connection; gives everything until the server closes.
-fn raw(server: &Server, bytes: &[u8]) -> Vec<u8> {
+fn raw(server: &impl Listening, bytes: &[u8]) -> Vec<u8> {
     let mut ssl = tls_connect(&server.addr());
     let _ = ssl.write_all(bytes);
     read_to_close(&mut ssl)

@@ -1,14 +1,12 @@
 //! The Login / Signup portal end to end at a pseudo-terminal (tests/support/pty_run.py):
 //! sign up, log in, view, update, change the password, delete, as a person would.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 /// Runs `client --portal` at a terminal, answering each prompt in turn.
-fn portal(fx: &Fixture, server: &Server, steps: &[(&str, &str)]) -> String {
+fn portal(fx: &Fixture, server: &impl Listening, steps: &[(&str, &str)]) -> String {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/pty_run.py");
     let mut command = Command::new("python3");
     command.arg(script);
@@ -28,7 +26,7 @@ fn portal(fx: &Fixture, server: &Server, steps: &[(&str, &str)]) -> String {
 #[test]
 fn sign_up_log_in_view_update_change_password_delete() {
     let fx = Fixture::new();
-    let server = fx.server(&[]);
+    let server = fx.in_process(&[]);
     let shown = portal(
         &fx,
         &server,
@@ -88,7 +86,7 @@ fn sign_up_log_in_view_update_change_password_delete() {
 #[test]
 fn mistakes_are_explained_and_end_of_input_leaves_cleanly() {
     let fx = Fixture::new();
-    let server = fx.server(&[]);
+    let server = fx.in_process(&[]);
     let shown = portal(
         &fx,
         &server,

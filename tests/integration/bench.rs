@@ -1,11 +1,9 @@
 //! The load generator against the real server: every mode runs, errors are counted, and the
 //! figures come out as text and JSON.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 fn bench(fx: &Fixture, server: &Server, args: &[&str]) -> (String, String, bool) {
     let out = run_with_input(

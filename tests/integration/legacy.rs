@@ -1,11 +1,9 @@
 //! The legacy exchange, byte for byte, between the real binaries and openssl's own tools.
 
-mod common;
-
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use common::*;
+use crate::common::*;
 
 /// Server lines for one exchange, with the client's port left out.
 fn server_lines_after_connection(stdout: &str) -> (String, String) {
@@ -39,6 +37,46 @@ fn client_and_server_transcripts_match_the_original() {
          <UserName>                 <Password>***<Password>                 <\\Body>\"\n"
     );
     assert!(server.stderr.text().contains("weak password"));
+}
+
+#[test]
+fn the_console_shows_every_exchange_with_the_password_masked() {
+    // In-process, the console is a buffer: the exact lines of several exchanges at once.
+    let fx = Fixture::new();
+    let server = fx.in_process(&["--demo"]);
+    let ports: Vec<u16> = std::thread::scope(|s| {
+        let exchanges: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut ssl = tls_connect(&server.addr());
+                    let port = ssl.get_ref().local_addr().unwrap().port();
+                    ssl.write_all(&request("aticle", "123")).unwrap();
+                    assert_eq!(read_to_close(&mut ssl), VALID_REPLY);
+                    port
+                })
+            })
+            .collect();
+        exchanges.into_iter().map(|e| e.join().unwrap()).collect()
+    });
+    let console = server
+        .console
+        .wait_for("four requests", |t| t.matches("Client msg").count() == 4);
+    let mut lines: Vec<String> = console.lines().map(String::from).collect();
+    let masked = "Client msg: \"<Body>                               <UserName>aticle\
+                  <UserName>                 <Password>***<Password>                 <\\Body>\"";
+    let mut expected: Vec<String> = ports
+        .iter()
+        .flat_map(|port| {
+            [
+                format!("Connection: 127.0.0.1:{port}"),
+                "No certificates.".to_string(),
+                masked.to_string(),
+            ]
+        })
+        .collect();
+    lines.sort();
+    expected.sort();
+    assert_eq!(lines, expected);
 }
 
 #[test]

@@ -1,13 +1,11 @@
 //! Scanners, guessers, hoarders and floods: limits that hold, and others still served.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 fn login(user: &str, password: &str) -> String {
     format!("<login><username>{user}</username><password>{password}</password></login>")

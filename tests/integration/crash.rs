@@ -2,14 +2,12 @@
 //! random moments; after each restart every acknowledged signup, update, password change and
 //! delete must be there, and the database must pass `PRAGMA integrity_check`.
 
-mod common;
-
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::*;
+use crate::common::*;
 
 const ROUNDS: usize = 5;
 const WRITERS: usize = 4;

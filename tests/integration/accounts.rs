@@ -1,14 +1,12 @@
 //! Every account command through the scripted client against the real server: success and
 //! each failure code, and what the database holds.
 
-mod common;
-
 use std::thread;
 
-use common::*;
+use crate::common::*;
 
 /// Signs up `user` with `password` and the given `--set` values; asserts success.
-fn signup(fx: &Fixture, server: &Server, user: &str, password: &str, sets: &[&str]) {
+fn signup(fx: &Fixture, server: &impl Listening, user: &str, password: &str, sets: &[&str]) {
     let mut args = vec!["--user", user];
     for set in sets {
         args.extend(["--set", set]);
@@ -32,7 +30,7 @@ fn assert_refused(out: &std::process::Output, code: u16, words: &str) {
     );
 }
 
-fn view_lines(fx: &Fixture, server: &Server, user: &str, password: &str) -> Vec<String> {
+fn view_lines(fx: &Fixture, server: &impl Listening, user: &str, password: &str) -> Vec<String> {
     let out = fx.command(server, &["--user", user], "view", &format!("{password}\n"));
     assert!(out.status.success(), "{out:?}");
     texts(&out).0.lines().map(String::from).collect()
@@ -48,7 +46,7 @@ fn field<'a>(lines: &'a [String], name: &str) -> &'a str {
 #[test]
 fn signup_and_its_refusals() {
     let fx = Fixture::new();
-    let server = fx.server(&[]);
+    let server = fx.in_process(&[]);
     signup(
         &fx,
         &server,
@@ -78,7 +76,7 @@ fn signup_and_its_refusals() {
 #[test]
 fn login_says_the_same_for_a_wrong_password_and_an_unknown_user() {
     let fx = Fixture::new();
-    let server = fx.server(&[]);
+    let server = fx.in_process(&[]);
     signup(&fx, &server, "alice", "alice-secret", &[]);
     let ok = fx.command(&server, &["--user", "alice"], "login", "alice-secret\n");
     assert!(ok.status.success());
@@ -92,7 +90,7 @@ fn login_says_the_same_for_a_wrong_password_and_an_unknown_user() {
 #[test]
 fn view_shows_every_field() {
     let fx = Fixture::new();
-    let server = fx.server(&[]);
+    let server = fx.in_process(&[]);
     signup(
         &fx,
         &server,
@@ -145,7 +143,7 @@ fn view_shows_every_field() {
 #[test]
 fn update_and_its_refusals() {
     let fx = Fixture::new();
-    let server = fx.server(&[]);
+    let server = fx.in_process(&[]);
     signup(&fx, &server, "alice", "alice-secret", &[]);
     let out = fx.command(
         &server,
@@ -206,7 +204,7 @@ fn update_and_its_refusals() {
 #[test]
 fn two_clients_updating_one_account_one_wins_the_other_gets_2304() {
     let fx = Fixture::new();
-    let server = fx.server(&[]);
+    let server = fx.in_process(&[]);
     signup(&fx, &server, "alice", "alice-secret", &[]);
     let seen = field(
         &view_lines(&fx, &server, "alice", "alice-secret"),
@@ -244,7 +242,7 @@ fn two_clients_updating_one_account_one_wins_the_other_gets_2304() {
 #[test]
 fn passwd_and_delete_need_the_password() {
     let fx = Fixture::new();
-    let server = fx.server(&[]);
+    let server = fx.in_process(&[]);
     signup(&fx, &server, "alice", "alice-secret", &[]);
     let wrong = fx.command(
         &server,
@@ -295,7 +293,7 @@ fn passwd_and_delete_need_the_password() {
 #[test]
 fn a_command_too_large_to_frame_is_a_clear_error() {
     let fx = Fixture::new();
-    let server = fx.server(&[]);
+    let server = fx.in_process(&[]);
     signup(&fx, &server, "alice", "alice-secret", &[]);
     let huge = format!("address={}", "&".repeat(20_000));
     let out = fx.command(
@@ -315,7 +313,7 @@ fn a_command_too_large_to_frame_is_a_clear_error() {
 #[test]
 fn a_signed_up_account_gets_the_legacy_reply() {
     let fx = Fixture::new();
-    let server = fx.server(&[]);
+    let server = fx.in_process(&[]);
     signup(&fx, &server, "bob.smith", "bob-secret", &[]);
     let out = fx.client(
         &["127.0.0.1", &server.port_arg()],

@@ -1,0 +1,19 @@
+//! The integration tests, in one test binary: one link instead of eleven, and every test free
+//! to run beside any other (`cargo test` runs them on parallel threads). Each module starts
+//! the real binaries (or the server inside this process) on free loopback ports.
+//!
+//! `cargo test --test integration crash::` runs one module's tests.
+
+mod common;
+
+mod abuse;
+mod accounts;
+mod bench;
+mod crash;
+mod legacy;
+mod portal;
+mod properties;
+mod protocol;
+mod robustness;
+mod startup;
+mod terminal;
