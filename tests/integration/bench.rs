@@ -72,3 +72,26 @@ fn failures_are_counted_by_kind() {
     assert!(stdout.contains("operations    0 in"), "{stdout}");
     assert!(stdout.contains("6 wrong reply"), "{stdout}");
 }
+
+#[test]
+fn a_long_session_run_moves_to_a_new_session_before_the_limit() {
+    // One client, more views than a session may send (10,000 commands): the bench logs out
+    // and in again before the limit, so a healthy server shows no error.
+    let fx = Fixture::new();
+    let server = fx.server(&["--demo"]);
+    let (stdout, stderr, ok) = bench(
+        &fx,
+        &server,
+        &["--mode", "session", "-c", "1", "-n", "10005"],
+    );
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("operations    10005 in"), "{stdout}");
+    assert!(stdout.contains("errors        none"), "{stdout}");
+    let log = server.stderr.wait_for("the second session", |t| {
+        t.matches("login as aticle: 1000").count() >= 2
+    });
+    assert!(
+        !log.contains("at most 10000 commands"),
+        "the limit was reached"
+    );
+}
