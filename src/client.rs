@@ -77,7 +77,8 @@ pub fn main() -> ExitCode {
         Action::Script(script) => match script::run(options, trace, script) {
             Ok(reply) if reply.code.is_success() => Ok(()),
             Ok(refusal) => {
-                eprintln!("{}: {refusal}", cli.argv0);
+                let words = render::message(&refusal.message);
+                eprintln!("{}: {} {words}", cli.argv0, refusal.code.number());
                 return ExitCode::FAILURE;
             }
             Err(e) => Err(e),

@@ -9,7 +9,7 @@ use openssl::ssl::SslConnector;
 use super::connect::{ConnectOptions, init_ctx};
 use super::connection::AccountConnection;
 use super::prompt::Prompter;
-use super::render::view_text;
+use super::render::{message, view_text};
 use crate::error::{Error, Result};
 use crate::xml::account::{Field, PASSWORD_LEN};
 use crate::xml::command::{Command, Delete, Login, Passwd, Signup, Update};
@@ -27,7 +27,10 @@ pub(super) fn run(config: &ConnectOptions, trace: bool) -> Result<()> {
     if let Some(server) = &hello.greeting {
         println!(
             "Connected to {} port {} ({} {}).",
-            config.host, config.port, server.name, server.version
+            config.host,
+            config.port,
+            message(&server.name),
+            message(&server.version)
         );
     }
     loop {
@@ -284,9 +287,13 @@ fn new_password(ask: &Prompter) -> Result<Option<String>> {
 /// Tells the user what the server said.
 fn report(reply: &Reply) {
     if reply.code.is_success() {
-        println!("{}.", capitalised(&reply.message));
+        println!("{}.", capitalised(&message(&reply.message)));
     } else {
-        println!("Refused ({}): {}.", reply.code.number(), reply.message);
+        println!(
+            "Refused ({}): {}.",
+            reply.code.number(),
+            message(&reply.message)
+        );
     }
 }
 

@@ -1,18 +1,65 @@
-//! An account's information as text for people: one `field: value` line each.
+//! What the server sent, as text for people: an account's information one `field: value`
+//! line each, and the server's messages, with nothing in them that could act on the terminal
+//! or make the text read otherwise.
 
-use crate::xml::account::AccountView;
+use crate::xml::account::{AccountView, is_invisible};
+use crate::xml::legacy::printable;
 
-/// `view`'s text: one `field: value` line per field; a backslash in a value is written `\\`
-/// and a line break `\n`, so every field stays on its line.
+/// `view`'s text: one `field: value` line per field; a backslash in a value is written `\\`,
+/// a line break `\n`, and other control, invisible or direction-changing characters as
+/// `\u{...}`, so every field stays on its line and reads as stored.
 pub(super) fn view_text(account: &AccountView) -> String {
     account
         .entries()
         .into_iter()
-        .map(|(name, value)| {
-            format!(
-                "{name}: {}\n",
-                value.replace('\\', "\\\\").replace('\n', "\\n")
-            )
-        })
+        .map(|(name, value)| format!("{name}: {}\n", escaped(&value)))
         .collect()
+}
+
+/// A message from the server, safe to print (see [`printable`]).
+pub(super) fn message(text: &str) -> String {
+    printable(text.as_bytes())
+}
+
+fn escaped(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if c.is_control() || is_invisible(c) => out.extend(c.escape_unicode()),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_print_on_one_line_as_stored() {
+        let account = AccountView {
+            username: "alice".into(),
+            fields: [
+                "Ali\u{202E}ce".into(),
+                "a@b.example".into(),
+                String::new(),
+                "1 Road\nTown \\ Shire\u{2028}".into(),
+            ],
+            created_at: "c".into(),
+            updated_at: "u".into(),
+            last_login_at: None,
+            version: 2,
+        };
+        let text = view_text(&account);
+        assert!(text.contains("full_name: Ali\\u{202e}ce\n"), "{text}");
+        assert!(
+            text.contains("address: 1 Road\\nTown \\\\ Shire\\u{2028}\n"),
+            "{text}"
+        );
+        assert_eq!(text.lines().count(), 9);
+        assert_eq!(message("x\u{200B}y\u{1b}"), "x\\u{200b}y\\x1b");
+    }
 }

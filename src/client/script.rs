@@ -11,7 +11,7 @@ use getopts::{Matches, Options};
 use super::connect::{ConnectOptions, init_ctx};
 use super::connection::AccountConnection;
 use super::prompt::Prompter;
-use super::render::view_text;
+use super::render::{message, view_text};
 use crate::cli::CommandLine;
 use crate::error::{Error, Result};
 use crate::xml::account::{Field, PASSWORD_LEN};
@@ -154,7 +154,7 @@ pub(super) fn run(options: &ConnectOptions, trace: bool, script: &Script) -> Res
         } else if let Some(account) = &reply.account {
             print!("{}", view_text(account));
         } else {
-            println!("{}", reply.message);
+            println!("{}", message(&reply.message));
         }
     }
     conn.close();

@@ -4,6 +4,9 @@
 //! The schema is versioned with `PRAGMA user_version`; [`MIGRATIONS`] upgrades an older file in
 //! place, in one transaction.
 
+use std::fs::OpenOptions;
+use std::io;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -92,8 +95,10 @@ pub(super) struct SqliteBackend {
 }
 
 impl SqliteBackend {
-    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    /// Opens (creating if needed, readable by its owner only) the database at `path` and
+    /// brings its schema up to date.
     pub(super) fn open(path: &Path) -> Result<Self> {
+        create_private(path)?;
         let backend = SqliteBackend {
             path: path.to_path_buf(),
             idle: Mutex::new(Vec::new()),
@@ -399,6 +404,39 @@ impl FailureCounts for SqliteFailureCounts<'_> {
     }
 }
 
+/// Creates the database file readable and writable by its owner only (it holds password
+/// hashes and addresses); SQLite gives its journal files (`-wal`, `-shm`) the same mode. An
+/// existing file others can read is used, with a warning.
+fn create_private(path: &Path) -> Result<()> {
+    let created = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+    match created {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let mode = std::fs::metadata(path)
+                .map_err(|e| Error::file("account database", path, e))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                log::warn!(
+                    "the account database {0} can be read by other users (mode {1:o}); make it \
+                     private with `chmod 600 {0} {0}-wal {0}-shm`",
+                    path.display(),
+                    mode & 0o777
+                );
+            }
+            Ok(())
+        }
+        Err(e) => Err(Error::Config(format!(
+            "cannot create account database {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
 /// Brings the schema up to the newest version, in one transaction.
 fn migrate(conn: &mut Connection) -> Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -457,6 +495,19 @@ mod tests {
         let wal = std::fs::read(db.0.path().join("users.db-wal")).unwrap_or_default();
         for bytes in [raw, wal] {
             assert!(!bytes.windows(13).any(|w| w == b"same-password"));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_files_are_private() -> Result<()> {
+        let db = SqliteFile::new();
+        let s = db.open(fast());
+        s.create_account("nina", b"pw-nina-1", &[])?;
+        for suffix in ["", "-wal", "-shm"] {
+            let file = db.0.path().join(format!("users.db{suffix}"));
+            let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", file.display());
         }
         Ok(())
     }

@@ -24,7 +24,7 @@ pub(crate) fn show_certs(console: &Console, ssl: &SslRef) {
     console.write(&tls::peer_certificate_lines(ssl).unwrap_or_else(|| "No certificates.\n".into()));
 }
 
-/// What every client thread shares: the TLS context (and so its session cache), the account
+/// What every client thread shares: the TLS context (and so its TLS session cache), the account
 /// store and the limits.
 pub(super) struct Shared {
     /// The TLS server context.

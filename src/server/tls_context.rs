@@ -19,7 +19,7 @@ use super::listener::Shutdown;
 use crate::error::{Error, Result};
 use crate::tls;
 
-/// The server's TLS context, shared by every client thread (and so its session cache), and
+/// The server's TLS context, shared by every client thread (and so its TLS session cache), and
 /// replaced when the session-ticket keys are.
 pub(super) struct TlsContext {
     current: RwLock<Arc<SslAcceptor>>,

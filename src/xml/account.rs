@@ -71,6 +71,9 @@ impl Field {
                 "control characters and line breaks are not allowed"
             });
         }
+        if value.chars().any(is_invisible) {
+            return fail("invisible or direction-changing characters are not allowed");
+        }
         if value.trim() != value {
             return fail("leading or trailing white space is not allowed");
         }
@@ -100,15 +103,9 @@ impl fmt::Display for PolicyError {
     }
 }
 
-/// Checks a user name: 3 to 32 of letters, digits, `.`, `_` and `-`.
+/// Checks a user name: 3 to 32 of letters, digits, `.`, `_` and `-` (so bytes and characters
+/// count alike).
 pub fn check_username(name: &str) -> Result<(), PolicyError> {
-    if !USERNAME_LEN.contains(&name.len()) {
-        return Err(PolicyError(format!(
-            "username: must be {} to {} characters long",
-            USERNAME_LEN.start(),
-            USERNAME_LEN.end()
-        )));
-    }
     if !name
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
@@ -116,6 +113,13 @@ pub fn check_username(name: &str) -> Result<(), PolicyError> {
         return Err(PolicyError(
             "username: only letters, digits, '.', '_' and '-' are allowed".into(),
         ));
+    }
+    if !USERNAME_LEN.contains(&name.len()) {
+        return Err(PolicyError(format!(
+            "username: must be {} to {} characters long",
+            USERNAME_LEN.start(),
+            USERNAME_LEN.end()
+        )));
     }
     Ok(())
 }
@@ -130,6 +134,24 @@ pub fn check_new_password(name: &str, password: &str) -> Result<(), PolicyError>
         )));
     }
     Ok(())
+}
+
+/// Whether `c` changes how text reads without being seen: the bidirectional marks,
+/// embeddings, overrides and isolates, zero-width characters and joiners, the line and
+/// paragraph separators, and other invisible format characters. Refused in fields, and
+/// escaped wherever received text is printed.
+pub fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{2028}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+    )
 }
 
 fn is_email(value: &str) -> bool {
@@ -226,6 +248,9 @@ mod tests {
         ] {
             assert!(check_username(bad).is_err(), "{bad}");
         }
+        // Characters are checked first, so a length is always a count of characters.
+        let accented = check_username(&"\u{e5}".repeat(20)).unwrap_err();
+        assert!(accented.0.contains("only letters"), "{accented}");
     }
 
     #[test]
@@ -260,11 +285,19 @@ mod tests {
             (Phone, "call me"),
             (Phone, "12"),
             (Address, "bell\u{7}"),
+            (FullName, "Ali\u{202E}ce"),
+            (FullName, "zero\u{200B}width"),
+            (Address, "1 Road\u{2028}Town"),
         ] {
             let err = field.check(bad).unwrap_err();
             assert!(err.0.starts_with(field.name()), "{err}");
         }
         assert!(FullName.check(&"x".repeat(129)).is_err());
+        let hidden = FullName.check("Ali\u{202E}ce").unwrap_err();
+        assert_eq!(
+            hidden.0,
+            "full_name: invisible or direction-changing characters are not allowed"
+        );
         assert!(Address.check(&"x".repeat(512)).is_ok());
     }
 }

@@ -4,6 +4,8 @@
 //! the body ends with `<\Body>`), so it is built and read as exact byte templates, not by an
 //! XML parser. docs/LEGACY.md describes every byte.
 
+use super::account::is_invisible;
+
 /// The most the original server reads of a request (`char buf[1024]` and one `SSL_read`).
 pub const LEGACY_REQUEST_MAX: usize = 1024;
 
@@ -19,8 +21,9 @@ const BEFORE_USER: &[u8] = b"<Body>                               <UserName>";
 const BETWEEN: &[u8] = b"<UserName>                 <Password>";
 /// What follows the password.
 const AFTER_PASSWORD: &[u8] = b"<Password>                 <\\Body>";
-/// The tag after which the original's request carries the password.
-const PASSWORD_TAG: &[u8] = b"<Password>";
+/// The start of the tag after which the original's request carries the password, in lower
+/// case: requests are searched for it in any letter case.
+const PASSWORD_TAG_NAME: &[u8] = b"<password";
 /// What replaces the password when a request is shown.
 const PASSWORD_MASK: &[u8] = b"***";
 
@@ -53,32 +56,44 @@ pub fn parse_legacy_request(request: &[u8]) -> Option<LegacyCredentials<'_>> {
 
 /// The request as the server may show it, the password replaced by `***`: exactly the
 /// password, for a request of the original's form (whatever its user name holds); otherwise
-/// everything from the first `<Password>` tag to the last one (or to the end).
+/// everything from the first password tag (`<Password>` in any letter case) to the last
+/// password tag after it, opening or closing (or to the end).
 pub fn mask_legacy_password(request: &[u8]) -> Vec<u8> {
     if let Some(credentials) = parse_legacy_request(request) {
         return legacy_request(credentials.username, PASSWORD_MASK);
     }
-    let Some(start) = find(request, PASSWORD_TAG).map(|i| i + PASSWORD_TAG.len()) else {
+    let lower = request.to_ascii_lowercase();
+    let Some(name_end) = find(&lower, PASSWORD_TAG_NAME).map(|i| i + PASSWORD_TAG_NAME.len())
+    else {
         return request.to_vec();
     };
-    let end = request[start..]
-        .windows(PASSWORD_TAG.len())
-        .rposition(|w| w == PASSWORD_TAG)
-        .map_or(request.len(), |i| start + i);
+    // The tag's `>` stays; anything else after the name (attributes, say) may be the secret.
+    let start = name_end + usize::from(lower.get(name_end) == Some(&b'>'));
+    let end = (start..lower.len())
+        .rev()
+        .find(|&i| {
+            let rest = &lower[i..];
+            rest.starts_with(PASSWORD_TAG_NAME) || rest.starts_with(b"</password")
+        })
+        .unwrap_or(request.len());
     [&request[..start], PASSWORD_MASK, &request[end..]].concat()
 }
 
 /// Bytes from the network made safe to print on a terminal: printable text as it is, control
-/// characters and invalid UTF-8 as escapes (`\x1b`, `\u{85}`), so a peer cannot send terminal
-/// control sequences to the console. A request of the original's form prints unchanged.
+/// characters, invisible and direction-changing characters ([`is_invisible`]) and invalid
+/// UTF-8 as escapes (`\x1b`, `\u{85}`, `\u{202e}`), so a peer can neither send terminal control
+/// sequences to the console nor make what it shows read otherwise. A request of the
+/// original's form prints unchanged.
 pub fn printable(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());
     for chunk in bytes.utf8_chunks() {
         for c in chunk.valid().chars() {
             match c {
-                c if !c.is_control() => out.push(c),
-                c if c.is_ascii() => out.push_str(&format!("\\x{:02x}", c as u32)),
-                c => out.push_str(&c.escape_unicode().to_string()),
+                c if c.is_ascii_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+                c if c.is_control() || is_invisible(c) => {
+                    out.push_str(&c.escape_unicode().to_string());
+                }
+                c => out.push(c),
             }
         }
         for b in chunk.invalid() {
@@ -186,6 +201,25 @@ mod tests {
         assert!(find(&mask_legacy_password(&inside), b"TOPSECRET").is_none());
         let broken = b"<Password>a<Password>TOPSECRET<Password>b";
         assert_eq!(mask_legacy_password(broken), b"<Password>***<Password>b");
+        for (request, shown) in [
+            (
+                &b"<password>TOPSECRET<password>x"[..],
+                &b"<password>***<password>x"[..],
+            ),
+            (
+                b"<PASSWORD>TOPSECRET</PASSWORD> rest",
+                b"<PASSWORD>***</PASSWORD> rest",
+            ),
+            (b"u<pAssWord x='1'>TOPSECRET", b"u<pAssWord***"),
+            (b"<passwordTOPSECRET<Password>b", b"<password***<Password>b"),
+        ] {
+            assert_eq!(
+                mask_legacy_password(request),
+                shown,
+                "{}",
+                printable(request)
+            );
+        }
     }
 
     #[test]
@@ -195,5 +229,9 @@ mod tests {
         assert_eq!(printable(b"a\x1b[2Jb\n"), "a\\x1b[2Jb\\x0a");
         assert_eq!(printable(b"caf\xc3\xa9 \xff"), "caf\u{e9} \\xff");
         assert_eq!(printable("x\u{85}".as_bytes()), "x\\u{85}");
+        assert_eq!(
+            printable("a\u{202E}b\u{200B}c\u{2028}d".as_bytes()),
+            "a\\u{202e}b\\u{200b}c\\u{2028}d"
+        );
     }
 }

@@ -187,6 +187,28 @@ fn the_password_appears_in_no_output() {
 }
 
 #[test]
+fn the_password_is_masked_whatever_the_letter_case_of_its_tags() {
+    const SECRET: &str = "Zebra-Quartz-92";
+    let fx = Fixture::new();
+    let server = fx.in_process(&["--demo"]);
+    for request in [
+        format!("<Body><UserName>aticle<UserName><password>{SECRET}<password><\\Body>"),
+        format!("<PASSWORD>{SECRET}</PASSWORD>"),
+        format!("<pAsSwOrD x=\"1\">{SECRET}"),
+    ] {
+        assert_eq!(
+            exchange(&server.addr(), request.as_bytes()),
+            b"Invalid Message"
+        );
+    }
+    let console = server
+        .console
+        .wait_for("three requests", |t| t.matches("Client msg").count() == 3);
+    assert!(!console.contains(SECRET), "{console}");
+    assert_eq!(console.matches("***").count(), 3, "{console}");
+}
+
+#[test]
 fn connections_beyond_max_clients_are_closed_at_once() {
     let fx = Fixture::new();
     let mut server = fx.server(&["--demo", "--max-clients", "1", "--timeout", "300"]);

@@ -145,6 +145,26 @@ fn a_key_others_can_read_is_refused_with_the_fix() {
 }
 
 #[test]
+fn a_database_others_can_read_is_used_with_a_warning() {
+    let fx = Fixture::new();
+    let db = fx.path().join("users.db");
+    std::fs::write(&db, b"").unwrap();
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let server = fx.server(&[]);
+    let log = server
+        .stderr
+        .wait_for("the warning", |t| t.contains("users.db can be read"));
+    assert!(
+        log.contains("(mode 644)") && log.contains("chmod 600"),
+        "{log}"
+    );
+    assert_eq!(
+        exchange(&server.addr(), &request("x", "y")),
+        b"Invalid Message"
+    );
+}
+
+#[test]
 fn the_client_names_a_server_that_is_not_there() {
     let fx = Fixture::new();
     let port = {
