@@ -15,11 +15,13 @@
 //! - [`xml`]: the protocol, pure: the legacy exchange's bytes, framing, XML documents,
 //!   commands and replies. Uses nothing above it.
 //! - `password`: salted PBKDF2-HMAC-SHA512 password hashes.
+//! - `address`: what counts as one client address (an IPv4 address or an IPv6 /64).
 //! - `tls`: TLS pieces both programs use (the TLS 1.2 pin, certificate names, errors).
 //! - `deadline`: a TCP stream whose every wait ends by a deadline.
 //! - `cli`: the command-line handling the programs share.
 //! - [`error`]: the library's error type.
 
+mod address;
 pub mod bench;
 mod cli;
 pub mod client;

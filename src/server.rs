@@ -17,14 +17,19 @@
 //! - `config`: the command line ([`ServerConfig`]);
 //! - `listener`: the listening socket and the [`Shutdown`] that ends the accept loop;
 //! - `tls_context`: the TLS context, certificates, and its renewal (new session-ticket keys);
-//! - `workers`: the client threads and the slots that cap them;
+//! - `connections`: the connections served, capped in all and per address, the longest
+//!   waiting closed to make room;
+//! - `flood_log`: refused, closed and failed connections summarised in the log;
+//! - `workers`: the client threads;
 //! - `console`: where the original's console lines go ([`Console`]);
 //! - `servlet`: one client's connection, the legacy exchange, and the first-byte dispatch;
 //! - `session`: an account-protocol session, frame by frame;
 //! - `handlers`: the handler of each account-protocol command.
 
 mod config;
+mod connections;
 mod console;
+mod flood_log;
 mod handlers;
 mod listener;
 mod servlet;
@@ -42,12 +47,15 @@ pub use config::ServerConfig;
 pub use console::Console;
 pub use listener::{Shutdown, open_listener};
 
+use crate::address::address_key;
 use crate::db::AccountStore;
 use crate::error::{Error, Result};
+use connections::{Admission, Connections, Refusal};
+use flood_log::{FloodEvent, FloodLog};
 use listener::peer_display;
 use servlet::{Shared, servlet};
 use tls_context::TlsContext;
-use workers::{ClientSlots, ClientThreads};
+use workers::ClientThreads;
 
 /// The original's one account, created by `--demo`.
 const DEMO_USERNAME: &str = "aticle";
@@ -64,7 +72,7 @@ pub fn main() -> ExitCode {
     };
     let cli = config::command_line(&args);
     let served = open_listener(config.bind, config.port).and_then(|listener| {
-        raise_file_limit(config.max_clients);
+        raise_file_limit(config.connections.total);
         let shutdown = Shutdown::new(&listener)?;
         stop_on_signals(&shutdown)?;
         run(&config, listener, &shutdown, Console::stdout())
@@ -90,17 +98,20 @@ pub fn run(
         ensure_demo_account(&store)?;
     }
     tls.renew_periodically(config, shutdown)?;
+    let flood = Arc::new(FloodLog::default());
+    flood.flush_periodically(shutdown)?;
     let shared = Arc::new(Shared {
         tls,
         store,
         limits: config.limits,
         console,
+        flood,
     });
     let local = listener
         .local_addr()
         .map_err(|e| Error::io("cannot read the listening address", e))?;
     log::info!("listening on {local}");
-    let slots = Arc::new(ClientSlots::new(config.max_clients));
+    let connections = Arc::new(Connections::new(config.connections));
     let threads = ClientThreads::new();
 
     for incoming in listener.incoming() {
@@ -119,22 +130,45 @@ pub fn run(
         let (peer, ip) = match tcp.peer_addr() {
             Ok(addr) => (peer_display(addr), addr.ip()),
             Err(e) => {
-                log::warn!("connection closed before it could be served: {e}");
+                log::debug!("connection closed before it could be served: {e}");
                 continue;
             }
         };
-        let Some(slot) = slots.try_acquire() else {
-            log::warn!(
-                "{peer}: refused: {} clients already being served (--max-clients)",
-                config.max_clients
-            );
-            continue;
+        let slot = match connections.admit(&tcp, ip) {
+            Admission::Admitted(slot) => slot,
+            Admission::AdmittedByEvicting(slot, victim) => {
+                let why = format!(
+                    "waited longest without sending a request when all {} places were taken \
+                     (--max-clients)",
+                    config.connections.total
+                );
+                log::debug!("a connection from {victim} {why}");
+                shared.flood.record(FloodEvent::Evicted, &why, victim);
+                slot
+            }
+            Admission::Refused(refusal) => {
+                let why = match refusal {
+                    Refusal::AddressFull => format!(
+                        "each address may hold {} connections at once (--max-per-address)",
+                        config.connections.per_address
+                    ),
+                    Refusal::ServerFull => format!(
+                        "{} clients already being served, all past their first request \
+                         (--max-clients)",
+                        config.connections.total
+                    ),
+                };
+                log::debug!("{peer}: refused: {why}");
+                shared
+                    .flood
+                    .record(FloodEvent::Refused, &why, address_key(ip));
+                continue;
+            }
         };
         shared.console.write(&format!("Connection: {peer}\n"));
         let shared = Arc::clone(&shared);
         if let Err(e) = threads.serve(Box::new(move || {
-            let _slot = slot;
-            servlet(tcp, &peer, ip, &shared);
+            servlet(tcp, &peer, ip, &shared, &slot);
         })) {
             log::error!("cannot start a thread for a client: {e}");
         }
@@ -143,7 +177,7 @@ pub fn run(
 
     // Refuse new connections at once instead of leaving them queued.
     drop(listener);
-    let unfinished = slots.wait_idle(config.grace);
+    let unfinished = connections.wait_idle(config.grace);
     if unfinished > 0 {
         log::warn!("stopped with {unfinished} exchange(s) unfinished");
     }

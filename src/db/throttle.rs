@@ -9,6 +9,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::address::address_key;
 use crate::error::Result;
 use crate::xml::account::check_username;
 
@@ -165,21 +166,6 @@ impl ThrottlePolicy {
     }
 }
 
-/// The address whose failures count together: an IPv4 address, or an IPv6 /64 (one
-/// customer's network, usually).
-fn address_key(addr: IpAddr) -> String {
-    match addr {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => {
-                let s = v6.segments();
-                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-            }
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,19 +184,6 @@ mod tests {
         assert_eq!(
             policy.refusal_period(u32::MAX, 5),
             Some(policy.longest_block)
-        );
-    }
-
-    #[test]
-    fn addresses_count_by_ipv4_and_ipv6_prefix() {
-        assert_eq!(address_key("192.0.2.7".parse().unwrap()), "192.0.2.7");
-        assert_eq!(
-            address_key("::ffff:192.0.2.7".parse().unwrap()),
-            "192.0.2.7"
-        );
-        assert_eq!(
-            address_key("2001:db8:1:2:aaaa::1".parse().unwrap()),
-            "2001:db8:1:2::/64"
         );
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use getopts::Options;
 
+use super::connections::ConnectionLimits;
 use crate::cli::CommandLine;
 use crate::db::StoreOptions;
 use crate::password::{DEFAULT_ITERATIONS, Pbkdf2Params};
@@ -39,6 +40,9 @@ const DURATION_FLAGS: [(&str, &str, u64); 6] = [
     ),
 ];
 const DEFAULT_MAX_CLIENTS: usize = 1024;
+/// Connections one address may hold: far more than the people behind one NAT keep open at
+/// once (each client holds one), and a quarter of the places.
+const DEFAULT_MAX_PER_ADDRESS: usize = 256;
 
 /// Everything the server is told on its command line.
 #[derive(Clone, Debug)]
@@ -59,8 +63,8 @@ pub struct ServerConfig {
     pub(crate) limits: Limits,
     /// How long a stop (SIGINT, SIGTERM) waits for connections in flight.
     pub(crate) grace: Duration,
-    /// The most clients served at once.
-    pub(crate) max_clients: usize,
+    /// The most clients served at once, in all and from one address.
+    pub(crate) connections: ConnectionLimits,
     /// When set, clients must present a certificate signed by a CA in this file.
     pub(crate) verify_client: Option<PathBuf>,
     /// Password hashing and login throttling.
@@ -124,7 +128,19 @@ fn parse_config(cli: &CommandLine, args: &[String]) -> Result<ServerConfig, Exit
     opts.optopt(
         "",
         "max-clients",
-        &format!("clients served at once; more are closed at once [{DEFAULT_MAX_CLIENTS}]"),
+        &format!(
+            "clients served at once; when all places are taken, the connection that has waited \
+             longest without sending a request is closed for a new one [{DEFAULT_MAX_CLIENTS}]"
+        ),
+        "N",
+    );
+    opts.optopt(
+        "",
+        "max-per-address",
+        &format!(
+            "connections one client address (an IPv6 /64) may hold at once \
+             [{DEFAULT_MAX_PER_ADDRESS}]"
+        ),
         "N",
     );
     opts.optflag("", "allow-tls13", "accept TLS 1.3 as well as TLS 1.2");
@@ -198,9 +214,12 @@ fn parse_config(cli: &CommandLine, args: &[String]) -> Result<ServerConfig, Exit
         *wait = Duration::from_secs(secs);
     }
     let [handshake, io, idle, connection, ticket_key_lifetime, grace] = waits;
-    let max_clients: usize = cli.number(&m, "max-clients", DEFAULT_MAX_CLIENTS)?;
-    if max_clients == 0 {
-        return Err(cli.usage_error("--max-clients must be at least 1"));
+    let connections = ConnectionLimits {
+        total: cli.number(&m, "max-clients", DEFAULT_MAX_CLIENTS)?,
+        per_address: cli.number(&m, "max-per-address", DEFAULT_MAX_PER_ADDRESS)?,
+    };
+    if connections.total == 0 || connections.per_address == 0 {
+        return Err(cli.usage_error("--max-clients and --max-per-address must be at least 1"));
     }
     let iterations: u32 = cli.number(&m, "hash-iterations", DEFAULT_ITERATIONS)?;
     let mut store = StoreOptions {
@@ -239,7 +258,7 @@ fn parse_config(cli: &CommandLine, args: &[String]) -> Result<ServerConfig, Exit
             connection,
         },
         grace,
-        max_clients,
+        connections,
         verify_client: m.opt_str("verify-client").map(PathBuf::from),
         store,
         allow_tls13: m.opt_present("allow-tls13"),
@@ -271,7 +290,8 @@ mod tests {
         assert_eq!(config.limits.idle, Duration::from_secs(300));
         assert_eq!(config.limits.connection, Duration::from_secs(3600));
         assert_eq!(config.grace, Duration::from_secs(10));
-        assert_eq!(config.max_clients, 1024);
+        assert_eq!(config.connections.total, 1024);
+        assert_eq!(config.connections.per_address, 256);
         assert_eq!(config.store.hash, Pbkdf2Params::default());
         assert_eq!(config.store.throttle.per_account, 5);
         for bad in [

@@ -8,9 +8,12 @@ use std::sync::Arc;
 use openssl::ssl::SslRef;
 
 use super::config::Limits;
+use super::connections::ConnectionSlot;
 use super::console::Console;
+use super::flood_log::{FloodEvent, FloodLog};
 use super::session;
 use super::tls_context::TlsContext;
+use crate::address::address_key;
 use crate::db::{AccountStore, LoginOutcome};
 use crate::deadline::DeadlineStream;
 use crate::tls;
@@ -35,22 +38,37 @@ pub(super) struct Shared {
     pub(super) limits: Limits,
     /// Where the original's console lines go.
     pub(super) console: Console,
+    /// Refused, closed and failed connections, for the log's summaries.
+    pub(super) flood: Arc<FloodLog>,
 }
 
 /// Ports `Servlet(ssl)`: completes the handshake, shows the client's certificate, reads one
 /// request (at most 1024 bytes, as the original), answers it and closes the connection. A
 /// first byte other than `<` starts an account-protocol session instead
-/// ([`session::serve_session`]). Failures are logged, never fatal.
-pub(crate) fn servlet(tcp: TcpStream, peer: &str, ip: IpAddr, shared: &Shared) {
+/// ([`session::serve_session`]). Failures are logged, never fatal; a connection closed to
+/// make room (`slot`) ends without a word, as its closing was counted.
+pub(crate) fn servlet(
+    tcp: TcpStream,
+    peer: &str,
+    ip: IpAddr,
+    shared: &Shared,
+    slot: &ConnectionSlot,
+) {
+    let failed = |event: FloodEvent, why: String| {
+        if !slot.evicted() {
+            log::debug!("{peer}: {why}");
+            shared.flood.record(event, &why, address_key(ip));
+        }
+    };
     let mut ssl = match shared.tls.acceptor().accept(
         DeadlineStream::new(tcp, shared.limits.io, shared.limits.handshake)
             .with_connection_limit(shared.limits.connection),
     ) {
         Ok(ssl) => ssl,
         Err(e) => {
-            log::warn!(
-                "{peer}: TLS handshake failed: {}",
-                tls::describe_handshake_error(&e)
+            failed(
+                FloodEvent::HandshakeFailed,
+                tls::describe_handshake_error(&e),
             );
             return;
         }
@@ -60,12 +78,14 @@ pub(crate) fn servlet(tcp: TcpStream, peer: &str, ip: IpAddr, shared: &Shared) {
     show_certs(&shared.console, ssl.ssl());
     let mut buf = [0u8; LEGACY_REQUEST_MAX];
     let request = match ssl.read(&mut buf) {
+        Ok(0) if slot.evicted() => return,
         Ok(n) => &buf[..n],
         Err(e) => {
-            log::warn!("{peer}: no request read: {}", tls::describe_io(&e));
+            failed(FloodEvent::NoRequest, tls::describe_io(&e));
             return;
         }
     };
+    slot.started();
     if request.first().is_some_and(|&b| b != b'<') {
         let client = session::Client { peer, ip };
         session::serve_session(
@@ -85,7 +105,10 @@ pub(crate) fn servlet(tcp: TcpStream, peer: &str, ip: IpAddr, shared: &Shared) {
         printable(&mask_legacy_password(request))
     ));
     if request.is_empty() {
-        log::warn!("{peer}: closed without sending a request");
+        failed(
+            FloodEvent::NoRequest,
+            "the client closed the connection".into(),
+        );
         return;
     }
     let reply = legacy_reply(&shared.store, request, peer, ip);

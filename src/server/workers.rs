@@ -1,10 +1,10 @@
-//! The threads that serve clients, and the slots that cap how many are served at once.
+//! The threads that serve clients, each reused for client after client.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Stack of a client thread. A handshake, a request, a password hash and SQLite's statements
 /// fit with room to spare (documents are at most 8 levels deep); only the pages a thread
@@ -92,61 +92,6 @@ impl ClientThreads {
     }
 }
 
-/// Counts the clients being served, up to a maximum.
-pub(super) struct ClientSlots {
-    max: usize,
-    active: Mutex<usize>,
-    changed: Condvar,
-}
-
-/// One client's place among [`ClientSlots`]; freed when dropped.
-pub(super) struct ClientSlot(Arc<ClientSlots>);
-
-impl ClientSlots {
-    pub(super) fn new(max: usize) -> Self {
-        ClientSlots {
-            max,
-            active: Mutex::new(0),
-            changed: Condvar::new(),
-        }
-    }
-
-    pub(super) fn try_acquire(self: &Arc<Self>) -> Option<ClientSlot> {
-        let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
-        if *active >= self.max {
-            return None;
-        }
-        *active += 1;
-        Some(ClientSlot(Arc::clone(self)))
-    }
-
-    /// Waits up to `limit` for every client to finish; gives how many have not.
-    pub(super) fn wait_idle(&self, limit: Duration) -> usize {
-        let deadline = Instant::now() + limit;
-        let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
-        while *active > 0 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            active = self
-                .changed
-                .wait_timeout(active, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-        *active
-    }
-}
-
-impl Drop for ClientSlot {
-    fn drop(&mut self) {
-        let mut active = self.0.active.lock().unwrap_or_else(|e| e.into_inner());
-        *active -= 1;
-        self.0.changed.notify_all();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,16 +127,5 @@ mod tests {
         let (a, b) = (finished.recv().unwrap(), finished.recv().unwrap());
         assert_ne!(a, b);
         drop(hold);
-    }
-
-    #[test]
-    fn slots_cap_and_free() {
-        let slots = Arc::new(ClientSlots::new(2));
-        let a = slots.try_acquire().unwrap();
-        let _b = slots.try_acquire().unwrap();
-        assert!(slots.try_acquire().is_none());
-        drop(a);
-        assert!(slots.try_acquire().is_some());
-        assert_eq!(slots.wait_idle(Duration::from_millis(10)), 1);
     }
 }

@@ -19,7 +19,16 @@ fn code(reply: &str) -> &str {
 #[test]
 fn hundreds_of_silent_connections_delay_nobody() {
     let fx = Fixture::new();
-    let server = fx.server(&["--demo", "--timeout", "120", "--handshake-timeout", "120"]);
+    // All from one address: lift its cap (default 256), which floods.rs tests.
+    let server = fx.server(&[
+        "--demo",
+        "--timeout",
+        "120",
+        "--handshake-timeout",
+        "120",
+        "--max-per-address",
+        "1000",
+    ]);
     let silent: Vec<TcpStream> = (0..300)
         .map(|_| TcpStream::connect(server.addr()).unwrap())
         .collect();

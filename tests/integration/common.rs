@@ -428,6 +428,18 @@ pub fn s_client(addr: &str, extra: &[&str], stdin: &[u8]) -> Output {
     )
 }
 
+/// A TCP connection to `addr` from the loopback address `source` (such as `127.0.3.1`), so
+/// that one test can stand for clients at several addresses.
+pub fn connect_from(source: &str, addr: &str) -> std::io::Result<TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    let source: std::net::SocketAddr = format!("{source}:0").parse().expect("an IPv4 address");
+    socket.bind(&source.into())?;
+    let addr: std::net::SocketAddr = addr.parse().expect("an address");
+    socket.connect_timeout(&addr.into(), PATIENCE)?;
+    Ok(socket.into())
+}
+
 /// A TLS 1.2 connection from the test itself, without verification (the server is ours).
 pub fn tls_connect(addr: &str) -> SslStream<TcpStream> {
     let mut ctx = SslConnector::builder(SslMethod::tls_client()).unwrap();

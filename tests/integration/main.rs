@@ -10,6 +10,7 @@ mod abuse;
 mod accounts;
 mod bench;
 mod crash;
+mod floods;
 mod legacy;
 mod portal;
 mod properties;

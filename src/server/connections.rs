@@ -1,0 +1,348 @@
+//! The connections being served: how many in all and from each client address, and which of
+//! them still wait for their TLS handshake or first request. When every place is taken, a
+//! connection that has not sent a request is closed to make room: the one that has waited
+//! longest, from the address with the most such connections. So a horde of idle sockets
+//! cannot keep honest clients out, and a client with one connection in its handshake is the
+//! last to lose it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Shutdown, TcpStream};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::address::address_key;
+
+/// How many connections may be served at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ConnectionLimits {
+    /// In all (`--max-clients`).
+    pub(crate) total: usize,
+    /// From one client address (`--max-per-address`; an IPv6 /64 is one address).
+    pub(crate) per_address: usize,
+}
+
+/// What became of a new connection.
+pub(super) enum Admission {
+    /// It is served.
+    Admitted(ConnectionSlot),
+    /// It is served, in the place of the longest-waiting connection, from this address,
+    /// which was closed.
+    AdmittedByEvicting(ConnectionSlot, String),
+    /// It is closed at once.
+    Refused(Refusal),
+}
+
+/// Why a connection was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Refusal {
+    /// Its address holds as many connections as one address may.
+    AddressFull,
+    /// Every place is taken by a connection that has sent a request.
+    ServerFull,
+}
+
+/// The connections being served.
+pub(super) struct Connections {
+    limits: ConnectionLimits,
+    registry: Mutex<Registry>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct Registry {
+    next_id: u64,
+    /// Every connection whose thread has not finished, closed ones included, by id.
+    open: HashMap<u64, Open>,
+    /// Those that have not sent a request yet, by address, oldest first (ids grow with
+    /// time), each with a handle on its socket to close it by.
+    waiting: HashMap<String, BTreeMap<u64, TcpStream>>,
+    /// Connections counted against the limits: open and not closed to make room.
+    counted: usize,
+    per_address: HashMap<String, usize>,
+}
+
+struct Open {
+    address: String,
+    evicted: bool,
+}
+
+impl Registry {
+    /// The connection to close to make room: the oldest waiting one of the address with the
+    /// most waiting.
+    fn take_victim(&mut self) -> Option<(u64, TcpStream)> {
+        let address = self
+            .waiting
+            .iter()
+            .filter_map(|(address, waiting)| {
+                let oldest = *waiting.keys().next()?;
+                Some(((waiting.len(), std::cmp::Reverse(oldest)), address))
+            })
+            .max()?
+            .1
+            .clone();
+        let waiting = self.waiting.get_mut(&address)?;
+        let victim = waiting.pop_first();
+        if waiting.is_empty() {
+            self.waiting.remove(&address);
+        }
+        victim
+    }
+
+    /// Forgets that connection `id` from `address` waits.
+    fn stop_waiting(&mut self, id: u64, address: &str) {
+        if let Some(waiting) = self.waiting.get_mut(address) {
+            waiting.remove(&id);
+            if waiting.is_empty() {
+                self.waiting.remove(address);
+            }
+        }
+    }
+
+    /// Stops counting a connection from `address` against the limits.
+    fn uncount(&mut self, address: &str) {
+        self.counted -= 1;
+        if let Some(n) = self.per_address.get_mut(address) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_address.remove(address);
+            }
+        }
+    }
+}
+
+impl Connections {
+    /// No connection yet, within `limits`.
+    pub(super) fn new(limits: ConnectionLimits) -> Connections {
+        Connections {
+            limits,
+            registry: Mutex::default(),
+            changed: Condvar::new(),
+        }
+    }
+
+    /// Decides on `tcp`, a new connection from `ip`: a place of its own, the place of the
+    /// connection that has waited longest without sending a request (which is closed), or a
+    /// refusal.
+    pub(super) fn admit(self: &Arc<Self>, tcp: &TcpStream, ip: IpAddr) -> Admission {
+        let address = address_key(ip);
+        let mut registry = self.lock();
+        if registry.per_address.get(&address).copied().unwrap_or(0) >= self.limits.per_address {
+            return Admission::Refused(Refusal::AddressFull);
+        }
+        let mut evicted = None;
+        if registry.counted >= self.limits.total {
+            let Some((victim, socket)) = registry.take_victim() else {
+                return Admission::Refused(Refusal::ServerFull);
+            };
+            // Its thread sees the connection end at once, and then frees the thread.
+            let _ = socket.shutdown(Shutdown::Both);
+            if let Some(open) = registry.open.get_mut(&victim) {
+                open.evicted = true;
+                let victim_address = open.address.clone();
+                registry.uncount(&victim_address);
+                evicted = Some(victim_address);
+            }
+        }
+        let id = registry.next_id;
+        registry.next_id += 1;
+        match tcp.try_clone() {
+            Ok(socket) => {
+                registry
+                    .waiting
+                    .entry(address.clone())
+                    .or_default()
+                    .insert(id, socket);
+            }
+            // Out of descriptors: served, but it cannot be closed to make room.
+            Err(e) => log::debug!("cannot keep a handle on a new connection: {e}"),
+        }
+        registry.counted += 1;
+        *registry.per_address.entry(address.clone()).or_default() += 1;
+        registry.open.insert(
+            id,
+            Open {
+                address,
+                evicted: false,
+            },
+        );
+        let slot = ConnectionSlot {
+            id,
+            connections: Arc::clone(self),
+        };
+        match evicted {
+            Some(victim) => Admission::AdmittedByEvicting(slot, victim),
+            None => Admission::Admitted(slot),
+        }
+    }
+
+    /// Waits up to `limit` for every connection to finish; gives how many have not.
+    pub(super) fn wait_idle(&self, limit: Duration) -> usize {
+        let deadline = Instant::now() + limit;
+        let mut registry = self.lock();
+        while !registry.open.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            registry = self
+                .changed
+                .wait_timeout(registry, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        registry.open.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One connection's place among the [`Connections`]; freed when dropped.
+pub(super) struct ConnectionSlot {
+    id: u64,
+    connections: Arc<Connections>,
+}
+
+impl ConnectionSlot {
+    /// The client has sent its first request: from now on the connection is not closed to
+    /// make room.
+    pub(super) fn started(&self) {
+        let mut registry = self.connections.lock();
+        if let Some(address) = registry.open.get(&self.id).map(|open| open.address.clone()) {
+            registry.stop_waiting(self.id, &address);
+        }
+    }
+
+    /// Whether the connection was closed to make room for another.
+    pub(super) fn evicted(&self) -> bool {
+        self.connections
+            .lock()
+            .open
+            .get(&self.id)
+            .is_some_and(|open| open.evicted)
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut registry = self.connections.lock();
+        if let Some(open) = registry.open.remove(&self.id) {
+            registry.stop_waiting(self.id, &open.address);
+            if !open.evicted {
+                registry.uncount(&open.address);
+            }
+        }
+        drop(registry);
+        self.connections.changed.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::net::TcpListener;
+
+    /// A connected pair: the server's side and the client's.
+    fn pair(listener: &TcpListener) -> (TcpStream, TcpStream) {
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        (listener.accept().unwrap().0, client)
+    }
+
+    fn slot(admission: Admission) -> ConnectionSlot {
+        match admission {
+            Admission::Admitted(slot) | Admission::AdmittedByEvicting(slot, _) => slot,
+            Admission::Refused(why) => panic!("refused: {why:?}"),
+        }
+    }
+
+    #[test]
+    fn the_longest_waiting_connection_makes_room() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let limits = ConnectionLimits {
+            total: 2,
+            per_address: 10,
+        };
+        let connections = Arc::new(Connections::new(limits));
+        let (a_ip, b_ip): (IpAddr, IpAddr) =
+            ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let (first, mut first_client) = pair(&listener);
+        let (second, _second_client) = pair(&listener);
+        let oldest = slot(connections.admit(&first, a_ip));
+        let started = slot(connections.admit(&second, a_ip));
+        started.started();
+        // Full: the one still waiting is closed for the newcomer.
+        let (third, _third_client) = pair(&listener);
+        let Admission::AdmittedByEvicting(newest, victim) = connections.admit(&third, b_ip) else {
+            panic!("not admitted by evicting");
+        };
+        assert_eq!(victim, "192.0.2.1");
+        assert!(oldest.evicted() && !started.evicted() && !newest.evicted());
+        assert_eq!(first_client.read(&mut [0u8; 1]).unwrap(), 0, "closed");
+        // Now every place holds one that has sent a request, or waits since just now.
+        newest.started();
+        let (fourth, _fourth_client) = pair(&listener);
+        assert!(matches!(
+            connections.admit(&fourth, b_ip),
+            Admission::Refused(Refusal::ServerFull)
+        ));
+        drop(oldest);
+        assert_eq!(connections.wait_idle(Duration::from_millis(10)), 2);
+        drop((started, newest));
+        assert_eq!(connections.wait_idle(Duration::from_millis(10)), 0);
+    }
+
+    #[test]
+    fn the_address_with_the_most_waiting_loses_one_first() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let limits = ConnectionLimits {
+            total: 3,
+            per_address: 10,
+        };
+        let connections = Arc::new(Connections::new(limits));
+        let honest: IpAddr = "192.0.2.1".parse().unwrap();
+        let horde: IpAddr = "192.0.2.66".parse().unwrap();
+        let sockets: Vec<_> = (0..5).map(|_| pair(&listener)).collect();
+        let oldest = slot(connections.admit(&sockets[0].0, honest));
+        let _h1 = slot(connections.admit(&sockets[1].0, horde));
+        let _h2 = slot(connections.admit(&sockets[2].0, horde));
+        let mut kept = Vec::new();
+        for socket in &sockets[3..] {
+            let Admission::AdmittedByEvicting(newcomer, victim) =
+                connections.admit(&socket.0, horde)
+            else {
+                panic!("not admitted by evicting");
+            };
+            assert_eq!(victim, "192.0.2.66");
+            kept.push(newcomer);
+        }
+        assert!(!oldest.evicted(), "the one waiting alone is kept");
+    }
+
+    #[test]
+    fn one_address_holds_at_most_its_share() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let limits = ConnectionLimits {
+            total: 10,
+            per_address: 2,
+        };
+        let connections = Arc::new(Connections::new(limits));
+        let one: IpAddr = "2001:db8::1".parse().unwrap();
+        let same_net: IpAddr = "2001:db8::2".parse().unwrap();
+        let other: IpAddr = "2001:db8:0:1::1".parse().unwrap();
+        let sockets: Vec<_> = (0..4).map(|_| pair(&listener)).collect();
+        let first = slot(connections.admit(&sockets[0].0, one));
+        let _second = slot(connections.admit(&sockets[1].0, same_net));
+        assert!(matches!(
+            connections.admit(&sockets[2].0, one),
+            Admission::Refused(Refusal::AddressFull)
+        ));
+        let _elsewhere = slot(connections.admit(&sockets[3].0, other));
+        drop(first);
+        assert!(matches!(
+            connections.admit(&sockets[2].0, one),
+            Admission::Admitted(_)
+        ));
+    }
+}

@@ -1,0 +1,161 @@
+//! Sustained floods of idle sockets, from one address and from many (several 127.x.y.z
+//! source addresses): honest clients from another address are still served, and the log
+//! stays a few summary lines.
+
+use std::io::{ErrorKind, Read};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+/// Idle sockets that reopen as soon as the server closes them: one thread per socket,
+/// `per_source` sockets from each source address, until `stop`.
+struct IdleFlood {
+    stop: Arc<AtomicBool>,
+    opened: Arc<AtomicUsize>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+impl IdleFlood {
+    fn start(addr: &str, sources: &[String], per_source: usize) -> IdleFlood {
+        let stop = Arc::new(AtomicBool::new(false));
+        let opened = Arc::new(AtomicUsize::new(0));
+        let threads = sources
+            .iter()
+            .flat_map(|source| std::iter::repeat_n(source.clone(), per_source))
+            .map(|source| {
+                let (addr, stop, opened) = (addr.to_string(), stop.clone(), opened.clone());
+                thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        if let Ok(mut tcp) = connect_from(&source, &addr) {
+                            opened.fetch_add(1, Ordering::Relaxed);
+                            hold_until_closed(&mut tcp, &stop);
+                        }
+                        // Reopen at once (a short pause keeps the test machine usable).
+                        thread::sleep(Duration::from_millis(2));
+                    }
+                })
+            })
+            .collect();
+        IdleFlood {
+            stop,
+            opened,
+            threads,
+        }
+    }
+
+    /// Stops the flood; gives how many connections it opened.
+    fn stop(self) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        self.opened.load(Ordering::Relaxed)
+    }
+}
+
+/// Holds `tcp` open, sending nothing, until the server closes it or `stop`.
+fn hold_until_closed(tcp: &mut std::net::TcpStream, stop: &AtomicBool) {
+    tcp.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    while !stop.load(Ordering::Relaxed) {
+        match tcp.read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// `n` legacy exchanges from 127.0.0.1, one after another; gives how many got the reply.
+fn honest_exchanges(server: &Server, n: usize) -> usize {
+    (0..n)
+        .filter(|_| exchange(&server.addr(), &request("aticle", "123")) == VALID_REPLY)
+        .count()
+}
+
+/// The server's log lines about refused, closed and failed connections.
+fn flood_lines(server: &Server) -> Vec<String> {
+    server
+        .stderr
+        .text()
+        .lines()
+        .filter(|l| {
+            [
+                "refused ",
+                "closed ",
+                "TLS handshake failed",
+                "no request read",
+            ]
+            .iter()
+            .any(|kind| l.contains(kind))
+        })
+        .map(String::from)
+        .collect()
+}
+
+/// At most about one line a second per kind and reason (four of them here) over `seconds`.
+fn assert_few_lines(lines: &[String], seconds: f64) {
+    let most = 4 * (seconds.ceil() as usize + 2);
+    assert!(lines.len() <= most, "{} lines: {lines:#?}", lines.len());
+}
+
+#[test]
+fn an_idle_flood_from_one_address_leaves_others_served() {
+    let fx = Fixture::new();
+    let server = fx.server(&["--demo", "--max-clients", "40", "--max-per-address", "10"]);
+    let started = Instant::now();
+    let flood = IdleFlood::start(&server.addr(), &["127.0.2.1".to_string()], 30);
+    server.stdout.wait_for("the flood's connections", |t| {
+        t.matches("Connection: 127.0.2.1").count() >= 10
+    });
+    let served = honest_exchanges(&server, 30);
+    let log = server.stderr.wait_for("a refusal summary", |t| {
+        t.contains("refused") && t.contains("--max-per-address")
+    });
+    let opened = flood.stop();
+    let seconds = started.elapsed().as_secs_f64();
+    let lines = flood_lines(&server);
+    eprintln!(
+        "one address: {served}/30 honest exchanges served while the flood opened {opened} \
+         connections in {seconds:.1} s; {} log lines about them",
+        lines.len()
+    );
+    assert_eq!(served, 30, "{log}");
+    assert!(opened > 30, "the flood did not flood: {opened}");
+    assert_few_lines(&lines, seconds);
+}
+
+#[test]
+fn an_idle_flood_over_many_addresses_is_closed_to_make_room() {
+    let fx = Fixture::new();
+    let server = fx.server(&["--demo", "--max-clients", "40", "--max-per-address", "10"]);
+    let started = Instant::now();
+    let sources: Vec<String> = (1..=20).map(|n| format!("127.0.3.{n}")).collect();
+    // 60 idle sockets for 40 places, each reopened as soon as it is closed.
+    let flood = IdleFlood::start(&server.addr(), &sources, 3);
+    server
+        .stderr
+        .wait_for("the server full of idle sockets", |t| {
+            t.contains("to make room") || t.contains("waited longest")
+        });
+    let served = honest_exchanges(&server, 30);
+    let opened = flood.stop();
+    let seconds = started.elapsed().as_secs_f64();
+    let lines = flood_lines(&server);
+    eprintln!(
+        "20 addresses: {served}/30 honest exchanges served while the flood opened {opened} \
+         connections in {seconds:.1} s; {} log lines about them",
+        lines.len()
+    );
+    assert_eq!(served, 30, "{lines:#?}");
+    assert!(
+        lines.iter().any(|l| l.contains("waited longest")),
+        "{lines:#?}"
+    );
+    assert_few_lines(&lines, seconds);
+}
