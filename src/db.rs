@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::password::{self, PasswordHash, Pbkdf2Params};
 use crate::xml::account::{AccountView, Field};
 
-use hash_gate::HashGate;
+use hash_gate::{HashGate, HashTurn};
 pub(crate) use throttle::ThrottlePolicy;
 use throttle::{FailureCounts, ThrottleKeys};
 
@@ -82,8 +82,9 @@ pub(crate) trait Backend: Send + Sync {
     /// The id and stored password hash of the account called `username` (in any letter case).
     fn find_login(&self, username: &str) -> Result<Option<(AccountId, String)>>;
 
-    /// The stored password hash of account `id`; [`Error::NoSuchAccount`] if there is none.
-    fn password_hash(&self, id: AccountId) -> Result<String>;
+    /// The user name and stored password hash of account `id`; [`Error::NoSuchAccount`] if
+    /// there is none.
+    fn credentials(&self, id: AccountId) -> Result<(String, String)>;
 
     /// Records a successful login of `id` now; with `rehash` (the hash checked, its
     /// replacement), also replaces the hash, unless it changed meanwhile.
@@ -155,8 +156,21 @@ impl AccountStore {
         password: &[u8],
         info: &[(Field, String)],
     ) -> Result<AccountId> {
-        let hash = self.new_hash(password)?;
+        let hash = self.new_hash(password, HashTurn::Create)?;
         self.backend.insert_account(username, &hash, info)
+    }
+
+    /// A signup from `from`: [`Self::create_account`], counted per address first, and refused
+    /// with [`Error::Throttled`] past `signups_per_address` (see [`ThrottlePolicy`]).
+    pub(crate) fn signup(
+        &self,
+        username: &str,
+        password: &[u8],
+        info: &[(Field, String)],
+        from: IpAddr,
+    ) -> Result<AccountId> {
+        self.count_attempt(&ThrottleKeys::signup(from, &self.throttle))?;
+        self.create_account(username, password, info)
     }
 
     /// Checks a user name and password. `Some(id)` on success, `None` for an unknown user or a
@@ -164,15 +178,18 @@ impl AccountStore {
     /// remakes the hash if it was made at a lower cost than the store's.
     fn authenticate(&self, username: &str, password: &[u8]) -> Result<Option<AccountId>> {
         let Some((id, stored)) = self.backend.find_login(username)? else {
-            self.hashing(|| password::spend_verification_time(password, self.params))?;
+            self.hashing(HashTurn::Check, || {
+                password::spend_verification_time(password, self.params)
+            })?;
             return Ok(None);
         };
         let hash = PasswordHash::parse(&stored)?;
-        if !self.hashing(|| hash.verify(password))? {
+        if !self.hashing(HashTurn::Check, || hash.verify(password))? {
             return Ok(None);
         }
         let upgraded = if hash.needs_upgrade(self.params) {
-            Some(self.new_hash(password)?)
+            // Part of a login: it goes before signups too.
+            Some(self.new_hash(password, HashTurn::Check)?)
         } else {
             None
         };
@@ -201,64 +218,90 @@ impl AccountStore {
         self.backend.update_account(id, changes, expected_version)
     }
 
-    /// Replaces the password, given the current one.
-    pub(crate) fn change_password(&self, id: AccountId, current: &[u8], new: &[u8]) -> Result<()> {
-        let stored = self.confirm_password(id, current)?;
-        let new_hash = self.new_hash(new)?;
+    /// Replaces the password, given the current one, by a client at `from`: a wrong current
+    /// password counts as a failed login (see [`Self::confirm_password`]).
+    pub(crate) fn change_password(
+        &self,
+        id: AccountId,
+        current: &[u8],
+        new: &[u8],
+        from: IpAddr,
+    ) -> Result<()> {
+        let stored = self.confirm_password(id, current, from)?;
+        let new_hash = self.new_hash(new, HashTurn::Create)?;
         self.backend.replace_password_hash(id, &stored, &new_hash)
     }
 
-    /// Deletes the account and everything stored with it, given its password.
-    pub(crate) fn delete(&self, id: AccountId, password: &[u8]) -> Result<()> {
-        let stored = self.confirm_password(id, password)?;
+    /// Deletes the account and everything stored with it, given its password, by a client at
+    /// `from`: a wrong password counts as a failed login (see [`Self::confirm_password`]).
+    pub(crate) fn delete(&self, id: AccountId, password: &[u8], from: IpAddr) -> Result<()> {
+        let stored = self.confirm_password(id, password, from)?;
         self.backend.delete_account(id, &stored)
     }
 
-    /// The stored hash of account `id` if `password` matches it; [`Error::WrongPassword`] if not.
-    fn confirm_password(&self, id: AccountId, password: &[u8]) -> Result<String> {
-        let stored = self.backend.password_hash(id)?;
+    /// The stored hash of account `id` if `password` matches it: [`Error::WrongPassword`] if
+    /// not, and [`Error::Throttled`] without checking while the account's name or the client
+    /// at `from` is refused. Counted and forgiven as a login is.
+    fn confirm_password(&self, id: AccountId, password: &[u8], from: IpAddr) -> Result<String> {
+        let (username, stored) = self.backend.credentials(id)?;
+        let keys = ThrottleKeys::password_check(&username, from, &self.throttle);
+        self.count_attempt(&keys)?;
         let hash = PasswordHash::parse(&stored)?;
-        if self.hashing(|| hash.verify(password))? {
-            Ok(stored)
-        } else {
-            Err(Error::WrongPassword)
+        if !self.hashing(HashTurn::Check, || hash.verify(password))? {
+            return Err(Error::WrongPassword);
         }
+        self.forgive(&keys, id);
+        Ok(stored)
     }
 
     /// A login attempt by `username` from `from`, refused without checking the password while
-    /// that name or address is throttled (see [`ThrottlePolicy`]).
+    /// that name (unless the account knows the address), pair or address is throttled (see
+    /// [`ThrottlePolicy`]).
     pub(crate) fn login(
         &self,
         username: &str,
         password: &[u8],
         from: IpAddr,
     ) -> Result<LoginOutcome> {
-        let keys = ThrottleKeys::new(username, from, &self.throttle);
-        let now = unix_now();
-        // Check and count the attempt in one transaction, before the slow hash: attempts sent
-        // at once are all counted, so a burst cannot pass the limit. A success takes its
-        // count back.
-        let mut blocked_until = None;
-        self.backend.with_failure_counts(&mut |counts| {
-            blocked_until = self.throttle.count_attempt(counts, &keys, now)?;
-            Ok(())
-        })?;
-        if let Some(until) = blocked_until {
-            return Ok(LoginOutcome::Throttled(Duration::from_secs_f64(
-                until - now,
-            )));
+        let keys = ThrottleKeys::password_check(username, from, &self.throttle);
+        match self.count_attempt(&keys) {
+            Ok(()) => {}
+            Err(Error::Throttled(wait)) => return Ok(LoginOutcome::Throttled(wait)),
+            Err(e) => return Err(e),
         }
         let Some(id) = self.authenticate(username, password)? else {
             return Ok(LoginOutcome::Failed);
         };
-        // Bookkeeping: a failure here must not turn a good login into an error.
+        self.forgive(&keys, id);
+        Ok(LoginOutcome::Success(id))
+    }
+
+    /// Checks and counts an attempt under `keys` in one transaction, before the slow hash:
+    /// attempts sent at once are all counted, so a burst cannot pass the limit.
+    /// [`Error::Throttled`] while a key refuses.
+    fn count_attempt(&self, keys: &ThrottleKeys) -> Result<()> {
+        let now = unix_now();
+        let mut blocked_until = None;
+        self.backend.with_failure_counts(&mut |counts| {
+            blocked_until = self.throttle.count_attempt(counts, keys, now)?;
+            Ok(())
+        })?;
+        match blocked_until {
+            Some(until) => Err(Error::Throttled(Duration::from_secs_f64(until - now))),
+            None => Ok(()),
+        }
+    }
+
+    /// Takes back a successful password check's count. Bookkeeping: a failure here must not
+    /// turn a good login into an error.
+    fn forgive(&self, keys: &ThrottleKeys, id: AccountId) {
+        let now = unix_now();
         let forgiven = self
             .backend
-            .with_failure_counts(&mut |counts| self.throttle.forgive(counts, &keys));
+            .with_failure_counts(&mut |counts| self.throttle.forgive(counts, keys, id, now));
         if let Err(e) = forgiven {
             log::warn!("could not clear the failed-login count after a login: {e}");
         }
-        Ok(LoginOutcome::Success(id))
     }
 
     /// Closes the database: at once for idle connections, as they come back for busy ones.
@@ -267,15 +310,17 @@ impl AccountStore {
     }
 
     /// A new hash of `password` at the store's cost, as stored.
-    fn new_hash(&self, password: &[u8]) -> Result<String> {
+    fn new_hash(&self, password: &[u8], turn: HashTurn) -> Result<String> {
         Ok(self
-            .hashing(|| PasswordHash::new(password, self.params))??
+            .hashing(turn, || PasswordHash::new(password, self.params))??
             .to_string())
     }
 
     /// Runs a password hash when the gate gives it a turn.
-    fn hashing<T>(&self, hash: impl FnOnce() -> T) -> Result<T> {
-        self.gate.run(hash).map_err(|hash_gate::Busy| Error::Busy)
+    fn hashing<T>(&self, turn: HashTurn, hash: impl FnOnce() -> T) -> Result<T> {
+        self.gate
+            .run(turn, hash)
+            .map_err(|hash_gate::Busy| Error::Busy)
     }
 }
 

@@ -37,6 +37,8 @@ pub enum Error {
     Conflict,
     /// Too many password hashes are being computed; the wait for a turn ran out.
     Busy,
+    /// Too many failed password checks or signups: try again after this long.
+    Throttled(std::time::Duration),
     /// The connection to the server failed or was closed; the text says how.
     ConnectionLost(String),
     /// A stored password hash cannot be read (damaged or foreign database).
@@ -86,6 +88,11 @@ impl fmt::Display for Error {
             Error::WrongPassword => f.write_str("the password is wrong"),
             Error::Conflict => f.write_str("the account was changed meanwhile"),
             Error::Busy => f.write_str("the server is busy hashing passwords"),
+            Error::Throttled(wait) => write!(
+                f,
+                "too many attempts; retry after {} s",
+                wait.as_secs_f64().ceil()
+            ),
             Error::ConnectionLost(why) => write!(f, "the connection to the server was lost: {why}"),
             Error::BadPasswordHash(why) => write!(f, "stored password hash unreadable: {why}"),
             Error::Handshake(why)

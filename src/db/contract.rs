@@ -46,7 +46,11 @@ macro_rules! contract_tests {
             throttle_counts_are_shared_by_every_store,
             names_no_account_can_have_are_not_counted,
             concurrent_logins,
-            concurrent_writers_of_one_name
+            concurrent_writers_of_one_name,
+            guesses_elsewhere_do_not_lock_the_owner_out_where_he_logs_in,
+            known_addresses_go_with_the_account,
+            wrong_current_passwords_are_throttled,
+            signups_are_limited_per_address
         );
     };
     (@each $new_database:expr; $($contract:ident),*) => {
@@ -62,6 +66,11 @@ pub(crate) use contract_tests;
 
 fn ip(text: &str) -> IpAddr {
     text.parse().unwrap()
+}
+
+/// The address the account's owner uses in tests that do not care about addresses.
+fn here() -> IpAddr {
+    ip("198.51.100.200")
 }
 
 /// The password hash stored for `username`, as the backend gives it.
@@ -174,21 +183,21 @@ pub(crate) fn password_change_and_delete_need_the_password(db: &impl TestDatabas
     let s = db.open(fast());
     let id = s.create_account("frank", b"pw-frank-1", &[])?;
     assert!(matches!(
-        s.change_password(id, b"wrong", b"pw-frank-2"),
+        s.change_password(id, b"wrong", b"pw-frank-2", here()),
         Err(Error::WrongPassword)
     ));
-    s.change_password(id, b"pw-frank-1", b"pw-frank-2")?;
+    s.change_password(id, b"pw-frank-1", b"pw-frank-2", here())?;
     assert_eq!(s.authenticate("frank", b"pw-frank-1")?, None);
     assert_eq!(s.authenticate("frank", b"pw-frank-2")?, Some(id));
     assert!(matches!(
-        s.delete(id, b"pw-frank-1"),
+        s.delete(id, b"pw-frank-1", here()),
         Err(Error::WrongPassword)
     ));
-    s.delete(id, b"pw-frank-2")?;
+    s.delete(id, b"pw-frank-2", here())?;
     assert!(matches!(s.view(id), Err(Error::NoSuchAccount)));
     assert_eq!(s.authenticate("frank", b"pw-frank-2")?, None);
     assert!(matches!(
-        s.delete(id, b"pw-frank-2"),
+        s.delete(id, b"pw-frank-2", here()),
         Err(Error::NoSuchAccount)
     ));
     Ok(())
@@ -197,7 +206,7 @@ pub(crate) fn password_change_and_delete_need_the_password(db: &impl TestDatabas
 pub(crate) fn ids_are_never_reused(db: &impl TestDatabase) -> Result<()> {
     let s = db.open(fast());
     let first = s.create_account("ivan", b"pw-ivan-1", &[])?;
-    s.delete(first, b"pw-ivan-1")?;
+    s.delete(first, b"pw-ivan-1", here())?;
     let second = s.create_account("judy", b"pw-judy-1", &[])?;
     assert_ne!(
         first, second,
@@ -359,5 +368,126 @@ pub(crate) fn concurrent_writers_of_one_name(db: &impl TestDatabase) -> Result<(
         t.join().unwrap()?;
     }
     assert_eq!(stores[0].view(id)?.version, 17);
+    Ok(())
+}
+
+pub(crate) fn guesses_elsewhere_do_not_lock_the_owner_out_where_he_logs_in(
+    db: &impl TestDatabase,
+) -> Result<()> {
+    let s = db.open(fast());
+    let id = s.create_account("olga", b"pw-olga-1", &[])?;
+    let home = ip("198.51.100.7");
+    assert_eq!(
+        s.login("olga", b"pw-olga-1", home)?,
+        LoginOutcome::Success(id)
+    );
+    // Guesses from ten addresses, two each: the name is refused everywhere else...
+    for n in 1..=10 {
+        let guesser = ip(&format!("203.0.113.{n}"));
+        for _ in 0..2 {
+            let outcome = s.login("olga", b"guess", guesser)?;
+            assert_ne!(outcome, LoginOutcome::Success(id));
+        }
+    }
+    assert!(matches!(
+        s.login("olga", b"guess", ip("203.0.113.99"))?,
+        LoginOutcome::Throttled(_)
+    ));
+    assert!(matches!(
+        s.login("OLGA", b"pw-olga-1", ip("192.0.2.50"))?,
+        LoginOutcome::Throttled(_)
+    ));
+    // ... but not at home, with the right password, in any letter case.
+    assert_eq!(
+        s.login("Olga", b"pw-olga-1", home)?,
+        LoginOutcome::Success(id)
+    );
+    assert_eq!(
+        s.login("olga", b"pw-olga-1", home)?,
+        LoginOutcome::Success(id)
+    );
+    // At home, guessing is still limited by the name and address together.
+    for _ in 0..5 {
+        assert_eq!(s.login("olga", b"guess", home)?, LoginOutcome::Failed);
+    }
+    assert!(matches!(
+        s.login("olga", b"pw-olga-1", home)?,
+        LoginOutcome::Throttled(_)
+    ));
+    Ok(())
+}
+
+pub(crate) fn known_addresses_go_with_the_account(db: &impl TestDatabase) -> Result<()> {
+    let s = db.open(fast());
+    let home = ip("198.51.100.8");
+    let first = s.create_account("petra", b"pw-petra-1", &[])?;
+    assert_eq!(
+        s.login("petra", b"pw-petra-1", home)?,
+        LoginOutcome::Success(first)
+    );
+    s.delete(first, b"pw-petra-1", home)?;
+    let second = s.create_account("petra", b"pw-petra-2", &[])?;
+    for n in 1..=5 {
+        s.login("petra", b"guess", ip(&format!("203.0.113.{n}")))?;
+    }
+    // The new account has never logged in from there.
+    assert!(matches!(
+        s.login("petra", b"pw-petra-2", home)?,
+        LoginOutcome::Throttled(_)
+    ));
+    thread::sleep(Duration::from_millis(1100));
+    assert_eq!(
+        s.login("petra", b"pw-petra-2", home)?,
+        LoginOutcome::Success(second)
+    );
+    Ok(())
+}
+
+pub(crate) fn wrong_current_passwords_are_throttled(db: &impl TestDatabase) -> Result<()> {
+    let s = db.open(fast());
+    let id = s.create_account("quinn", b"pw-quinn-1", &[])?;
+    let from = ip("192.0.2.60");
+    for _ in 0..5 {
+        assert!(matches!(
+            s.change_password(id, b"guess", b"pw-quinn-2", from),
+            Err(Error::WrongPassword)
+        ));
+    }
+    assert!(matches!(
+        s.change_password(id, b"pw-quinn-1", b"pw-quinn-2", from),
+        Err(Error::Throttled(_))
+    ));
+    assert!(matches!(
+        s.delete(id, b"pw-quinn-1", from),
+        Err(Error::Throttled(_))
+    ));
+    // The same counts as logins: the name is refused there too.
+    assert!(matches!(
+        s.login("quinn", b"pw-quinn-1", from)?,
+        LoginOutcome::Throttled(_)
+    ));
+    thread::sleep(Duration::from_millis(1100));
+    s.change_password(id, b"pw-quinn-1", b"pw-quinn-2", from)?;
+    assert_eq!(
+        s.login("quinn", b"pw-quinn-2", from)?,
+        LoginOutcome::Success(id)
+    );
+    Ok(())
+}
+
+pub(crate) fn signups_are_limited_per_address(db: &impl TestDatabase) -> Result<()> {
+    let mut options = fast();
+    options.throttle.signups_per_address = 3;
+    let s = db.open(options);
+    let (from, elsewhere) = (ip("192.0.2.70"), ip("192.0.2.71"));
+    for n in 0..3 {
+        s.signup(&format!("signer{n}"), b"pw-signer-1", &[], from)?;
+    }
+    assert!(matches!(
+        s.signup("signer3", b"pw-signer-1", &[], from),
+        Err(Error::Throttled(_))
+    ));
+    s.signup("signer4", b"pw-signer-1", &[], elsewhere)?;
+    assert!(s.authenticate("signer3", b"pw-signer-1")?.is_none());
     Ok(())
 }

@@ -1,15 +1,31 @@
-//! The gate every password hash passes: at most N hashes at once, in arrival order, each
-//! caller waiting a bounded time for its turn.
+//! The gate every password hash passes: at most N hashes at once, each caller waiting a
+//! bounded time for its turn. Checking a password (someone logging in) goes before making a
+//! new hash (a signup, a new password), and new hashes may take all places but one, so a
+//! flood of signups cannot make logins wait.
 
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+/// What a hash is for, which decides its turn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HashTurn {
+    /// Checking a password: a login, or the password that confirms `passwd` or `delete`.
+    /// Served before any [`HashTurn::Create`].
+    Check,
+    /// Making the hash of a new password: a signup or `passwd`'s new password.
+    Create,
+}
+
 /// Caps how many password hashes are computed at once, so that a flood of logins or signups
-/// cannot take every core from handshakes and other commands. Waiters are served in arrival
-/// order and give up after a bounded wait. (Per process: each server instance has its own.)
+/// cannot take every core from handshakes and other commands. Waiters of each kind are
+/// served in arrival order and give up after a bounded wait. (Per process: each server
+/// instance has its own.)
 pub(crate) struct HashGate {
     permits: usize,
+    /// Places [`HashTurn::Create`] hashes may hold at once: all but one, when there are two
+    /// or more.
+    create_permits: usize,
     max_wait: Duration,
     state: Mutex<GateState>,
     turn: Condvar,
@@ -18,8 +34,34 @@ pub(crate) struct HashGate {
 #[derive(Default)]
 struct GateState {
     running: usize,
-    waiting: VecDeque<u64>,
+    running_creates: usize,
+    checks: VecDeque<u64>,
+    creates: VecDeque<u64>,
     next_ticket: u64,
+}
+
+impl GateState {
+    /// Whether the caller holding `ticket` for `turn` may start now.
+    fn may_start(&self, ticket: u64, turn: HashTurn, gate: &HashGate) -> bool {
+        if self.running >= gate.permits {
+            return false;
+        }
+        match turn {
+            HashTurn::Check => self.checks.front() == Some(&ticket),
+            HashTurn::Create => {
+                self.checks.is_empty()
+                    && self.creates.front() == Some(&ticket)
+                    && self.running_creates < gate.create_permits
+            }
+        }
+    }
+
+    fn queue(&mut self, turn: HashTurn) -> &mut VecDeque<u64> {
+        match turn {
+            HashTurn::Check => &mut self.checks,
+            HashTurn::Create => &mut self.creates,
+        }
+    }
 }
 
 /// The gate's wait ran out: the server is busy hashing.
@@ -29,25 +71,28 @@ pub(crate) struct Busy;
 impl HashGate {
     /// At most `permits` hashes at once; a caller waits at most `max_wait` for its turn.
     pub(crate) fn new(permits: usize, max_wait: Duration) -> HashGate {
+        let permits = permits.max(1);
         HashGate {
-            permits: permits.max(1),
+            permits,
+            create_permits: (permits - 1).max(1),
             max_wait,
             state: Mutex::new(GateState::default()),
             turn: Condvar::new(),
         }
     }
 
-    /// Runs `hash` when a place is free and the callers before this one have theirs.
-    pub(crate) fn run<T>(&self, hash: impl FnOnce() -> T) -> Result<T, Busy> {
+    /// Runs `hash` when a place is free for `turn` and the callers of its kind before this one
+    /// have theirs.
+    pub(crate) fn run<T>(&self, turn: HashTurn, hash: impl FnOnce() -> T) -> Result<T, Busy> {
         let deadline = Instant::now() + self.max_wait;
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let ticket = state.next_ticket;
         state.next_ticket += 1;
-        state.waiting.push_back(ticket);
-        while !(state.running < self.permits && state.waiting.front() == Some(&ticket)) {
+        state.queue(turn).push_back(ticket);
+        while !state.may_start(ticket, turn, self) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                state.waiting.retain(|&t| t != ticket);
+                state.queue(turn).retain(|&t| t != ticket);
                 drop(state);
                 self.turn.notify_all();
                 return Err(Busy);
@@ -58,22 +103,28 @@ impl HashGate {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
-        state.waiting.pop_front();
+        state.queue(turn).pop_front();
         state.running += 1;
+        if turn == HashTurn::Create {
+            state.running_creates += 1;
+        }
         drop(state);
         self.turn.notify_all(); // the next in line may have a place too
-        let _place = Place(self);
+        let _place = Place(self, turn);
         Ok(hash())
     }
 }
 
 /// A running hash's place in the gate; freed when dropped (also on panic).
-struct Place<'a>(&'a HashGate);
+struct Place<'a>(&'a HashGate, HashTurn);
 
 impl Drop for Place<'_> {
     fn drop(&mut self) {
         let mut state = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
         state.running -= 1;
+        if self.1 == HashTurn::Create {
+            state.running_creates -= 1;
+        }
         drop(state);
         self.0.turn.notify_all();
     }
@@ -94,7 +145,7 @@ mod tests {
             .map(|_| {
                 let (gate, now, most) = (gate.clone(), now.clone(), most.clone());
                 std::thread::spawn(move || {
-                    gate.run(|| {
+                    gate.run(HashTurn::Check, || {
                         let n = now.fetch_add(1, Ordering::SeqCst) + 1;
                         most.fetch_max(n, Ordering::SeqCst);
                         std::thread::sleep(Duration::from_millis(20));
@@ -114,15 +165,61 @@ mod tests {
         let gate = Arc::new(HashGate::new(1, Duration::from_millis(100)));
         let holder = {
             let gate = gate.clone();
-            std::thread::spawn(move || gate.run(|| std::thread::sleep(Duration::from_millis(600))))
+            std::thread::spawn(move || {
+                gate.run(HashTurn::Check, || {
+                    std::thread::sleep(Duration::from_millis(600))
+                })
+            })
         };
         std::thread::sleep(Duration::from_millis(50));
-        assert_eq!(gate.run(|| ()), Err(Busy));
+        assert_eq!(gate.run(HashTurn::Check, || ()), Err(Busy));
         assert_eq!(holder.join().unwrap(), Ok(()));
         assert_eq!(
-            gate.run(|| 7),
+            gate.run(HashTurn::Check, || 7),
             Ok(7),
             "a timed-out waiter must leave the queue"
         );
+    }
+
+    #[test]
+    fn checks_go_before_creates_and_creates_leave_a_place() {
+        use std::sync::mpsc;
+        let gate = Arc::new(HashGate::new(2, Duration::from_secs(30)));
+        let (started, order) = mpsc::channel();
+        let (release, hold) = mpsc::channel::<()>();
+        let hold = Arc::new(std::sync::Mutex::new(hold));
+        // A flood of creates: only one runs at a time, and holds its place.
+        let mut threads = Vec::new();
+        for n in 0..4 {
+            let (gate, started, hold) = (gate.clone(), started.clone(), hold.clone());
+            threads.push(std::thread::spawn(move || {
+                gate.run(HashTurn::Create, || {
+                    started.send(format!("create {n}")).unwrap();
+                    let _ = hold.lock().unwrap().recv();
+                })
+            }));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(order.recv().unwrap().starts_with("create"));
+        // A check does not wait behind the queued creates: the spare place is its.
+        let check = {
+            let (gate, started) = (gate.clone(), started.clone());
+            std::thread::spawn(move || {
+                gate.run(HashTurn::Check, || {
+                    started.send("check".to_string()).unwrap()
+                })
+            })
+        };
+        assert_eq!(
+            order.recv_timeout(Duration::from_secs(10)).unwrap(),
+            "check"
+        );
+        check.join().unwrap().unwrap();
+        for _ in 0..4 {
+            release.send(()).unwrap();
+        }
+        for t in threads {
+            t.join().unwrap().unwrap();
+        }
     }
 }

@@ -69,6 +69,15 @@ const MIGRATIONS: &[&str] = &[
          FROM accounts;
      DROP TABLE accounts;
      ALTER TABLE accounts_v4 RENAME TO accounts;",
+    // Version 5: the addresses each account has logged in from, so that guessing its password
+    // elsewhere does not lock its owner out there. Gone with the account.
+    "CREATE TABLE known_addresses (
+         account_id    INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+         address       TEXT NOT NULL,
+         last_login_at REAL NOT NULL,
+         PRIMARY KEY (account_id, address)
+     );
+     CREATE INDEX known_addresses_by_time ON known_addresses (last_login_at);",
 ];
 
 /// Current time as stored: ISO 8601 UTC with milliseconds.
@@ -205,12 +214,12 @@ impl Backend for SqliteBackend {
         })
     }
 
-    fn password_hash(&self, id: AccountId) -> Result<String> {
+    fn credentials(&self, id: AccountId) -> Result<(String, String)> {
         self.with_connection(|conn| {
             conn.query_row(
-                "SELECT password_hash FROM accounts WHERE id = ?1",
+                "SELECT username, password_hash FROM accounts WHERE id = ?1",
                 [id],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?
             .ok_or(Error::NoSuchAccount)
@@ -395,11 +404,36 @@ impl FailureCounts for SqliteFailureCounts<'_> {
         Ok(())
     }
 
-    fn forget(&mut self, last_failure_before: f64, now: f64) -> Result<()> {
-        self.0.execute(
-            "DELETE FROM login_failures WHERE last_failure_at < ?1 AND blocked_until < ?2",
-            params![last_failure_before, now],
-        )?;
+    fn forget(&mut self, last_failure_before: f64, now: f64, known_before: f64) -> Result<()> {
+        self.0
+            .prepare_cached(
+                "DELETE FROM login_failures WHERE last_failure_at < ?1 AND blocked_until < ?2",
+            )?
+            .execute(params![last_failure_before, now])?;
+        self.0
+            .prepare_cached("DELETE FROM known_addresses WHERE last_login_at < ?1")?
+            .execute([known_before])?;
+        Ok(())
+    }
+
+    fn knows(&mut self, username: &str, address: &str, since: f64) -> Result<bool> {
+        Ok(self
+            .0
+            .prepare_cached(
+                "SELECT 1 FROM known_addresses k JOIN accounts a ON a.id = k.account_id
+                 WHERE a.username = ?1 AND k.address = ?2 AND k.last_login_at >= ?3",
+            )?
+            .exists(params![username, address, since])?)
+    }
+
+    fn remember(&mut self, id: AccountId, address: &str, now: f64) -> Result<()> {
+        self.0
+            .prepare_cached(
+                "INSERT INTO known_addresses (account_id, address, last_login_at)
+                 VALUES (?1, ?2, ?3)
+                 ON CONFLICT (account_id, address) DO UPDATE SET last_login_at = ?3",
+            )?
+            .execute(params![id, address, now])?;
         Ok(())
     }
 }

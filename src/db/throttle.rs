@@ -1,25 +1,38 @@
-//! When failed logins lead to refusals, whatever backend keeps the counts.
+//! When failed password checks and signups lead to refusals, whatever backend keeps the
+//! counts.
 //!
-//! Failures are counted per account name (whether or not the account exists, so a refusal
-//! tells nothing) and per client address; past a threshold, logins for that name or from that
-//! address are refused for a time that doubles with each further failure, up to a cap.
-//! Refused attempts are not counted, so an attacker cannot keep the owner out longer than the
-//! cap; a success clears the name's count and takes one off the address's.
+//! A failed password check (a login, or the current password given to `passwd` or `delete`)
+//! is counted under three keys: the account name (whether or not the account exists, so a
+//! refusal tells nothing), the name and client address together, and the address. Past a
+//! threshold, attempts under that key are refused, without checking the password, for a time
+//! that doubles with each further failure, up to a cap. Refused attempts are not counted, so
+//! an attacker cannot keep anyone out longer than the cap; a success clears the name's and
+//! the pair's counts and takes one off the address's.
+//!
+//! So that guessing from elsewhere cannot lock the owner out, a refusal of the name alone
+//! does not apply at an address the account has logged in from before (a "known" address,
+//! remembered for [`KNOWN_ADDRESS_DAYS`] after its last login): there the owner is limited by
+//! the pair's and the address's counts only. Signups are counted per address, and never
+//! taken back.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
+use super::AccountId;
 use crate::address::address_key;
 use crate::error::Result;
 use crate::xml::account::check_username;
 
-/// The thresholds and periods of login throttling.
+/// The thresholds and periods of throttling.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct ThrottlePolicy {
-    /// Failures for one account name before refusals begin.
+    /// Failures for one account name, and for one name at one address, before refusals
+    /// begin.
     pub(crate) per_account: u32,
     /// Failures from one address (an IPv6 /64) before refusals begin.
     pub(crate) per_address: u32,
+    /// Signups from one address before refusals begin.
+    pub(crate) signups_per_address: u32,
     /// The first refusal period.
     pub(crate) first_block: Duration,
     /// The longest refusal period.
@@ -33,6 +46,7 @@ impl Default for ThrottlePolicy {
         ThrottlePolicy {
             per_account: 5,
             per_address: 20,
+            signups_per_address: 20,
             first_block: Duration::from_secs(1),
             longest_block: Duration::from_secs(300),
             forget_after: Duration::from_secs(900),
@@ -40,18 +54,21 @@ impl Default for ThrottlePolicy {
     }
 }
 
-/// The stored count of one key's failed logins. Times are seconds since the Unix epoch.
+/// How long an address stays known to an account after its last successful login there.
+pub(crate) const KNOWN_ADDRESS_DAYS: u64 = 90;
+
+/// The stored count of one key's failures. Times are seconds since the Unix epoch.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct FailureCount {
     /// Failures counted.
     pub(crate) failures: u32,
     /// When the last one was.
     pub(crate) last_failure_at: f64,
-    /// Logins are refused until then (0 or past: not refused).
+    /// Attempts are refused until then (0 or past: not refused).
     pub(crate) blocked_until: f64,
 }
 
-/// The failed-login counts as a backend keeps them, inside one of its transactions.
+/// The counts as a backend keeps them, inside one of its transactions.
 pub(crate) trait FailureCounts {
     /// The count of `key`, if any.
     fn get(&mut self, key: &str) -> Result<Option<FailureCount>>;
@@ -60,45 +77,89 @@ pub(crate) trait FailureCounts {
     /// Removes the count of `key`.
     fn remove(&mut self, key: &str) -> Result<()>;
     /// Removes every count whose last failure was before `last_failure_before` and which
-    /// refuses nothing after `now`.
-    fn forget(&mut self, last_failure_before: f64, now: f64) -> Result<()>;
+    /// refuses nothing after `now`, and every known address last used before
+    /// `known_before`.
+    fn forget(&mut self, last_failure_before: f64, now: f64, known_before: f64) -> Result<()>;
+    /// Whether the account called `username` (in any letter case) has logged in from
+    /// `address` (an address key) since `since`.
+    fn knows(&mut self, username: &str, address: &str, since: f64) -> Result<bool>;
+    /// Remembers that account `id` logged in from `address` at `now`.
+    fn remember(&mut self, id: AccountId, address: &str, now: f64) -> Result<()>;
 }
 
-/// The keys one login attempt is counted under.
+/// What a key counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Counting {
+    /// Failures for an account name.
+    Name,
+    /// Failures for an account name at one address.
+    Pair,
+    /// Failures from an address.
+    Address,
+    /// Signups from an address.
+    Signup,
+}
+
+/// The keys one attempt is counted under, each with its threshold.
 pub(crate) struct ThrottleKeys {
-    /// `user:<name in lower case>`; none for a name that no account can have (the counts
-    /// would fill with junk names), though its address is counted.
-    name: Option<String>,
-    /// `addr:<address>`.
+    keys: Vec<(Counting, String, u32)>,
+    /// The account name in lower case, if it is one an account can have.
+    username: Option<String>,
+    /// The client's address key.
     address: String,
-    per_account: u32,
-    per_address: u32,
 }
 
 impl ThrottleKeys {
-    /// The keys of an attempt by `username` from `from`, with `policy`'s thresholds.
-    pub(crate) fn new(username: &str, from: IpAddr, policy: &ThrottlePolicy) -> ThrottleKeys {
+    /// The keys of a password check for `username` from `from`: the name, the pair and the
+    /// address. A name that no account can have is counted under its address only (the
+    /// counts would fill with junk names).
+    pub(crate) fn password_check(
+        username: &str,
+        from: IpAddr,
+        policy: &ThrottlePolicy,
+    ) -> ThrottleKeys {
+        let address = address_key(from);
+        let username = check_username(username)
+            .ok()
+            .map(|()| username.to_lowercase());
+        let mut keys = Vec::new();
+        if let Some(name) = &username {
+            keys.push((Counting::Name, format!("user:{name}"), policy.per_account));
+            keys.push((
+                Counting::Pair,
+                format!("pair:{name}@{address}"),
+                policy.per_account,
+            ));
+        }
+        keys.push((
+            Counting::Address,
+            format!("addr:{address}"),
+            policy.per_address,
+        ));
         ThrottleKeys {
-            name: check_username(username)
-                .ok()
-                .map(|()| format!("user:{}", username.to_lowercase())),
-            address: format!("addr:{}", address_key(from)),
-            per_account: policy.per_account,
-            per_address: policy.per_address,
+            keys,
+            username,
+            address,
         }
     }
 
-    /// Each key with its threshold.
-    fn counted(&self) -> impl Iterator<Item = (&str, u32)> {
-        self.name
-            .iter()
-            .map(|key| (key.as_str(), self.per_account))
-            .chain([(self.address.as_str(), self.per_address)])
+    /// The key of a signup from `from`.
+    pub(crate) fn signup(from: IpAddr, policy: &ThrottlePolicy) -> ThrottleKeys {
+        let address = address_key(from);
+        ThrottleKeys {
+            keys: vec![(
+                Counting::Signup,
+                format!("signup:{address}"),
+                policy.signups_per_address,
+            )],
+            username: None,
+            address,
+        }
     }
 }
 
 impl ThrottlePolicy {
-    /// How long logins are refused after `failures` failures against `threshold`: none below
+    /// How long attempts are refused after `failures` failures against `threshold`: none below
     /// it, then `first_block`, doubling with each further failure, up to `longest_block`.
     pub(crate) fn refusal_period(&self, failures: u32, threshold: u32) -> Option<Duration> {
         let over = failures.checked_sub(threshold)?;
@@ -107,8 +168,9 @@ impl ThrottlePolicy {
     }
 
     /// Counts an attempt under `keys` at `now`, as a failure until it succeeds; gives the
-    /// time until which logins are refused instead, counting nothing, if any key is blocked.
-    /// Counts older than `forget_after` start over, and are removed.
+    /// time until which attempts are refused instead, counting nothing, if any key refuses
+    /// (the name's refusal does not apply at an address the account knows). Counts older
+    /// than `forget_after` start over, and are removed.
     pub(crate) fn count_attempt(
         &self,
         counts: &mut dyn FailureCounts,
@@ -116,16 +178,23 @@ impl ThrottlePolicy {
         now: f64,
     ) -> Result<Option<f64>> {
         let forget_after = self.forget_after.as_secs_f64();
+        let known_since = now - (KNOWN_ADDRESS_DAYS * 86_400) as f64;
+        let known = match &keys.username {
+            Some(name) => counts.knows(name, &keys.address, known_since)?,
+            None => false,
+        };
         let mut blocked_until = 0f64;
         let mut next = Vec::new();
-        for (key, threshold) in keys.counted() {
+        for (counting, key, threshold) in &keys.keys {
             let previous = counts.get(key)?;
             let failures = match previous {
                 Some(p) if now - p.last_failure_at < forget_after => p.failures,
                 _ => 0,
             };
-            blocked_until = blocked_until.max(previous.map_or(0.0, |p| p.blocked_until));
-            next.push((key, threshold, failures + 1));
+            if !(known && *counting == Counting::Name) {
+                blocked_until = blocked_until.max(previous.map_or(0.0, |p| p.blocked_until));
+            }
+            next.push((key, *threshold, failures + 1));
         }
         if blocked_until > now {
             return Ok(Some(blocked_until));
@@ -141,28 +210,36 @@ impl ThrottlePolicy {
             };
             counts.put(key, count)?;
         }
-        counts.forget(now - forget_after, now)?;
+        counts.forget(now - forget_after, now, known_since)?;
         Ok(None)
     }
 
-    /// Takes back the count of an attempt under `keys` that succeeded: the name's count is
-    /// cleared, the address's lowered by one (and its refusal lifted below the threshold).
+    /// Takes back the count of a password check under `keys` that succeeded for account
+    /// `id`: the name's and the pair's counts are cleared, the address's lowered by one (and
+    /// its refusal lifted below the threshold); the address becomes known to the account.
     pub(crate) fn forgive(
         &self,
         counts: &mut dyn FailureCounts,
         keys: &ThrottleKeys,
+        id: AccountId,
+        now: f64,
     ) -> Result<()> {
-        if let Some(name) = &keys.name {
-            counts.remove(name)?;
-        }
-        if let Some(mut count) = counts.get(&keys.address)? {
-            count.failures = count.failures.saturating_sub(1);
-            if count.failures < keys.per_address {
-                count.blocked_until = 0.0;
+        for (counting, key, threshold) in &keys.keys {
+            match counting {
+                Counting::Name | Counting::Pair => counts.remove(key)?,
+                Counting::Address => {
+                    if let Some(mut count) = counts.get(key)? {
+                        count.failures = count.failures.saturating_sub(1);
+                        if count.failures < *threshold {
+                            count.blocked_until = 0.0;
+                        }
+                        counts.put(key, count)?;
+                    }
+                }
+                Counting::Signup => {}
             }
-            counts.put(&keys.address, count)?;
         }
-        Ok(())
+        counts.remember(id, &keys.address, now)
     }
 }
 

@@ -193,6 +193,15 @@ fn parse_config(cli: &CommandLine, args: &[String]) -> Result<ServerConfig, Exit
         ),
         "N",
     );
+    opts.optopt(
+        "",
+        "max-signups-per-address",
+        &format!(
+            "signups from one address before refusals begin [{}]",
+            defaults.throttle.signups_per_address
+        ),
+        "N",
+    );
     let m = cli.parse(opts, args)?;
 
     let port = cli.port(&m.free[0])?;
@@ -237,10 +246,23 @@ fn parse_config(cli: &CommandLine, args: &[String]) -> Result<ServerConfig, Exit
         cli.number(&m, "max-login-failures", defaults.throttle.per_account)?;
     store.throttle.per_address =
         cli.number(&m, "max-address-failures", defaults.throttle.per_address)?;
-    if store.hash_threads == 0 || store.throttle.per_account == 0 || store.throttle.per_address == 0
+    store.throttle.signups_per_address = cli.number(
+        &m,
+        "max-signups-per-address",
+        defaults.throttle.signups_per_address,
+    )?;
+    let throttle = store.throttle;
+    if [
+        throttle.per_account,
+        throttle.per_address,
+        throttle.signups_per_address,
+    ]
+    .contains(&0)
+        || store.hash_threads == 0
     {
         return Err(cli.usage_error(
-            "--hash-threads, --max-login-failures and --max-address-failures must be at least 1",
+            "--hash-threads, --max-login-failures, --max-address-failures and \
+             --max-signups-per-address must be at least 1",
         ));
     }
     let cert = PathBuf::from(m.opt_str("cert").unwrap_or_else(|| "mycert.pem".into()));

@@ -90,20 +90,27 @@ pub(crate) fn handle(command: Command, session: &mut Session, store: &AccountSto
                 return policy(e).into();
             }
             store
-                .change_password(id, p.password.as_bytes(), p.new_password.as_bytes())
+                .change_password(
+                    id,
+                    p.password.as_bytes(),
+                    p.new_password.as_bytes(),
+                    session.from,
+                )
                 .map_or_else(
                     |e| failure(e, session),
                     |()| Reply::new(ResultCode::Success, "password changed"),
                 )
                 .into()
         }
-        (Command::Delete(d), Some(id)) => match store.delete(id, d.password.as_bytes()) {
-            Ok(()) => {
-                session.account = None;
-                Reply::new(ResultCode::EndingSession, "account deleted; ending session").into()
+        (Command::Delete(d), Some(id)) => {
+            match store.delete(id, d.password.as_bytes(), session.from) {
+                Ok(()) => {
+                    session.account = None;
+                    Reply::new(ResultCode::EndingSession, "account deleted; ending session").into()
+                }
+                Err(e) => failure(e, session).into(),
             }
-            Err(e) => failure(e, session).into(),
-        },
+        }
     }
 }
 
@@ -114,11 +121,14 @@ fn signup(s: Signup, session: &mut Session, store: &AccountStore) -> Reply {
     {
         return policy(e);
     }
-    match store.create_account(&s.username, s.password.as_bytes(), &s.info) {
+    match store.signup(&s.username, s.password.as_bytes(), &s.info, session.from) {
         Ok(_) => Reply::new(
             ResultCode::Success,
             format!("account {} created; log in to use it", s.username),
         ),
+        Err(Error::Throttled(wait)) => {
+            retry_later("too many signups from your address", seconds(wait))
+        }
         Err(Error::UserExists(_)) => Reply::new(
             ResultCode::ObjectExists,
             format!("the user name {} is taken", s.username),
@@ -138,9 +148,7 @@ fn login(l: Login, session: &mut Session, store: &AccountStore) -> Reply {
             ResultCode::AuthenticationError,
             "authentication failed: wrong user name or password",
         ),
-        Ok(LoginOutcome::Throttled(wait)) => {
-            retry_later("too many failed logins", wait.as_secs_f64().ceil() as u64)
-        }
+        Ok(LoginOutcome::Throttled(wait)) => retry_later("too many failed logins", seconds(wait)),
         Err(e) => failure(e, session),
     }
 }
@@ -182,6 +190,7 @@ fn failure(e: Error, session: &mut Session) -> Reply {
             "authentication failed: wrong password",
         ),
         Error::Busy => retry_later("the server is busy", 1),
+        Error::Throttled(wait) => retry_later("too many wrong passwords", seconds(wait)),
         Error::Conflict => Reply::new(
             ResultCode::Conflict,
             "the account changed since you last saw it; view it and try again",
@@ -191,6 +200,11 @@ fn failure(e: Error, session: &mut Session) -> Reply {
             Reply::new(ResultCode::CommandFailed, "the server could not do that")
         }
     }
+}
+
+/// A wait in whole seconds, rounded up.
+fn seconds(wait: std::time::Duration) -> u64 {
+    wait.as_secs_f64().ceil() as u64
 }
 
 /// A 2502 reply that says when to try again.

@@ -275,3 +275,61 @@ fn ticket_keys_rotate_and_serving_goes_on() {
         VALID_REPLY
     );
 }
+
+#[test]
+fn guesses_from_many_addresses_do_not_lock_the_owner_out_where_he_logs_in() {
+    let fx = Fixture::new();
+    let server = fx.in_process(&[]);
+    let mut home = tls_connect(&server.addr());
+    let signup = "<signup><username>owner1</username><password>owner-password</password></signup>";
+    assert_eq!(code(&call(&mut home, signup)), "1000");
+    assert_eq!(
+        code(&call(&mut home, &login("owner1", "owner-password"))),
+        "1000"
+    );
+    // Twenty guesses from ten addresses.
+    for n in 1..=10 {
+        let mut guesser = tls_connect_from(&format!("127.0.5.{n}"), &server.addr());
+        for _ in 0..2 {
+            let reply = call(&mut guesser, &login("owner1", "guess"));
+            assert!(["2200", "2502"].contains(&code(&reply)), "{reply}");
+        }
+    }
+    // The name is refused at an address it has never logged in from, even with the password.
+    let mut stranger = tls_connect_from("127.0.5.99", &server.addr());
+    let refused = call(&mut stranger, &login("owner1", "owner-password"));
+    assert_eq!(code(&refused), "2502", "{refused}");
+    // Not where the owner logs in.
+    let mut again = tls_connect(&server.addr());
+    assert_eq!(
+        code(&call(&mut again, &login("OWNER1", "owner-password"))),
+        "1000"
+    );
+}
+
+#[test]
+fn guessing_through_passwd_is_throttled() {
+    let fx = Fixture::new();
+    let server = fx.in_process(&[]);
+    let mut ssl = tls_connect(&server.addr());
+    let signup = "<signup><username>keeper</username><password>keeper-password</password></signup>";
+    assert_eq!(code(&call(&mut ssl, signup)), "1000");
+    assert_eq!(
+        code(&call(&mut ssl, &login("keeper", "keeper-password"))),
+        "1000"
+    );
+    let passwd = |current: &str| {
+        format!(
+            "<passwd><password>{current}</password><new_password>new-password-1</new_password></passwd>"
+        )
+    };
+    for _ in 0..5 {
+        assert_eq!(code(&call(&mut ssl, &passwd("guess"))), "2200");
+    }
+    let refused = call(&mut ssl, &passwd("keeper-password"));
+    assert_eq!(code(&refused), "2502", "{refused}");
+    assert!(refused.contains("too many wrong passwords"), "{refused}");
+    assert!(refused.contains("<retry_after>"), "{refused}");
+    let delete = "<delete><password>keeper-password</password></delete>";
+    assert_eq!(code(&call(&mut ssl, delete)), "2502");
+}

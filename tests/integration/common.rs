@@ -442,11 +442,19 @@ pub fn connect_from(source: &str, addr: &str) -> std::io::Result<TcpStream> {
 
 /// A TLS 1.2 connection from the test itself, without verification (the server is ours).
 pub fn tls_connect(addr: &str) -> SslStream<TcpStream> {
+    tls_over(TcpStream::connect(addr).unwrap())
+}
+
+/// As [`tls_connect`], from the loopback address `source` (see [`connect_from`]).
+pub fn tls_connect_from(source: &str, addr: &str) -> SslStream<TcpStream> {
+    tls_over(connect_from(source, addr).unwrap())
+}
+
+fn tls_over(tcp: TcpStream) -> SslStream<TcpStream> {
     let mut ctx = SslConnector::builder(SslMethod::tls_client()).unwrap();
     ctx.set_min_proto_version(Some(SslVersion::TLS1_2)).unwrap();
     ctx.set_max_proto_version(Some(SslVersion::TLS1_2)).unwrap();
     ctx.set_verify(SslVerifyMode::NONE);
-    let tcp = TcpStream::connect(addr).unwrap();
     tcp.set_read_timeout(Some(PATIENCE)).unwrap();
     tcp.set_write_timeout(Some(PATIENCE)).unwrap();
     ctx.build()

@@ -159,3 +159,88 @@ fn an_idle_flood_over_many_addresses_is_closed_to_make_room() {
     );
     assert_few_lines(&lines, seconds);
 }
+
+fn signup(user: &str) -> String {
+    format!("<signup><username>{user}</username><password>flood-password</password></signup>")
+}
+
+fn login(user: &str) -> String {
+    format!("<login><username>{user}</username><password>flood-password</password></login>")
+}
+
+/// How long a new session's login takes, from 127.0.0.1.
+fn timed_login(server: &Server, user: &str) -> Duration {
+    let mut ssl = tls_connect(&server.addr());
+    let started = Instant::now();
+    let reply = call(&mut ssl, &login(user));
+    let took = started.elapsed();
+    assert!(reply.contains("code=\"1000\""), "{reply}");
+    took
+}
+
+#[test]
+fn a_signup_flood_leaves_an_honest_login_fast() {
+    let fx = Fixture::new();
+    // The full default cost, two hashing places, ten signups per address.
+    let server = fx.server(&[
+        "--hash-threads",
+        "2",
+        "--hash-iterations",
+        "220000",
+        "--max-signups-per-address",
+        "10",
+    ]);
+    let mut first = tls_connect(&server.addr());
+    assert!(call(&mut first, &signup("victim")).contains("code=\"1000\""));
+    let quiet: Vec<Duration> = (0..3).map(|_| timed_login(&server, "victim")).collect();
+    let reference = *quiet.iter().max().unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let flooders: Vec<_> = (0..8)
+        .map(|t| {
+            let (addr, stop, refused) = (server.addr(), stop.clone(), refused.clone());
+            thread::spawn(move || {
+                let mut ssl = tls_connect_from(&format!("127.0.4.{}", t % 2 + 1), &addr);
+                let mut created = 0;
+                for n in 0.. {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let reply = call(&mut ssl, &signup(&format!("flood{t}x{n}")));
+                    if reply.contains("code=\"1000\"") {
+                        created += 1;
+                    } else if reply.contains("too many signups") {
+                        refused.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                created
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(500));
+    let flooded: Vec<Duration> = (0..5).map(|_| timed_login(&server, "victim")).collect();
+    // Twenty signups later, the two addresses are refused.
+    let started = Instant::now();
+    while refused.load(Ordering::SeqCst) == 0 && started.elapsed() < PATIENCE {
+        thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, Ordering::SeqCst);
+    let created: usize = flooders.into_iter().map(|f| f.join().unwrap()).sum();
+    let worst = *flooded.iter().max().unwrap();
+    eprintln!(
+        "signup flood: logins took {quiet:?} before it and {flooded:?} during it \
+         ({:.2}x the slowest quiet one); {created} signups done, {} refused",
+        worst.as_secs_f64() / reference.as_secs_f64(),
+        refused.load(Ordering::SeqCst)
+    );
+    // Before logins went first, each waited behind the queued signups: 5.6x here.
+    assert!(
+        worst < reference * 3 + Duration::from_millis(100),
+        "{flooded:?} against {quiet:?}"
+    );
+    assert!(
+        refused.load(Ordering::SeqCst) > 0,
+        "the signup limit never applied"
+    );
+}
