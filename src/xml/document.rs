@@ -74,13 +74,17 @@ pub fn parse_document(bytes: &[u8]) -> Result<Element, XmlError> {
     Ok(root)
 }
 
-/// Refuses C0 control characters other than tab and line feed in text and attribute values.
-/// XML 1.1 lets them in as character references, but an XML 1.0 document (every document
+/// Refuses control characters other than tab and line feed in text and attribute values: C0,
+/// DEL and C1, raw or as character references. XML 1.1 lets C0 in as character references, but an XML 1.0 document (every document
 /// written here) cannot carry them, so a value holding one could never be sent back; a
 /// carriage return (`&#13;`) would come back as a line feed, since parsers normalise line
 /// ends. The tree is at most [`MAX_DEPTH`] deep, so the recursion is bounded.
 fn check_characters(el: &Element) -> Result<(), XmlError> {
-    let bad = |text: &str| text.chars().any(|c| c < ' ' && !matches!(c, '\t' | '\n'));
+    // C0 but tab and line feed, DEL and C1: every control character but the two.
+    let bad = |text: &str| {
+        text.chars()
+            .any(|c| c.is_control() && !matches!(c, '\t' | '\n'))
+    };
     if el.attributes.values().any(|v| bad(v)) {
         return Err(XmlError::ours("control characters are not allowed"));
     }
@@ -105,8 +109,10 @@ pub fn write_document(root: &Element) -> Vec<u8> {
 }
 
 fn parser_config() -> ParserConfig {
+    // Text is kept exactly as sent, white space alone included (a password of spaces).
     let mut config = ParserConfig::new()
         .cdata_to_characters(true)
+        .whitespace_to_characters(true)
         .allow_multiple_root_elements(false);
     config.max_entity_expansion_depth = 1;
     config.max_entity_expansion_length = 0;
@@ -216,6 +222,27 @@ mod tests {
         assert!(err.message.contains("control characters"));
         // A literal CR LF is a line end, normalised by the parser: fine.
         assert!(parse_document(b"<a>\r\n<b/>\r\n</a>").is_ok());
+        // DEL and C1, raw and as references.
+        for doc in [
+            "<a>del\u{7f}</a>",
+            "<a>c1\u{85}</a>",
+            "<a>c1&#x9b;</a>",
+            "<a b=\"&#127;\"/>",
+        ] {
+            let err = parse_document(doc.as_bytes()).unwrap_err();
+            assert_eq!(err.message, "control characters are not allowed", "{doc}");
+        }
+    }
+
+    #[test]
+    fn white_space_is_text_like_any_other() {
+        let root = parse_document(b"<password>        </password>").unwrap();
+        assert_eq!(text(&root), "        ");
+        let root = parse_document(b"<username>\t</username>").unwrap();
+        assert_eq!(text(&root), "\t");
+        // Between elements it is there too, and commands ignore it (command.rs).
+        let root = parse_document(b"<login>\n  <username>a</username>\n</login>").unwrap();
+        assert_eq!(text(&root), "\n  \n");
     }
 
     #[test]

@@ -291,3 +291,52 @@ fn malformed_frames_and_documents_get_an_error_and_a_close() {
     let mut ssl = tls_connect(&server.addr());
     assert!(call(&mut ssl, "<hello/>").contains("code=\"1000\""));
 }
+
+#[test]
+fn text_is_taken_exactly_as_sent_and_every_control_character_is_refused() {
+    let fx = Fixture::new();
+    let server = fx.in_process(&[]);
+    let mut ssl = tls_connect(&server.addr());
+    // Eight spaces are an eight-byte password; a tab is a name's character, and refused.
+    assert_eq!(
+        call(
+            &mut ssl,
+            "<signup><username>spacey</username><password>        </password></signup>"
+        ),
+        reply(1000, "account spacey created; log in to use it")
+    );
+    assert_eq!(
+        call(
+            &mut ssl,
+            "<signup><username>\t</username><password>long-enough</password></signup>"
+        ),
+        reply(
+            2004,
+            "username: only letters, digits, '.', '_' and '-' are allowed"
+        )
+    );
+    assert_eq!(
+        call(
+            &mut ssl,
+            "<login><username>spacey</username><password>       </password></login>"
+        ),
+        reply(2200, "authentication failed: wrong user name or password")
+    );
+    assert_eq!(
+        call(
+            &mut ssl,
+            "<login><username>spacey</username><password>        </password></login>"
+        ),
+        reply(1000, "logged in as spacey")
+    );
+    // DEL and C1, raw or as references: the document is refused and the connection closed.
+    for document in ["<hello>\u{7f}</hello>", "<hello>&#x85;</hello>"] {
+        let mut ssl = tls_connect(&server.addr());
+        assert_eq!(
+            call(&mut ssl, document),
+            reply(2001, "control characters are not allowed"),
+            "{document}"
+        );
+        assert_closed(&mut ssl);
+    }
+}
