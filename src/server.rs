@@ -200,17 +200,19 @@ fn ensure_demo_account(store: &AccountStore) -> Result<()> {
     Ok(())
 }
 
-/// Raises the open-file limit to the hard limit, so that `max_clients` connections (each a
-/// socket) can be open at once; warns if even that is too low.
+/// Raises the open-file limit to the hard limit, so that `max_clients` connections can be
+/// open at once; warns if even that is too low. A connection takes two descriptors until it
+/// sends its first request (its socket, and the handle that can close it to make room).
 fn raise_file_limit(max_clients: usize) {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => {
             log::info!("open files: up to {limit}");
-            // A few descriptors go to the listener, the database and the logs.
-            if (limit as usize) < max_clients.saturating_add(64) {
+            // A few more go to the listener, the database and the logs.
+            let needed = max_clients.saturating_mul(2).saturating_add(64);
+            if (limit as usize) < needed {
                 log::warn!(
-                    "the open-file limit ({limit}) is below --max-clients ({max_clients}); \
-                     connections beyond it will fail to be accepted"
+                    "the open-file limit ({limit}) is below what --max-clients ({max_clients}) \
+                     needs ({needed}); connections beyond it will fail to be accepted"
                 );
             }
         }
