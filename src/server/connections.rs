@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Shutdown, TcpStream};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::address::address_key;
 
@@ -177,19 +177,10 @@ impl Connections {
 
     /// Waits up to `limit` for every connection to finish; gives how many have not.
     pub(super) fn wait_idle(&self, limit: Duration) -> usize {
-        let deadline = Instant::now() + limit;
-        let mut registry = self.lock();
-        while !registry.open.is_empty() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            registry = self
-                .changed
-                .wait_timeout(registry, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
+        let (registry, _) = self
+            .changed
+            .wait_timeout_while(self.lock(), limit, |registry| !registry.open.is_empty())
+            .unwrap_or_else(|e| e.into_inner());
         registry.open.len()
     }
 

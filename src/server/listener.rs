@@ -4,7 +4,7 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -91,20 +91,12 @@ impl Shutdown {
 
     /// Waits up to `limit` for a stop; whether one was asked for.
     pub(super) fn wait(&self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        let mut requested = self.0.requested.lock().unwrap_or_else(|e| e.into_inner());
-        while !*requested {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            requested = self
-                .0
-                .changed
-                .wait_timeout(requested, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
+        let requested = self.0.requested.lock().unwrap_or_else(|e| e.into_inner());
+        let (requested, _) = self
+            .0
+            .changed
+            .wait_timeout_while(requested, limit, |requested| !*requested)
+            .unwrap_or_else(|e| e.into_inner());
         *requested
     }
 }
