@@ -53,7 +53,8 @@ hash_ms=$(python3 -c "print($(nproc) * 1000 / $(json "$out/hash.json" ops_per_se
 
 echo "== this server" >&2
 port=$(free_port)
-start sh -c 'cd "$1" && exec "$2/server" --demo --bind 127.0.0.1 --max-clients "$3" \
+# Every load comes from 127.0.0.1: lift the per-address cap with the total.
+start sh -c 'cd "$1" && exec "$2/server" --demo --bind 127.0.0.1 --max-clients "$3" --max-per-address "$3" \
     --max-login-failures 1000000000 --max-address-failures 1000000000 --db users.db "$4"' \
     sh "$work" "$top" $((CONNECTIONS + 1000)) "$port" >/dev/null 2>"$work/server.err"
 server_pid=$!
