@@ -13,6 +13,7 @@ use crate::deadline::DeadlineStream;
 use crate::xml::command::{Command, MAX_COMMANDS_PER_SESSION};
 use crate::xml::document::{parse_document, write_document};
 use crate::xml::frame::{FrameError, FrameReader, write_frame};
+use crate::xml::legacy::printable;
 use crate::xml::reply::{Reply, ResultCode};
 
 /// Who is at the other end of a session.
@@ -90,7 +91,8 @@ fn respond(document: &[u8], session: &mut Session, store: &AccountStore, peer: &
     let command = match Command::parse(&root) {
         Ok(command) => command,
         Err(why) => {
-            log::info!("{peer}: refused a command: {why}");
+            // The message may quote element names as sent: shown escaped.
+            log::info!("{peer}: refused a command: {}", printable(why.as_bytes()));
             return Reply::new(ResultCode::SyntaxError, why).into();
         }
     };
