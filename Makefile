@@ -1,7 +1,8 @@
 # make            release build; ./server, ./client and ./bench at the repository root
 # make cert       ./mycert.pem, self-signed (FORCE=1 replaces an existing one)
 # make run-server build, make the certificate if missing, run ./server --demo 8081
-# make test       formatting, lints, every test and the TLS audit (what CI runs)
+# make test       formatting, lints, every test and the TLS audit (what CI runs); the store's
+#                 tests need PostgreSQL 15's binaries (Debian's postgresql-15; see .ci/run)
 # make tls-audit  scan the server with sslscan (skipped if sslscan is missing)
 # make bench      benchmarks against openssl s_server and the crypto floor
 

@@ -4,19 +4,21 @@
 //! hashed through one [`HashGate`] (so a flood of logins cannot take every core), a login for
 //! an unknown user costs as much time as one for a known user, a hash made at a lower cost is
 //! remade at the next login, and failed logins are throttled by [`ThrottlePolicy`]. Below, a
-//! [`Backend`] holds the data: today [`sqlite`] (one SQLite file), the only module that names
-//! its driver. A backend keeps no state of its own beyond its connections: everything that
+//! [`Backend`] holds the data: [`sqlite`] (one SQLite file, the default) or [`postgres`] (a
+//! database several server instances share), each the only module that names its driver. A backend keeps no state of its own beyond its connections: everything that
 //! must be shared by several server instances (accounts and failure counts) is in the database.
 
 mod hash_gate;
+mod postgres;
 mod sqlite;
 mod throttle;
 
 #[cfg(test)]
 mod contract;
 
+use std::fmt;
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
@@ -30,6 +32,60 @@ use throttle::{FailureCounts, ThrottleKeys};
 /// The database's identifier of an account. Ids are never reused: a session holds its
 /// account's id, and must not act on a later account after its own was deleted.
 pub(crate) type AccountId = i64;
+
+/// Where the accounts are kept (`--db`).
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) enum StoreLocation {
+    /// A SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database, by its `postgres://` URL.
+    Postgres(String),
+}
+
+impl StoreLocation {
+    /// `postgres://...` (or `postgresql://...`) for PostgreSQL; `sqlite:PATH` or a plain
+    /// path for SQLite. The error says what is wrong with a URL.
+    pub(crate) fn parse(text: &str) -> std::result::Result<StoreLocation, String> {
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            postgres::check_url(text)?;
+            return Ok(StoreLocation::Postgres(text.to_string()));
+        }
+        let path = text.strip_prefix("sqlite:").unwrap_or(text);
+        if path.is_empty() {
+            return Err("no file name".into());
+        }
+        Ok(StoreLocation::Sqlite(PathBuf::from(path)))
+    }
+}
+
+/// Shown as [`fmt::Display`] shows it, without the password.
+impl fmt::Debug for StoreLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// The location as it may be shown: a URL's password is left out.
+impl fmt::Display for StoreLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreLocation::Sqlite(path) => write!(f, "SQLite {}", path.display()),
+            StoreLocation::Postgres(url) => {
+                let shown = match url.split_once("://").map(|(_, rest)| rest) {
+                    Some(rest) => match rest.split_once('@') {
+                        Some((user, host)) => format!(
+                            "postgres://{}@{host}",
+                            user.split_once(':').map_or(user, |(name, _)| name)
+                        ),
+                        None => format!("postgres://{rest}"),
+                    },
+                    None => url.clone(),
+                };
+                write!(f, "PostgreSQL {shown}")
+            }
+        }
+    }
+}
 
 /// How the store hashes and when it refuses logins.
 #[derive(Clone, Copy, Debug)]
@@ -129,13 +185,14 @@ pub(crate) struct AccountStore {
 }
 
 impl AccountStore {
-    /// Opens (creating if needed) the SQLite database at `path` and brings its schema up to
-    /// date.
-    pub(crate) fn open(path: &Path, options: StoreOptions) -> Result<Self> {
-        Ok(AccountStore::new(
-            Box::new(sqlite::SqliteBackend::open(path)?),
-            options,
-        ))
+    /// Opens (creating a SQLite file if needed) the store at `location` and brings its
+    /// schema up to date.
+    pub(crate) fn open(location: &StoreLocation, options: StoreOptions) -> Result<Self> {
+        let backend: Box<dyn Backend> = match location {
+            StoreLocation::Sqlite(path) => Box::new(sqlite::SqliteBackend::open(path)?),
+            StoreLocation::Postgres(url) => Box::new(postgres::PostgresBackend::open(url)?),
+        };
+        Ok(AccountStore::new(backend, options))
     }
 
     /// The store's rules over `backend`.
@@ -329,4 +386,29 @@ fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_and_how_they_are_shown() {
+        let sqlite = StoreLocation::parse("users.db").unwrap();
+        assert_eq!(sqlite, StoreLocation::Sqlite("users.db".into()));
+        assert_eq!(
+            StoreLocation::parse("sqlite:/tmp/a.db")
+                .unwrap()
+                .to_string(),
+            "SQLite /tmp/a.db"
+        );
+        let pg = StoreLocation::parse("postgres://svc:s3cret@db.example:5433/accounts").unwrap();
+        assert_eq!(
+            pg.to_string(),
+            "PostgreSQL postgres://svc@db.example:5433/accounts"
+        );
+        assert!(!format!("{pg:?} {pg}").contains("s3cret"));
+        assert!(StoreLocation::parse("postgres://u@h:x/db").is_err());
+        assert!(StoreLocation::parse("sqlite:").is_err());
+    }
 }

@@ -495,7 +495,7 @@ fn migrate(conn: &mut Connection) -> Result<()> {
 mod tests {
     use super::*;
     use crate::db::contract::{TestDatabase, contract_tests, fast};
-    use crate::db::{AccountStore, StoreOptions};
+    use crate::db::{AccountStore, StoreLocation, StoreOptions};
     use crate::password::{MIN_ITERATIONS, PasswordHash, Pbkdf2Params};
 
     /// A fresh SQLite file in a directory of its own.
@@ -513,7 +513,7 @@ mod tests {
 
     impl TestDatabase for SqliteFile {
         fn open(&self, options: StoreOptions) -> AccountStore {
-            AccountStore::open(&self.path(), options).unwrap()
+            AccountStore::open(&StoreLocation::Sqlite(self.path()), options).unwrap()
         }
     }
 
@@ -553,7 +553,9 @@ mod tests {
             .unwrap()
             .pragma_update(None, "user_version", 99)
             .unwrap();
-        let err = AccountStore::open(&db.path(), fast()).err().unwrap();
+        let err = AccountStore::open(&StoreLocation::Sqlite(db.path()), fast())
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("newer"), "{err}");
     }
 

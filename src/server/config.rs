@@ -9,7 +9,7 @@ use getopts::Options;
 
 use super::connections::ConnectionLimits;
 use crate::cli::CommandLine;
-use crate::db::StoreOptions;
+use crate::db::{StoreLocation, StoreOptions};
 use crate::password::{DEFAULT_ITERATIONS, Pbkdf2Params};
 
 const ABOUT: &str =
@@ -55,8 +55,8 @@ pub struct ServerConfig {
     pub(crate) cert: PathBuf,
     /// PEM file with the private key (by default the certificate's file).
     pub(crate) key: PathBuf,
-    /// The SQLite account database.
-    pub(crate) db: PathBuf,
+    /// Where the accounts are kept.
+    pub(crate) db: StoreLocation,
     /// Whether to make sure the original's demo account exists.
     pub(crate) demo: bool,
     /// How long each wait may last.
@@ -116,7 +116,15 @@ fn parse_config(cli: &CommandLine, args: &[String]) -> Result<ServerConfig, Exit
         "FILE",
     );
     opts.optopt("", "key", "private key (PEM) [the --cert file]", "FILE");
-    opts.optopt("", "db", "account database (SQLite) [users.db]", "PATH");
+    opts.optopt(
+        "",
+        "db",
+        "the account store: a SQLite file (PATH or sqlite:PATH), or a PostgreSQL database \
+         shared by several servers (postgres://USER@HOST[:PORT]/DBNAME, the password in \
+         PGPASSWORD: one written in the URL, postgres://USER:PASSWORD@..., can be read by \
+         other local users in the process list) [users.db]",
+        "URL",
+    );
     opts.optflag(
         "",
         "demo",
@@ -265,13 +273,16 @@ fn parse_config(cli: &CommandLine, args: &[String]) -> Result<ServerConfig, Exit
              --max-signups-per-address must be at least 1",
         ));
     }
+    let db_text = m.opt_str("db").unwrap_or_else(|| "users.db".into());
+    let db =
+        StoreLocation::parse(&db_text).map_err(|why| cli.usage_error(&format!("--db: {why}")))?;
     let cert = PathBuf::from(m.opt_str("cert").unwrap_or_else(|| "mycert.pem".into()));
     Ok(ServerConfig {
         port,
         bind,
         key: m.opt_str("key").map_or_else(|| cert.clone(), PathBuf::from),
         cert,
-        db: PathBuf::from(m.opt_str("db").unwrap_or_else(|| "users.db".into())),
+        db,
         demo: m.opt_present("demo"),
         limits: Limits {
             handshake,

@@ -221,6 +221,7 @@ fn retry_later(why: &str, secs: u64) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::StoreLocation;
     use crate::password::{MIN_ITERATIONS, Pbkdf2Params};
     use crate::xml::account::Field;
     use crate::xml::command::{Delete, Update};
@@ -232,7 +233,8 @@ mod tests {
             hash: Pbkdf2Params::new(MIN_ITERATIONS).unwrap(),
             ..Default::default()
         };
-        let store = AccountStore::open(&dir.path().join("users.db"), options).unwrap();
+        let location = StoreLocation::Sqlite(dir.path().join("users.db"));
+        let store = AccountStore::open(&location, options).unwrap();
         let mut session = Session::new(IpAddr::from([127, 0, 0, 1]));
         let run = |command: Command, session: &mut Session| handle(command, session, &store);
         let code = |o: Outcome| o.reply.code;
