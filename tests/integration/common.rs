@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 use openssl::ssl::{SslConnector, SslMethod, SslStream, SslVerifyMode, SslVersion};
 use ssl_server_client::server::{self, Console, ServerConfig, Shutdown};
 
+/// Throwaway PostgreSQL clusters (shared with the library's unit tests).
+#[path = "../support/postgres.rs"]
+pub mod pg;
+
 /// The original's 220-byte reply.
 pub const VALID_REPLY: &[u8] = ssl_server_client::xml::legacy::LEGACY_VALID_REPLY;
 
@@ -207,7 +211,7 @@ impl Server {
     /// As [`Server::start`], but gives the server's stderr if it exits instead.
     pub fn try_start(dir: &Path, args: &[&str]) -> Result<Server, String> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_server"))
-            .args(["-v", "--db", "users.db"])
+            .arg("-v")
             .args(with_defaults(args))
             .arg("0")
             .current_dir(dir)
@@ -295,16 +299,20 @@ pub struct InProcess {
 }
 
 impl InProcess {
-    /// Runs the server on `dir`'s `mycert.pem` and `users.db` with the test defaults and
-    /// `args` (a stop waits at most a second for connections in flight).
+    /// Runs the server on `dir`'s `mycert.pem` and (unless `args` name another store)
+    /// `users.db`, with the test defaults and `args` (a stop waits at most a second for
+    /// connections in flight).
     pub fn start(dir: &Path, args: &[&str]) -> InProcess {
         let (db, cert) = (dir.join("users.db"), dir.join("mycert.pem"));
-        let mut argv: Vec<String> = ["server", "--grace-period", "1", "--db"]
+        let (db, cert) = (db.display().to_string(), cert.display().to_string());
+        let mut given = args.to_vec();
+        if !args.contains(&"--db") {
+            given.extend(["--db", &db]);
+        }
+        let mut argv: Vec<String> = ["server", "--grace-period", "1", "--cert", &cert]
             .map(String::from)
             .to_vec();
-        argv.push(db.display().to_string());
-        argv.extend(["--cert".into(), cert.display().to_string()]);
-        argv.extend(with_defaults(args).into_iter().map(String::from));
+        argv.extend(with_defaults(&given).into_iter().map(String::from));
         argv.push("0".into());
         let config = ServerConfig::from_args(&argv).expect("valid server arguments");
         let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
@@ -342,12 +350,14 @@ impl Drop for InProcess {
     }
 }
 
-/// `args` plus the test defaults for what they leave out: loopback only, cheap hashes.
+/// `args` plus the test defaults for what they leave out: loopback only, cheap hashes, the
+/// SQLite file `users.db`.
 fn with_defaults<'a>(args: &[&'a str]) -> Vec<&'a str> {
     let mut all = args.to_vec();
     for (flag, value) in [
         ("--bind", "127.0.0.1"),
         ("--hash-iterations", TEST_ITERATIONS),
+        ("--db", "users.db"),
     ] {
         if !args.contains(&flag) {
             all.extend([flag, value]);

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::common::pg::cluster;
 use crate::common::*;
 
 const ROUNDS: usize = 5;
@@ -125,6 +126,63 @@ fn random_below(n: u64) -> u64 {
     nanos.wrapping_mul(6364136223846793005).rotate_left(17) % n
 }
 
+/// Users' lives written through `server` by [`WRITERS`] clients at once, until the server is
+/// killed with SIGKILL at a random moment; what each got to.
+fn write_until_killed(fx: &Fixture, server: &Server, round: usize) -> Vec<Progress> {
+    let progress: Arc<Mutex<Vec<Progress>>> = Arc::default();
+    let kill_after = Duration::from_millis(300 + random_below(1200));
+    let started = Instant::now();
+    thread::scope(|s| {
+        for w in 0..WRITERS {
+            let progress = progress.clone();
+            s.spawn(move || {
+                for n in 0.. {
+                    let user = format!("r{round}w{w}u{n}");
+                    let mut p = Progress {
+                        user: user.clone(),
+                        acked: None,
+                        in_flight: None,
+                    };
+                    for step in 0..STEPS.len() {
+                        if run_step(fx, server, &user, step) {
+                            p.acked = Some(step);
+                        } else {
+                            p.in_flight = Some(step);
+                            break;
+                        }
+                    }
+                    let dead = p.in_flight.is_some();
+                    progress.lock().unwrap().push(p);
+                    if dead {
+                        return;
+                    }
+                }
+            });
+        }
+        thread::sleep(kill_after.saturating_sub(started.elapsed()));
+        signal(&server.child, "KILL");
+    });
+    Arc::try_unwrap(progress).unwrap().into_inner().unwrap()
+}
+
+/// Checks every user's state through `server`: counts the acknowledged writes, and notes
+/// each one lost.
+fn check(
+    fx: &Fixture,
+    server: &Server,
+    progress: &[Progress],
+    acknowledged: &mut usize,
+    lost: &mut Vec<String>,
+) {
+    for p in progress {
+        *acknowledged += p.acked.map_or(0, |a| a + 1);
+        let seen = observed(fx, server, &p.user);
+        if !consistent(p, &seen) {
+            lost.push(format!("{p:?}: server holds {seen:?}"));
+        }
+    }
+}
+
 #[test]
 fn acknowledged_writes_survive_sigkill() {
     let fx = Fixture::new();
@@ -134,39 +192,7 @@ fn acknowledged_writes_survive_sigkill() {
     let unthrottled = ["--max-address-failures", "1000000"];
     for round in 0..ROUNDS {
         let server = fx.server(&unthrottled);
-        let progress: Arc<Mutex<Vec<Progress>>> = Arc::default();
-        let kill_after = Duration::from_millis(300 + random_below(1200));
-        let started = Instant::now();
-        thread::scope(|s| {
-            for w in 0..WRITERS {
-                let (fx, server, progress) = (&fx, &server, progress.clone());
-                s.spawn(move || {
-                    for n in 0.. {
-                        let user = format!("r{round}w{w}u{n}");
-                        let mut p = Progress {
-                            user: user.clone(),
-                            acked: None,
-                            in_flight: None,
-                        };
-                        for step in 0..STEPS.len() {
-                            if run_step(fx, server, &user, step) {
-                                p.acked = Some(step);
-                            } else {
-                                p.in_flight = Some(step);
-                                break;
-                            }
-                        }
-                        let dead = p.in_flight.is_some();
-                        progress.lock().unwrap().push(p);
-                        if dead {
-                            return;
-                        }
-                    }
-                });
-            }
-            thread::sleep(kill_after.saturating_sub(started.elapsed()));
-            signal(&server.child, "KILL");
-        });
+        let progress = write_until_killed(&fx, &server, round);
         drop(server);
         assert_eq!(
             integrity(&fx),
@@ -175,18 +201,42 @@ fn acknowledged_writes_survive_sigkill() {
         );
 
         let restarted = fx.server(&unthrottled);
-        for p in progress.lock().unwrap().iter() {
-            acknowledged += p.acked.map_or(0, |a| a + 1);
-            let seen = observed(&fx, &restarted, &p.user);
-            if !consistent(p, &seen) {
-                lost.push(format!("{p:?}: server holds {seen:?}"));
-            }
-        }
+        check(&fx, &restarted, &progress, &mut acknowledged, &mut lost);
         assert!(restarted.terminate().success());
     }
     println!(
         "crash test: {ROUNDS} runs, {ROUNDS} kills (SIGKILL), {acknowledged} acknowledged \
          writes, {} lost",
+        lost.len()
+    );
+    assert!(
+        lost.is_empty(),
+        "acknowledged writes lost:\n{}",
+        lost.join("\n")
+    );
+    assert!(
+        acknowledged > 0,
+        "no write was acknowledged: the test proved nothing"
+    );
+}
+
+#[test]
+fn killing_one_of_two_instances_on_postgres_loses_no_acknowledged_write() {
+    let fx = Fixture::new();
+    let url = cluster().new_database();
+    let args = ["--db", url.as_str(), "--max-address-failures", "1000000"];
+    let survivor = fx.server(&args);
+    let (mut acknowledged, mut lost) = (0, Vec::new());
+    for round in 0..3 {
+        let victim = fx.server(&args);
+        let progress = write_until_killed(&fx, &victim, round);
+        drop(victim);
+        // The other instance goes on serving, and holds every acknowledged write.
+        check(&fx, &survivor, &progress, &mut acknowledged, &mut lost);
+    }
+    println!(
+        "two instances on PostgreSQL: 3 kills (SIGKILL), {acknowledged} acknowledged writes, {} \
+         lost",
         lost.len()
     );
     assert!(

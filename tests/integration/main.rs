@@ -16,5 +16,6 @@ mod portal;
 mod properties;
 mod protocol;
 mod robustness;
+mod shared_store;
 mod startup;
 mod terminal;
