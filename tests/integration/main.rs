@@ -18,3 +18,4 @@ mod protocol;
 mod robustness;
 mod startup;
 mod terminal;
+mod tickets;
