@@ -9,9 +9,11 @@
 //!
 //! OpenSSL takes such keys through its ticket-key callback
 //! (`SSL_CTX_set_tlsext_ticket_key_evp_cb`), which rust-openssl does not wrap
-//! (sfackler/rust-openssl#1828): the callback is declared here, with the one OpenSSL 3
-//! function openssl-sys lacks besides it, and is the only unsafe code of this module. The
-//! keys live in the context's extra data, so each context carries its own.
+//! (sfackler/rust-openssl#1828). Its setter and `OSSL_PARAM_construct_utf8_string` are the
+//! two declarations openssl-sys lacks, in one `unsafe extern` block; the other unsafe code
+//! is three blocks: installing the callback, turning the callback's pointers into
+//! references, and setting the HMAC key. The keys live in the context's extra data, so each
+//! context (remade at every renewal) carries its own.
 
 use std::fmt;
 use std::io::{self, Read};
@@ -31,7 +33,7 @@ use super::tls_context::check_private;
 use crate::error::{Error, Result};
 
 /// The size of a key file: name, HMAC key, AES key.
-pub(super) const KEY_FILE_LEN: usize = NAME_LEN + HMAC_KEY_LEN + AES_KEY_LEN;
+const KEY_FILE_LEN: usize = NAME_LEN + HMAC_KEY_LEN + AES_KEY_LEN;
 const NAME_LEN: usize = 16;
 const HMAC_KEY_LEN: usize = 32;
 const AES_KEY_LEN: usize = 32;
@@ -93,7 +95,7 @@ impl TicketKey {
     }
 }
 
-/// The keys are secrets, their name too (it tells which key a ticket used): never printed.
+/// Never printed: the keys are secrets, and the name is kept with them (as nginx does).
 impl fmt::Debug for TicketKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("TicketKey(..)")
