@@ -1,5 +1,6 @@
 # make            release build; ./server, ./client and ./bench at the repository root
 # make cert       ./mycert.pem, self-signed (FORCE=1 replaces an existing one)
+# make ticket-key ./ticket.key, a shared session-ticket key (TICKET_KEY=FILE; FORCE=1 replaces)
 # make run-server build, make the certificate if missing, run ./server --demo 8081
 # make test       formatting, lints, every test and the TLS audit (what CI runs); the store's
 #                 tests need PostgreSQL 15's binaries (Debian's postgresql-15; see .ci/run)
@@ -8,8 +9,9 @@
 
 CARGO ?= cargo
 PORT ?= 8081
+TICKET_KEY ?= ticket.key
 
-.PHONY: all cert run-server test lint tls-audit bench clean
+.PHONY: all cert ticket-key run-server test lint tls-audit bench clean
 
 all:
 	$(CARGO) build --release --locked --bins
@@ -17,6 +19,9 @@ all:
 
 cert:
 	scripts/gencert.sh mycert.pem
+
+ticket-key:
+	scripts/ticketkey.sh $(TICKET_KEY)
 
 run-server: all cert
 	./server --demo $(PORT)

@@ -17,6 +17,7 @@
 //! - `config`: the command line ([`ServerConfig`]);
 //! - `listener`: the listening socket and the [`Shutdown`] that ends the accept loop;
 //! - `tls_context`: the TLS context, certificates, and its renewal (new session-ticket keys);
+//! - `ticket_keys`: session-ticket keys shared by several instances (`--ticket-key-file`);
 //! - `connections`: the connections served, capped in all and per address, the longest
 //!   waiting closed to make room;
 //! - `flood_log`: refused, closed and failed connections summarised in the log;
@@ -34,6 +35,7 @@ mod handlers;
 mod listener;
 mod servlet;
 mod session;
+mod ticket_keys;
 mod tls_context;
 mod workers;
 

@@ -73,6 +73,9 @@ pub struct ServerConfig {
     pub(crate) allow_tls13: bool,
     /// How often the TLS context, and with it the session-ticket keys, is made anew.
     pub(crate) ticket_key_lifetime: Duration,
+    /// Session-ticket keys shared with other instances (80-byte files), reread at each
+    /// renewal: the first encrypts, all decrypt. Empty: OpenSSL's own keys, per process.
+    pub(crate) ticket_key_files: Vec<PathBuf>,
 }
 
 /// How long each wait of a connection may last.
@@ -133,6 +136,14 @@ fn parse_config(cli: &CommandLine, args: &[String]) -> Result<ServerConfig, Exit
     for (flag, what, default) in DURATION_FLAGS {
         opts.optopt("", flag, &format!("{what} [{default}]"), "SECS");
     }
+    opts.optmulti(
+        "",
+        "ticket-key-file",
+        "session-ticket key shared with other servers (80 bytes: `make ticket-key`), mode \
+         600; repeatable: the first encrypts, all decrypt; reread every --ticket-key-lifetime \
+         [own keys, drawn at each renewal]",
+        "FILE",
+    );
     opts.optopt(
         "",
         "max-clients",
@@ -296,6 +307,11 @@ fn parse_config(cli: &CommandLine, args: &[String]) -> Result<ServerConfig, Exit
         store,
         allow_tls13: m.opt_present("allow-tls13"),
         ticket_key_lifetime,
+        ticket_key_files: m
+            .opt_strs("ticket-key-file")
+            .into_iter()
+            .map(PathBuf::from)
+            .collect(),
     })
 }
 

@@ -16,6 +16,7 @@ use openssl::x509::X509Name;
 
 use super::config::ServerConfig;
 use super::listener::Shutdown;
+use super::ticket_keys::{load_ticket_keys, set_ticket_keys};
 use crate::error::{Error, Result};
 use crate::tls;
 
@@ -38,11 +39,13 @@ impl TlsContext {
         Arc::clone(&self.current.read().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// Every `ticket_key_lifetime` until `shutdown`, replaces the context with a new one,
-    /// whose session-ticket keys OpenSSL draws afresh (and which rereads the certificate and
-    /// key). Tickets issued under the old keys then fall back to a full handshake. Each server
-    /// instance has its own keys: behind a load balancer, a ticket resumes only on the
-    /// instance that issued it.
+    /// Every `ticket_key_lifetime` until `shutdown`, replaces the context with a new one
+    /// (which rereads the certificate and key). Without `--ticket-key-file`, OpenSSL draws
+    /// its session-ticket keys afresh, tickets issued under the old keys fall back to a full
+    /// handshake, and each server instance has its own keys: behind a load balancer, a ticket
+    /// resumes only on the instance that issued it. With it, the key files are reread, so
+    /// replacing them rotates the keys of every instance that reads them; if the new context
+    /// cannot be made (a key file missing, of the wrong size), the old one stays.
     pub(super) fn renew_periodically(
         self: &Arc<Self>,
         config: &ServerConfig,
@@ -57,7 +60,14 @@ impl TlsContext {
                         Ok(fresh) => {
                             *context.current.write().unwrap_or_else(|e| e.into_inner()) =
                                 Arc::new(fresh);
-                            log::info!("new TLS context: session-ticket keys replaced");
+                            log::info!(
+                                "new TLS context: session-ticket keys {}",
+                                if config.ticket_key_files.is_empty() {
+                                    "replaced"
+                                } else {
+                                    "reread from --ticket-key-file"
+                                }
+                            );
                         }
                         Err(e) => log::error!("cannot renew the TLS context, keeping the old: {e}"),
                     }
@@ -83,12 +93,16 @@ pub(crate) fn init_server_ctx(allow_tls13: bool) -> Result<SslAcceptorBuilder> {
     Ok(ctx)
 }
 
-/// The whole TLS set-up of the server: context, certificate and key, client verification.
+/// The whole TLS set-up of the server: context, certificate and key, client verification,
+/// and the session-ticket keys of `--ticket-key-file` if given.
 fn build_acceptor(config: &ServerConfig) -> Result<SslAcceptor> {
     let mut ctx = init_server_ctx(config.allow_tls13)?;
     load_certificates(&mut ctx, &config.cert, &config.key)?;
     if let Some(ca_file) = &config.verify_client {
         require_client_certificates(&mut ctx, ca_file)?;
+    }
+    if !config.ticket_key_files.is_empty() {
+        set_ticket_keys(&mut ctx, load_ticket_keys(&config.ticket_key_files)?)?;
     }
     Ok(ctx.build())
 }
@@ -102,7 +116,7 @@ pub(crate) fn load_certificates(
 ) -> Result<()> {
     check_readable("certificate file", cert)?;
     check_readable("key file", key)?;
-    check_private(key)?;
+    check_private("private key file", key)?;
     ctx.set_certificate_chain_file(cert)
         .map_err(|e| pem_error("certificate", cert, e))?;
     ctx.set_private_key_file(key, SslFiletype::PEM)
@@ -127,16 +141,17 @@ fn check_readable(what: &str, path: &Path) -> Result<()> {
     })
 }
 
-/// Refuses a private key file that others than its owner may read.
-fn check_private(key: &Path) -> Result<()> {
+/// Refuses a file of secrets (`what`: "private key file") that others than its owner may
+/// read.
+pub(super) fn check_private(what: &str, key: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(key)
-        .map_err(|e| Error::file("key file", key, e))?
+        .map_err(|e| Error::file(what, key, e))?
         .permissions()
         .mode();
     if mode & 0o077 != 0 {
         return Err(Error::Config(format!(
-            "the private key file {0} can be read by others (mode {1:o}); make it private \
+            "the {what} {0} can be read by others (mode {1:o}); make it private \
              with `chmod 600 {0}`",
             key.display(),
             mode & 0o777

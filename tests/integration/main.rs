@@ -19,3 +19,4 @@ mod robustness;
 mod shared_store;
 mod startup;
 mod terminal;
+mod tickets;
