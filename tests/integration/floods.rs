@@ -197,7 +197,7 @@ fn a_signup_flood_leaves_an_honest_login_fast() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let refused = Arc::new(AtomicUsize::new(0));
-    let flooders: Vec<_> = (0..8)
+    let flooders: Vec<_> = (0..16)
         .map(|t| {
             let (addr, stop, refused) = (server.addr(), stop.clone(), refused.clone());
             thread::spawn(move || {
@@ -234,9 +234,10 @@ fn a_signup_flood_leaves_an_honest_login_fast() {
         worst.as_secs_f64() / reference.as_secs_f64(),
         refused.load(Ordering::SeqCst)
     );
-    // Before logins went first, each waited behind the queued signups: 5.6x here.
+    // Before logins went first, each waited behind the queued signups: 5.6x with 8
+    // flooders, and it grows with them; first, a login waits for no signup (1-2x here).
     assert!(
-        worst < reference * 3 + Duration::from_millis(100),
+        worst < reference * 4 + Duration::from_millis(200),
         "{flooded:?} against {quiet:?}"
     );
     assert!(
