@@ -63,6 +63,7 @@ bench ours-handshake "$port" "$server_pid" --mode full --handshake-only
 bench ours-resumed "$port" "$server_pid" --mode resume --handshake-only
 bench ours-full "$port" "$server_pid" --mode full
 bench ours-session "$port" "$server_pid" --mode session
+bench ours-login "$port" "$server_pid" --mode login
 # A silent client next to the full load.
 start python3 -c 'import socket,time,sys; s=socket.create_connection(("127.0.0.1", int(sys.argv[1]))); time.sleep(3600)' "$port"
 silent=$!
@@ -70,6 +71,19 @@ bench ours-handshake-silent "$port" "$server_pid" --mode full --handshake-only
 kill "$silent"
 baseline_kib=$(grep VmRSS "/proc/$server_pid/status" | awk '{print $2}')
 bench ours-idle "$port" "$server_pid" --mode idle --connections "$CONNECTIONS"
+
+echo "== this server on PostgreSQL (a throwaway server on this machine)" >&2
+. scripts/pg-throwaway.sh
+mkdir "$work/pgdir"
+pg_throwaway "$work/pgdir"
+pgport=$(free_port)
+start "$top/server" --demo --bind 127.0.0.1 --cert "$work/mycert.pem" --db "$PG_URL" \
+    --max-login-failures 1000000000 --max-address-failures 1000000000 "$pgport" \
+    >/dev/null 2>"$work/server-pg.err"
+pg_server_pid=$!
+sleep 1
+bench pg-login "$pgport" "$pg_server_pid" --mode login
+bench pg-session "$pgport" "$pg_server_pid" --mode session
 
 echo "== openssl s_server -tls1_2 (same certificate)" >&2
 sport=$(free_port)
@@ -85,7 +99,7 @@ out, floor, hash_ms, sign, x25519, base_kib, conns, clients = sys.argv[1:]
 floor, hash_ms, base_kib, conns = float(floor), float(hash_ms), float(base_kib), int(conns)
 r = {n: json.load(open(f"{out}/{n}.json")) for n in [
     "ours-handshake", "ours-resumed", "ours-full", "ours-session", "ours-handshake-silent",
-    "ours-idle", "s_server-handshake"]}
+    "ours-idle", "s_server-handshake", "ours-login", "pg-login", "pg-session"]}
 cpu = lambda n: r[n]["server_cpu_ms_per_op"]
 rate = lambda n: r[n]["ops_per_second"]
 per_conn = (r["ours-idle"]["server_peak_rss_kib"] - base_kib) / max(r["ours-idle"]["held"], 1)
@@ -98,6 +112,8 @@ rows = [
     (f"Persistent sessions, view, {clients} clients", f"{rate('ours-session'):.0f}/s, p99 {r['ours-session']['latency_ms']['p99']:.2f} ms", rate("ours-session") / 20000, ">= 1 (20,000/s), p99 < 5 ms"),
     (f"{conns} connections held, then each served", f"{r['ours-idle']['held']} held, {r['ours-idle']['operations']} served, {per_conn:.1f} KiB each", per_conn / 100, "<= 1 (100 KiB)"),
     ("Legacy exchange with login vs handshake floor + one PBKDF2", f"{cpu('ours-full'):.2f} ms vs {floor + hash_ms:.2f} ms", cpu("ours-full") / (floor + hash_ms), "<= 1.10"),
+    (f"Logins (handshake, login, logout), {clients} clients: PostgreSQL vs SQLite", f"{rate('pg-login'):.0f}/s vs {rate('ours-login'):.0f}/s", rate("pg-login") / rate("ours-login"), "(reference)"),
+    (f"view on persistent sessions, {clients} clients: PostgreSQL vs SQLite", f"{rate('pg-session'):.0f}/s vs {rate('ours-session'):.0f}/s, server CPU {cpu('pg-session'):.3f} vs {cpu('ours-session'):.3f} ms", rate("pg-session") / rate("ours-session"), "(reference)"),
     ("Handshakes with a silent client held open vs without", f"{rate('ours-handshake-silent'):.0f}/s vs {rate('ours-handshake'):.0f}/s", rate("ours-handshake-silent") / rate("ours-handshake"), "~1.0"),
 ]
 print(f"Crypto floor: RSA-2048 sign {float(sign):.0f}/s, X25519 {float(x25519):.0f}/s -> {floor:.3f} ms per handshake; PBKDF2-HMAC-SHA512 at 220,000 iterations: {hash_ms:.1f} ms\n")
