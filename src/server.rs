@@ -50,7 +50,7 @@ pub use listener::{Shutdown, open_listener};
 use crate::address::address_key;
 use crate::db::AccountStore;
 use crate::error::{Error, Result};
-use connections::{Admission, Connections, Refusal};
+use connections::{Admission, Connections};
 use flood_log::{FloodEvent, FloodLog};
 use listener::peer_display;
 use servlet::{Shared, servlet};
@@ -147,17 +147,7 @@ pub fn run(
                 slot
             }
             Admission::Refused(refusal) => {
-                let why = match refusal {
-                    Refusal::AddressFull => format!(
-                        "each address may hold {} connections at once (--max-per-address)",
-                        config.connections.per_address
-                    ),
-                    Refusal::ServerFull => format!(
-                        "{} clients already being served, all past their first request \
-                         (--max-clients)",
-                        config.connections.total
-                    ),
-                };
+                let why = refusal.reason(config.connections);
                 log::debug!("{peer}: refused: {why}");
                 shared
                     .flood

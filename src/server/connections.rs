@@ -41,6 +41,22 @@ pub(super) enum Refusal {
     ServerFull,
 }
 
+impl Refusal {
+    /// Why, in words, for the log.
+    pub(super) fn reason(self, limits: ConnectionLimits) -> String {
+        match self {
+            Refusal::AddressFull => format!(
+                "each address may hold {} connections at once (--max-per-address)",
+                limits.per_address
+            ),
+            Refusal::ServerFull => format!(
+                "{} clients already being served, all past their first request (--max-clients)",
+                limits.total
+            ),
+        }
+    }
+}
+
 /// The connections being served.
 pub(super) struct Connections {
     limits: ConnectionLimits,
