@@ -23,6 +23,7 @@
 //! - `workers`: the client threads;
 //! - `console`: where the original's console lines go ([`Console`]);
 //! - `servlet`: one client's connection, the legacy exchange, and the first-byte dispatch;
+//! - `proxy_protocol`: the load balancers trusted to send a PROXY header, and reading it;
 //! - `session`: an account-protocol session, frame by frame;
 //! - `handlers`: the handler of each account-protocol command.
 
@@ -32,6 +33,7 @@ mod console;
 mod flood_log;
 mod handlers;
 mod listener;
+mod proxy_protocol;
 mod servlet;
 mod session;
 mod tls_context;
@@ -53,7 +55,7 @@ use crate::error::{Error, Result};
 use connections::{Admission, Connections};
 use flood_log::{FloodEvent, FloodLog};
 use listener::peer_display;
-use servlet::{Shared, servlet};
+use servlet::{Shared, servlet, servlet_behind_proxy};
 use tls_context::TlsContext;
 use workers::ClientThreads;
 
@@ -127,13 +129,17 @@ pub fn run(
                 continue;
             }
         };
-        let (peer, ip) = match tcp.peer_addr() {
-            Ok(addr) => (peer_display(addr), addr.ip()),
+        let socket = match tcp.peer_addr() {
+            Ok(addr) => addr,
             Err(e) => {
                 log::debug!("connection closed before it could be served: {e}");
                 continue;
             }
         };
+        let (peer, ip) = (peer_display(socket), socket.ip());
+        // From a trusted proxy, the client's address comes in the PROXY header, read on the
+        // client's thread.
+        let via_proxy = config.proxy_protocol_from.trusts(ip);
         let slot = match connections.admit(&tcp, ip) {
             Admission::Admitted(slot) => slot,
             Admission::AdmittedByEvicting(slot, victim) => {
@@ -155,11 +161,19 @@ pub fn run(
                 continue;
             }
         };
-        shared.console.write(&format!("Connection: {peer}\n"));
         let shared = Arc::clone(&shared);
-        if let Err(e) = threads.serve(Box::new(move || {
-            servlet(tcp, &peer, ip, &shared, &slot);
-        })) {
+        let served = if via_proxy {
+            // The console's line names the client, once its header is read.
+            threads.serve(Box::new(move || {
+                servlet_behind_proxy(tcp, socket, &shared, &slot);
+            }))
+        } else {
+            shared.console.write(&format!("Connection: {peer}\n"));
+            threads.serve(Box::new(move || {
+                servlet(tcp, &peer, ip, &shared, &slot);
+            }))
+        };
+        if let Err(e) = served {
             log::error!("cannot start a thread for a client: {e}");
         }
     }
