@@ -106,6 +106,7 @@ pub fn run(
         tls,
         store,
         limits: config.limits,
+        connection_limits: config.connections,
         console,
         flood,
     });
@@ -138,9 +139,14 @@ pub fn run(
         };
         let (peer, ip) = (peer_display(socket), socket.ip());
         // From a trusted proxy, the client's address comes in the PROXY header, read on the
-        // client's thread.
+        // client's thread: until then the connection counts under the proxy's address.
         let via_proxy = config.proxy_protocol_from.trusts(ip);
-        let slot = match connections.admit(&tcp, ip) {
+        let admission = if via_proxy {
+            connections.admit_via_proxy(&tcp, ip)
+        } else {
+            connections.admit(&tcp, ip)
+        };
+        let slot = match admission {
             Admission::Admitted(slot) => slot,
             Admission::AdmittedByEvicting(slot, victim) => {
                 let why = format!(

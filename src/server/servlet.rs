@@ -9,7 +9,7 @@ use std::sync::Arc;
 use openssl::ssl::SslRef;
 
 use super::config::Limits;
-use super::connections::ConnectionSlot;
+use super::connections::{ConnectionLimits, ConnectionSlot};
 use super::console::Console;
 use super::flood_log::{FloodEvent, FloodLog};
 use super::listener::peer_display;
@@ -39,6 +39,8 @@ pub(super) struct Shared {
     pub(super) store: AccountStore,
     /// How long each wait may last.
     pub(super) limits: Limits,
+    /// How many connections may be served at once (for the log's words).
+    pub(super) connection_limits: ConnectionLimits,
     /// Where the original's console lines go.
     pub(super) console: Console,
     /// Refused, closed and failed connections, for the log's summaries.
@@ -68,10 +70,11 @@ pub(crate) fn servlet(
 
 /// [`servlet`] for a connection from a trusted proxy (`--proxy-protocol-from`) at `proxy`:
 /// reads the PROXY header first, within the handshake's deadline, then serves the client it
-/// names as if it had connected itself: the console's `Connection:` line, the logs and
-/// login throttling all see the client's address. A LOCAL header (a health check) is served
-/// as the proxy's own connection. Without a valid header the connection is closed, and
-/// counted in the log's summaries.
+/// names as if it had connected itself: the console's `Connection:` line, the logs, the
+/// per-address cap (applied now, by [`ConnectionSlot::set_address`]) and login throttling
+/// all see the client's address. A LOCAL header (a health check) is served as the proxy's
+/// own connection. Without a valid header the connection is closed, and counted in the log's
+/// summaries.
 pub(super) fn servlet_behind_proxy(
     tcp: TcpStream,
     proxy: SocketAddr,
@@ -83,6 +86,14 @@ pub(super) fn servlet_behind_proxy(
     let proxy_peer = peer_display(proxy);
     let client = match read_proxy_header(&mut stream) {
         Ok(ProxyHeader::Client(client)) => {
+            if let Err(refusal) = slot.set_address(client.ip()) {
+                let why = refusal.reason(shared.connection_limits);
+                log::debug!("{}: refused: {why}", peer_display(client));
+                shared
+                    .flood
+                    .record(FloodEvent::Refused, &why, address_key(client.ip()));
+                return;
+            }
             log::debug!("{proxy_peer}: PROXY header for {}", peer_display(client));
             client
         }
