@@ -73,8 +73,8 @@ pub(crate) fn servlet(
 /// names as if it had connected itself: the console's `Connection:` line, the logs, the
 /// per-address cap (applied now, by [`ConnectionSlot::set_address`]) and login throttling
 /// all see the client's address. A LOCAL header (a health check) is served as the proxy's
-/// own connection. Without a valid header the connection is closed, and counted in the log's
-/// summaries.
+/// own connection, and ends quietly if nothing follows it. Without a valid header the
+/// connection is closed, and counted in the log's summaries.
 pub(super) fn servlet_behind_proxy(
     tcp: TcpStream,
     proxy: SocketAddr,
@@ -98,6 +98,12 @@ pub(super) fn servlet_behind_proxy(
             client
         }
         Ok(ProxyHeader::Local) => {
+            // HAProxy's health checks (`check-send-proxy`) close right after the header: not
+            // a failed handshake to report every second, nor a console line.
+            if let Ok(0) = stream.peek(&mut [0u8; 1]) {
+                log::debug!("{proxy_peer}: a health check (LOCAL header, then closed)");
+                return;
+            }
             log::debug!("{proxy_peer}: PROXY header without a client: served as the proxy");
             proxy
         }

@@ -160,6 +160,14 @@ fn a_local_header_is_served_as_the_proxy_itself() {
         t.contains(&format!("Connection: 127.0.0.1:{port}\n"))
             && t.contains(&format!("Connection: 127.0.0.1:{v1_port}\n"))
     });
+    // A health check closes after its header: neither a console line nor a failure to log.
+    let check = send_header(&server, &local);
+    let check_port = check.local_addr().unwrap().port();
+    drop(check);
+    thread::sleep(Duration::from_millis(1500)); // past a summary's period
+    assert!(!server.stdout.text().contains(&format!(":{check_port}\n")));
+    let log = server.stderr.text();
+    assert!(!log.contains("TLS handshake failed"), "{log}");
 }
 
 #[test]
