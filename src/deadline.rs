@@ -53,6 +53,13 @@ impl DeadlineStream {
         self.idle = true;
     }
 
+    /// Reads into `buf` what has arrived without taking it off the stream (`recv` with
+    /// `MSG_PEEK`), waiting as a read does; the next read or peek sees the same bytes.
+    pub fn peek(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.set_read_timeout(Some(self.time_left()?))?;
+        self.inner.peek(buf).map_err(timed_out)
+    }
+
     /// How long the next operation may wait.
     fn time_left(&self) -> io::Result<Duration> {
         let now = Instant::now();
@@ -173,6 +180,22 @@ mod tests {
         stream.await_next(Duration::from_secs(10));
         let started = Instant::now();
         assert!(stream.read(&mut [0u8; 1]).is_err());
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_peek_leaves_the_bytes_and_keeps_to_the_deadline() {
+        let (ours, mut peer) = pair();
+        peer.write_all(b"hello").unwrap();
+        let mut stream = DeadlineStream::new(ours, Duration::from_secs(10), ms(300));
+        let mut buf = [0u8; 16];
+        let n = stream.peek(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"hello");
+        let n = stream.read(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"hello", "the peek took nothing");
+        let started = Instant::now();
+        let err = stream.peek(&mut buf).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert!(started.elapsed() < Duration::from_secs(5));
     }
 

@@ -24,6 +24,7 @@
 //! - `workers`: the client threads;
 //! - `console`: where the original's console lines go ([`Console`]);
 //! - `servlet`: one client's connection, the legacy exchange, and the first-byte dispatch;
+//! - `proxy_protocol`: the load balancers trusted to send a PROXY header, and reading it;
 //! - `session`: an account-protocol session, frame by frame;
 //! - `handlers`: the handler of each account-protocol command.
 
@@ -33,6 +34,7 @@ mod console;
 mod flood_log;
 mod handlers;
 mod listener;
+mod proxy_protocol;
 mod servlet;
 mod session;
 mod ticket_keys;
@@ -52,10 +54,10 @@ pub use listener::{Shutdown, open_listener};
 use crate::address::address_key;
 use crate::db::AccountStore;
 use crate::error::{Error, Result};
-use connections::{Admission, Connections, Refusal};
+use connections::{Admission, Connections};
 use flood_log::{FloodEvent, FloodLog};
 use listener::peer_display;
-use servlet::{Shared, servlet};
+use servlet::{Shared, servlet, servlet_behind_proxy};
 use tls_context::TlsContext;
 use workers::ClientThreads;
 
@@ -106,6 +108,7 @@ pub fn run(
         tls,
         store,
         limits: config.limits,
+        connection_limits: config.connections,
         console,
         flood,
     });
@@ -129,14 +132,23 @@ pub fn run(
                 continue;
             }
         };
-        let (peer, ip) = match tcp.peer_addr() {
-            Ok(addr) => (peer_display(addr), addr.ip()),
+        let socket = match tcp.peer_addr() {
+            Ok(addr) => addr,
             Err(e) => {
                 log::debug!("connection closed before it could be served: {e}");
                 continue;
             }
         };
-        let slot = match connections.admit(&tcp, ip) {
+        let (peer, ip) = (peer_display(socket), socket.ip());
+        // From a trusted proxy, the client's address comes in the PROXY header, read on the
+        // client's thread: until then the connection counts under the proxy's address.
+        let via_proxy = config.proxy_protocol_from.trusts(ip);
+        let admission = if via_proxy {
+            connections.admit_via_proxy(&tcp, ip)
+        } else {
+            connections.admit(&tcp, ip)
+        };
+        let slot = match admission {
             Admission::Admitted(slot) => slot,
             Admission::AdmittedByEvicting(slot, victim) => {
                 let why = format!(
@@ -149,17 +161,7 @@ pub fn run(
                 slot
             }
             Admission::Refused(refusal) => {
-                let why = match refusal {
-                    Refusal::AddressFull => format!(
-                        "each address may hold {} connections at once (--max-per-address)",
-                        config.connections.per_address
-                    ),
-                    Refusal::ServerFull => format!(
-                        "{} clients already being served, all past their first request \
-                         (--max-clients)",
-                        config.connections.total
-                    ),
-                };
+                let why = refusal.reason(config.connections);
                 log::debug!("{peer}: refused: {why}");
                 shared
                     .flood
@@ -167,11 +169,19 @@ pub fn run(
                 continue;
             }
         };
-        shared.console.write(&format!("Connection: {peer}\n"));
         let shared = Arc::clone(&shared);
-        if let Err(e) = threads.serve(Box::new(move || {
-            servlet(tcp, &peer, ip, &shared, &slot);
-        })) {
+        let served = if via_proxy {
+            // The console's line names the client, once its header is read.
+            threads.serve(Box::new(move || {
+                servlet_behind_proxy(tcp, socket, &shared, &slot);
+            }))
+        } else {
+            shared.console.write(&format!("Connection: {peer}\n"));
+            threads.serve(Box::new(move || {
+                servlet(tcp, &peer, ip, &shared, &slot);
+            }))
+        };
+        if let Err(e) = served {
             log::error!("cannot start a thread for a client: {e}");
         }
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use getopts::Options;
 
 use super::connections::ConnectionLimits;
+use super::proxy_protocol::TrustedProxies;
 use crate::cli::CommandLine;
 use crate::db::{StoreLocation, StoreOptions};
 use crate::password::{DEFAULT_ITERATIONS, Pbkdf2Params};
@@ -18,7 +19,7 @@ const ABOUT: &str =
 const DURATION_FLAGS: [(&str, &str, u64); 6] = [
     (
         "handshake-timeout",
-        "seconds the TLS handshake may take",
+        "seconds the TLS handshake (a PROXY header included) may take",
         10,
     ),
     ("timeout", "seconds each read and write may wait", 30),
@@ -51,6 +52,8 @@ pub struct ServerConfig {
     pub(crate) port: u16,
     /// The address to listen on; `None` for every interface, IPv4 and IPv6.
     pub(crate) bind: Option<IpAddr>,
+    /// The load balancers whose connections start with a PROXY header naming the client.
+    pub(crate) proxy_protocol_from: TrustedProxies,
     /// PEM file with the certificate (chain).
     pub(crate) cert: PathBuf,
     /// PEM file with the private key (by default the certificate's file).
@@ -111,6 +114,14 @@ fn parse_config(cli: &CommandLine, args: &[String]) -> Result<ServerConfig, Exit
         "bind",
         "listen on this address only (default: every interface, IPv4 and IPv6)",
         "ADDR",
+    );
+    opts.optmulti(
+        "",
+        "proxy-protocol-from",
+        "connections from this address range (CIDR) must start with a PROXY protocol header \
+         (v1 or v2, as HAProxy's send-proxy), whose client address is then the client's; \
+         repeatable; from other addresses a header is never believed [none]",
+        "CIDR",
     );
     opts.optopt(
         "",
@@ -233,6 +244,8 @@ fn parse_config(cli: &CommandLine, args: &[String]) -> Result<ServerConfig, Exit
                 .map_err(|_| cli.usage_error(&format!("--bind: {text:?} is not an IP address")))?,
         ),
     };
+    let proxy_protocol_from = TrustedProxies::parse(&m.opt_strs("proxy-protocol-from"))
+        .map_err(|e| cli.usage_error(&format!("--proxy-protocol-from: {e}")))?;
     let mut waits = [Duration::ZERO; DURATION_FLAGS.len()];
     for (wait, (flag, _, default)) in waits.iter_mut().zip(DURATION_FLAGS) {
         let secs: u64 = cli.number(&m, flag, default)?;
@@ -291,6 +304,7 @@ fn parse_config(cli: &CommandLine, args: &[String]) -> Result<ServerConfig, Exit
     Ok(ServerConfig {
         port,
         bind,
+        proxy_protocol_from,
         key: m.opt_str("key").map_or_else(|| cert.clone(), PathBuf::from),
         cert,
         db,
@@ -350,6 +364,7 @@ mod tests {
             &["--max-clients", "x", "8081"],
             &["--bind", "localhost", "8081"],
             &["--hash-iterations", "5", "8081"],
+            &["--proxy-protocol-from", "10.0.0.0/33", "8081"],
         ] {
             let a = args(bad);
             assert!(parse_config(&cli, &a).is_err(), "{bad:?}");
@@ -358,5 +373,18 @@ mod tests {
         let config = parse_config(&cli, &a).unwrap();
         assert_eq!(config.bind, Some(Ipv6Addr::LOCALHOST.into()));
         assert_eq!(config.key, PathBuf::from("c.pem"));
+        assert_eq!(config.proxy_protocol_from, TrustedProxies::default());
+        let a = args(&[
+            "--proxy-protocol-from",
+            "10.0.0.0/8",
+            "--proxy-protocol-from",
+            "::1/128",
+            "0",
+        ]);
+        let config = parse_config(&cli, &a).unwrap();
+        assert_eq!(
+            config.proxy_protocol_from,
+            TrustedProxies::parse(&["10.0.0.0/8", "::1/128"]).unwrap()
+        );
     }
 }

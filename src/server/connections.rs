@@ -4,6 +4,11 @@
 //! longest, from the address with the most such connections. So a horde of idle sockets
 //! cannot keep honest clients out, and a client with one connection in its handshake is the
 //! last to lose it.
+//!
+//! A connection from a trusted proxy (a load balancer speaking the PROXY protocol) is admitted
+//! under the proxy's address, which no per-address cap limits (every client behind the
+//! balancer shares it), and moved to its client's address once the PROXY header names it
+//! ([`ConnectionSlot::set_address`]); that address's cap applies then.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Shutdown, TcpStream};
@@ -41,6 +46,22 @@ pub(super) enum Refusal {
     ServerFull,
 }
 
+impl Refusal {
+    /// Why, in words, for the log.
+    pub(super) fn reason(self, limits: ConnectionLimits) -> String {
+        match self {
+            Refusal::AddressFull => format!(
+                "each address may hold {} connections at once (--max-per-address)",
+                limits.per_address
+            ),
+            Refusal::ServerFull => format!(
+                "{} clients already being served, all past their first request (--max-clients)",
+                limits.total
+            ),
+        }
+    }
+}
+
 /// The connections being served.
 pub(super) struct Connections {
     limits: ConnectionLimits,
@@ -64,6 +85,9 @@ struct Registry {
 struct Open {
     address: String,
     evicted: bool,
+    /// Whether it counts against its address's cap: not while it waits under a trusted
+    /// proxy's address for the PROXY header.
+    capped: bool,
 }
 
 impl Registry {
@@ -88,6 +112,11 @@ impl Registry {
         victim
     }
 
+    /// Whether `address` holds as many connections as one address may.
+    fn address_full(&self, address: &str, limits: ConnectionLimits) -> bool {
+        self.per_address.get(address).copied().unwrap_or(0) >= limits.per_address
+    }
+
     /// Forgets that connection `id` from `address` waits.
     fn stop_waiting(&mut self, id: u64, address: &str) {
         if let Some(waiting) = self.waiting.get_mut(address) {
@@ -98,9 +127,13 @@ impl Registry {
         }
     }
 
-    /// Stops counting a connection from `address` against the limits.
-    fn uncount(&mut self, address: &str) {
+    /// Stops counting a connection from `address` against the limits (against its address's
+    /// cap too if `capped`).
+    fn uncount(&mut self, address: &str, capped: bool) {
         self.counted -= 1;
+        if !capped {
+            return;
+        }
         if let Some(n) = self.per_address.get_mut(address) {
             *n -= 1;
             if *n == 0 {
@@ -124,9 +157,21 @@ impl Connections {
     /// connection that has waited longest without sending a request (which is closed), or a
     /// refusal.
     pub(super) fn admit(self: &Arc<Self>, tcp: &TcpStream, ip: IpAddr) -> Admission {
+        self.admit_as(tcp, ip, true)
+    }
+
+    /// As [`Connections::admit`], for `tcp` from `proxy`, a trusted proxy whose PROXY header
+    /// has yet to name the client: counted against `--max-clients` and closed to make room
+    /// like any connection that waits, but not against the proxy's address's cap. The client
+    /// thread moves it to the client's address with [`ConnectionSlot::set_address`].
+    pub(super) fn admit_via_proxy(self: &Arc<Self>, tcp: &TcpStream, proxy: IpAddr) -> Admission {
+        self.admit_as(tcp, proxy, false)
+    }
+
+    fn admit_as(self: &Arc<Self>, tcp: &TcpStream, ip: IpAddr, capped: bool) -> Admission {
         let address = address_key(ip);
         let mut registry = self.lock();
-        if registry.per_address.get(&address).copied().unwrap_or(0) >= self.limits.per_address {
+        if capped && registry.address_full(&address, self.limits) {
             return Admission::Refused(Refusal::AddressFull);
         }
         let mut evicted = None;
@@ -138,8 +183,8 @@ impl Connections {
             let _ = socket.shutdown(Shutdown::Both);
             if let Some(open) = registry.open.get_mut(&victim) {
                 open.evicted = true;
-                let victim_address = open.address.clone();
-                registry.uncount(&victim_address);
+                let (victim_address, capped) = (open.address.clone(), open.capped);
+                registry.uncount(&victim_address, capped);
                 evicted = Some(victim_address);
             }
         }
@@ -157,12 +202,15 @@ impl Connections {
             Err(e) => log::debug!("cannot keep a handle on a new connection: {e}"),
         }
         registry.counted += 1;
-        *registry.per_address.entry(address.clone()).or_default() += 1;
+        if capped {
+            *registry.per_address.entry(address.clone()).or_default() += 1;
+        }
         registry.open.insert(
             id,
             Open {
                 address,
                 evicted: false,
+                capped,
             },
         );
         let slot = ConnectionSlot {
@@ -205,6 +253,45 @@ impl ConnectionSlot {
         }
     }
 
+    /// Moves a connection admitted through a trusted proxy
+    /// ([`Connections::admit_via_proxy`]) to its client's address `ip`, as the PROXY header
+    /// gives it: from now on it counts against that address's cap, and waits (to be closed to
+    /// make room) among that address's connections. Refused, leaving the connection where it
+    /// was, if the address already holds as many as one address may. A connection already
+    /// closed to make room, or already moved, stays as it is.
+    pub(super) fn set_address(&self, ip: IpAddr) -> Result<(), Refusal> {
+        let address = address_key(ip);
+        let mut registry = self.connections.lock();
+        let Some(open) = registry.open.get(&self.id) else {
+            return Ok(());
+        };
+        if open.evicted || open.capped {
+            return Ok(());
+        }
+        let previous = open.address.clone();
+        if registry.address_full(&address, self.connections.limits) {
+            return Err(Refusal::AddressFull);
+        }
+        *registry.per_address.entry(address.clone()).or_default() += 1;
+        if let Some(socket) = registry
+            .waiting
+            .get_mut(&previous)
+            .and_then(|waiting| waiting.remove(&self.id))
+        {
+            registry.stop_waiting(self.id, &previous);
+            registry
+                .waiting
+                .entry(address.clone())
+                .or_default()
+                .insert(self.id, socket);
+        }
+        if let Some(open) = registry.open.get_mut(&self.id) {
+            open.address = address;
+            open.capped = true;
+        }
+        Ok(())
+    }
+
     /// Whether the connection was closed to make room for another.
     pub(super) fn evicted(&self) -> bool {
         self.connections
@@ -221,7 +308,7 @@ impl Drop for ConnectionSlot {
         if let Some(open) = registry.open.remove(&self.id) {
             registry.stop_waiting(self.id, &open.address);
             if !open.evicted {
-                registry.uncount(&open.address);
+                registry.uncount(&open.address, open.capped);
             }
         }
         drop(registry);
@@ -335,5 +422,119 @@ mod tests {
             connections.admit(&sockets[2].0, one),
             Admission::Admitted(_)
         ));
+    }
+
+    /// Asserts that the counts add up to what `open` holds (and nothing is left over).
+    fn assert_consistent(connections: &Connections) {
+        let registry = connections.lock();
+        let live: Vec<&Open> = registry.open.values().filter(|o| !o.evicted).collect();
+        assert_eq!(registry.counted, live.len());
+        let mut per_address: HashMap<String, usize> = HashMap::new();
+        for open in live.iter().filter(|o| o.capped) {
+            *per_address.entry(open.address.clone()).or_default() += 1;
+        }
+        assert_eq!(registry.per_address, per_address);
+        for (address, waiting) in &registry.waiting {
+            assert!(!waiting.is_empty(), "an empty waiting list for {address}");
+            for id in waiting.keys() {
+                assert_eq!(&registry.open[id].address, address, "connection {id}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_trusted_proxy_is_not_capped_but_its_clients_are() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let limits = ConnectionLimits {
+            total: 10,
+            per_address: 2,
+        };
+        let connections = Arc::new(Connections::new(limits));
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let (client, other): (IpAddr, IpAddr) =
+            ("192.0.2.10".parse().unwrap(), "192.0.2.11".parse().unwrap());
+        let sockets: Vec<_> = (0..6).map(|_| pair(&listener)).collect();
+        // Five at once from the balancer, over the cap of 2: all wait for their headers.
+        let slots: Vec<ConnectionSlot> = sockets[..5]
+            .iter()
+            .map(|(tcp, _)| slot(connections.admit_via_proxy(tcp, proxy)))
+            .collect();
+        assert_consistent(&connections);
+        assert_eq!(connections.lock().waiting["10.0.0.1"].len(), 5);
+        // The headers name the clients: the client's cap applies.
+        assert_eq!(slots[0].set_address(client), Ok(()));
+        assert_eq!(slots[1].set_address(client), Ok(()));
+        assert_eq!(slots[2].set_address(client), Err(Refusal::AddressFull));
+        assert_eq!(slots[3].set_address(other), Ok(()));
+        assert_consistent(&connections);
+        {
+            let registry = connections.lock();
+            assert_eq!(registry.per_address["192.0.2.10"], 2);
+            assert_eq!(registry.per_address["192.0.2.11"], 1);
+            assert!(!registry.per_address.contains_key("10.0.0.1"));
+            assert_eq!(registry.waiting["192.0.2.10"].len(), 2);
+            assert_eq!(
+                registry.waiting["10.0.0.1"].len(),
+                2,
+                "the refused one and one"
+            );
+        }
+        // A direct connection from the client shares its cap.
+        assert!(matches!(
+            connections.admit(&sockets[5].0, client),
+            Admission::Refused(Refusal::AddressFull)
+        ));
+        // Moved once; a second header changes nothing.
+        assert_eq!(slots[0].set_address(other), Ok(()));
+        assert_eq!(connections.lock().per_address["192.0.2.11"], 1);
+        // When one of the client's connections ends, the refused one may take its place.
+        let mut slots = slots;
+        drop(slots.remove(0));
+        assert_eq!(slots[1].set_address(client), Ok(()));
+        assert_consistent(&connections);
+        drop(slots);
+        assert_consistent(&connections);
+        assert_eq!(connections.wait_idle(Duration::from_millis(10)), 0);
+        let registry = connections.lock();
+        assert!(registry.per_address.is_empty() && registry.waiting.is_empty());
+    }
+
+    #[test]
+    fn connections_waiting_for_their_header_count_and_make_room() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let limits = ConnectionLimits {
+            total: 3,
+            per_address: 10,
+        };
+        let connections = Arc::new(Connections::new(limits));
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let client: IpAddr = "192.0.2.10".parse().unwrap();
+        let sockets: Vec<_> = (0..5).map(|_| pair(&listener)).collect();
+        let moved = slot(connections.admit_via_proxy(&sockets[0].0, proxy));
+        moved.set_address(client).unwrap();
+        let started = slot(connections.admit_via_proxy(&sockets[1].0, proxy));
+        started.set_address(client).unwrap();
+        started.started();
+        let headless = slot(connections.admit_via_proxy(&sockets[2].0, proxy));
+        // Full. The proxy's address has one waiting, the client's one: the older goes first,
+        // and it is counted where it was moved.
+        let Admission::AdmittedByEvicting(fourth, victim) =
+            connections.admit_via_proxy(&sockets[3].0, proxy)
+        else {
+            panic!("not admitted by evicting");
+        };
+        assert_eq!(victim, "192.0.2.10");
+        assert!(moved.evicted());
+        assert_eq!(moved.set_address(client), Ok(()), "closed: nothing to move");
+        assert_consistent(&connections);
+        // Now the proxy's address has the most waiting: one that still waits for its header.
+        let Admission::AdmittedByEvicting(_fifth, victim) =
+            connections.admit(&sockets[4].0, client)
+        else {
+            panic!("not admitted by evicting");
+        };
+        assert_eq!(victim, "10.0.0.1");
+        assert!(headless.evicted() && !fourth.evicted() && !started.evicted());
+        assert_consistent(&connections);
     }
 }

@@ -1,6 +1,7 @@
-//! Events that come in floods (refused, evicted and failed connections) logged as a summary:
-//! per kind and reason, at most one line a second, saying how many connections from how many
-//! addresses. Each event is also logged on its own at debug level (`-vv`).
+//! Events that come in floods (refused, evicted and failed connections, and connections from
+//! a trusted proxy without a valid PROXY header) logged as a summary: per kind and reason, at
+//! most one line a second, saying how many connections from how many addresses. Each event is
+//! also logged on its own at debug level (`-vv`).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -26,6 +27,8 @@ pub(super) enum FloodEvent {
     HandshakeFailed,
     /// It sent no request.
     NoRequest,
+    /// It came from a trusted proxy (`--proxy-protocol-from`) without a valid PROXY header.
+    NoProxyHeader,
 }
 
 /// How many connections, from which addresses.
@@ -93,6 +96,9 @@ fn summary(event: FloodEvent, reason: &str, tally: &Tally) -> String {
         }
         FloodEvent::NoRequest => {
             format!("no request read: {reason} ({connections} from {addresses})")
+        }
+        FloodEvent::NoProxyHeader => {
+            format!("no valid PROXY header: {reason} ({connections} from {addresses})")
         }
     }
 }

@@ -1,16 +1,19 @@
-//! Serving one client: the original's `Servlet` and `ShowCerts`, the legacy exchange, and the
-//! dispatch to an account-protocol session by the request's first byte.
+//! Serving one client: the original's `Servlet` and `ShowCerts`, the legacy exchange, the
+//! dispatch to an account-protocol session by the request's first byte, and the PROXY header
+//! that comes first from a trusted load balancer.
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::Arc;
 
 use openssl::ssl::SslRef;
 
 use super::config::Limits;
-use super::connections::ConnectionSlot;
+use super::connections::{ConnectionLimits, ConnectionSlot};
 use super::console::Console;
 use super::flood_log::{FloodEvent, FloodLog};
+use super::listener::peer_display;
+use super::proxy_protocol::{ProxyHeader, read_proxy_header};
 use super::session;
 use super::tls_context::TlsContext;
 use crate::address::address_key;
@@ -36,6 +39,8 @@ pub(super) struct Shared {
     pub(super) store: AccountStore,
     /// How long each wait may last.
     pub(super) limits: Limits,
+    /// How many connections may be served at once (for the log's words).
+    pub(super) connection_limits: ConnectionLimits,
     /// Where the original's console lines go.
     pub(super) console: Console,
     /// Refused, closed and failed connections, for the log's summaries.
@@ -54,16 +59,85 @@ pub(crate) fn servlet(
     shared: &Shared,
     slot: &ConnectionSlot,
 ) {
+    serve(
+        connection_stream(tcp, &shared.limits),
+        peer,
+        ip,
+        shared,
+        slot,
+    );
+}
+
+/// [`servlet`] for a connection from a trusted proxy (`--proxy-protocol-from`) at `proxy`:
+/// reads the PROXY header first, within the handshake's deadline, then serves the client it
+/// names as if it had connected itself: the console's `Connection:` line, the logs, the
+/// per-address cap (applied now, by [`ConnectionSlot::set_address`]) and login throttling
+/// all see the client's address. A LOCAL header (a health check) is served as the proxy's
+/// own connection, and ends quietly if nothing follows it. Without a valid header the
+/// connection is closed, and counted in the log's summaries.
+pub(super) fn servlet_behind_proxy(
+    tcp: TcpStream,
+    proxy: SocketAddr,
+    shared: &Shared,
+    slot: &ConnectionSlot,
+) {
+    // One deadline for the header and the TLS handshake after it.
+    let mut stream = connection_stream(tcp, &shared.limits);
+    let proxy_peer = peer_display(proxy);
+    let client = match read_proxy_header(&mut stream) {
+        Ok(ProxyHeader::Client(client)) => {
+            if let Err(refusal) = slot.set_address(client.ip()) {
+                let why = refusal.reason(shared.connection_limits);
+                log::debug!("{}: refused: {why}", peer_display(client));
+                shared
+                    .flood
+                    .record(FloodEvent::Refused, &why, address_key(client.ip()));
+                return;
+            }
+            log::debug!("{proxy_peer}: PROXY header for {}", peer_display(client));
+            client
+        }
+        Ok(ProxyHeader::Local) => {
+            // HAProxy's health checks (`check-send-proxy`) close right after the header: not
+            // a failed handshake to report every second, nor a console line.
+            if let Ok(0) = stream.peek(&mut [0u8; 1]) {
+                log::debug!("{proxy_peer}: a health check (LOCAL header, then closed)");
+                return;
+            }
+            log::debug!("{proxy_peer}: PROXY header without a client: served as the proxy");
+            proxy
+        }
+        Err(e) => {
+            if !slot.evicted() {
+                log::debug!("{proxy_peer}: no valid PROXY header: {e}");
+                shared.flood.record(
+                    FloodEvent::NoProxyHeader,
+                    &e.reason(),
+                    address_key(proxy.ip()),
+                );
+            }
+            return;
+        }
+    };
+    let peer = peer_display(client);
+    shared.console.write(&format!("Connection: {peer}\n"));
+    serve(stream, &peer, client.ip(), shared, slot);
+}
+
+/// A new connection's stream: the handshake's deadline, each wait's, and the connection's.
+fn connection_stream(tcp: TcpStream, limits: &Limits) -> DeadlineStream {
+    DeadlineStream::new(tcp, limits.io, limits.handshake).with_connection_limit(limits.connection)
+}
+
+/// The servlet on `stream`, a connection from `peer` at `ip`.
+fn serve(stream: DeadlineStream, peer: &str, ip: IpAddr, shared: &Shared, slot: &ConnectionSlot) {
     let failed = |event: FloodEvent, why: String| {
         if !slot.evicted() {
             log::debug!("{peer}: {why}");
             shared.flood.record(event, &why, address_key(ip));
         }
     };
-    let mut ssl = match shared.tls.acceptor().accept(
-        DeadlineStream::new(tcp, shared.limits.io, shared.limits.handshake)
-            .with_connection_limit(shared.limits.connection),
-    ) {
+    let mut ssl = match shared.tls.acceptor().accept(stream) {
         Ok(ssl) => ssl,
         Err(e) => {
             failed(

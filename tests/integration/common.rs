@@ -460,7 +460,14 @@ pub fn tls_connect_from(source: &str, addr: &str) -> SslStream<TcpStream> {
     tls_over(connect_from(source, addr).unwrap())
 }
 
-fn tls_over(tcp: TcpStream) -> SslStream<TcpStream> {
+/// A TLS 1.2 connection over `tcp`, a connection on which the test may have sent something
+/// already (a PROXY header, say).
+pub fn tls_over(tcp: TcpStream) -> SslStream<TcpStream> {
+    try_tls_over(tcp).expect("TLS handshake with the server")
+}
+
+/// As [`tls_over`], giving a failed handshake as an error.
+pub fn try_tls_over(tcp: TcpStream) -> Result<SslStream<TcpStream>, String> {
     let mut ctx = SslConnector::builder(SslMethod::tls_client()).unwrap();
     ctx.set_min_proto_version(Some(SslVersion::TLS1_2)).unwrap();
     ctx.set_max_proto_version(Some(SslVersion::TLS1_2)).unwrap();
@@ -472,7 +479,7 @@ fn tls_over(tcp: TcpStream) -> SslStream<TcpStream> {
         .unwrap()
         .verify_hostname(false)
         .connect("localhost", tcp)
-        .expect("TLS handshake with the server")
+        .map_err(|e| e.to_string())
 }
 
 /// Sends one request on a new connection and gives everything the server sends back.

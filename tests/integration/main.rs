@@ -15,6 +15,7 @@ mod legacy;
 mod portal;
 mod properties;
 mod protocol;
+mod proxy;
 mod robustness;
 mod shared_store;
 mod startup;
