@@ -172,6 +172,9 @@ pub(crate) trait Backend: Send + Sync {
         f: &mut dyn FnMut(&mut dyn FailureCounts) -> Result<()>,
     ) -> Result<()>;
 
+    /// A round trip to the database: `Ok` if it answers.
+    fn ping(&self) -> Result<()>;
+
     /// Closes the backend's connections (those in use as they come back).
     fn close(&self);
 }
@@ -359,6 +362,17 @@ impl AccountStore {
         if let Err(e) = forgiven {
             log::warn!("could not clear the failed-login count after a login: {e}");
         }
+    }
+
+    /// Whether the store answers: a round trip to its database.
+    pub(crate) fn ping(&self) -> Result<()> {
+        self.backend.ping()
+    }
+
+    /// How many password hashes wait for a place now, and how long hashes have waited, in
+    /// all.
+    pub(crate) fn hash_gate_figures(&self) -> (usize, Duration) {
+        self.gate.figures()
     }
 
     /// Closes the database: at once for idle connections, as they come back for busy ones.

@@ -21,6 +21,7 @@
 //! - `connections`: the connections served, capped in all and per address, the longest
 //!   waiting closed to make room;
 //! - `flood_log`: refused, closed and failed connections summarised in the log;
+//! - `metrics`: the figures of `--metrics` (`/metrics`, `/healthz`);
 //! - `workers`: the client threads;
 //! - `console`: where the original's console lines go ([`Console`]);
 //! - `servlet`: one client's connection, the legacy exchange, and the first-byte dispatch;
@@ -34,6 +35,7 @@ mod console;
 mod flood_log;
 mod handlers;
 mod listener;
+mod metrics;
 mod proxy_protocol;
 mod servlet;
 mod session;
@@ -57,6 +59,7 @@ use crate::error::{Error, Result};
 use connections::{Admission, Connections};
 use flood_log::{FloodEvent, FloodLog};
 use listener::peer_display;
+use metrics::{Active, Metrics};
 use servlet::{Shared, servlet, servlet_behind_proxy};
 use tls_context::TlsContext;
 use workers::ClientThreads;
@@ -97,13 +100,17 @@ pub fn run(
     console: Console,
 ) -> Result<()> {
     let tls = Arc::new(TlsContext::new(config)?);
-    let store = AccountStore::open(&config.db, config.store)?;
+    let store = Arc::new(AccountStore::open(&config.db, config.store)?);
     if config.demo {
         ensure_demo_account(&store)?;
     }
     tls.renew_periodically(config, shutdown)?;
     let flood = Arc::new(FloodLog::default());
     flood.flush_periodically(shutdown)?;
+    let metrics = Arc::new(Metrics::new());
+    if let Some(addr) = config.metrics {
+        metrics.serve(addr, Arc::clone(&store), shutdown)?;
+    }
     let shared = Arc::new(Shared {
         tls,
         store,
@@ -111,6 +118,7 @@ pub fn run(
         connection_limits: config.connections,
         console,
         flood,
+        metrics,
     });
     let local = listener
         .local_addr()
@@ -151,6 +159,7 @@ pub fn run(
         let slot = match admission {
             Admission::Admitted(slot) => slot,
             Admission::AdmittedByEvicting(slot, victim) => {
+                shared.metrics.evicted.inc();
                 let why = format!(
                     "waited longest without sending a request when all {} places were taken \
                      (--max-clients)",
@@ -161,6 +170,7 @@ pub fn run(
                 slot
             }
             Admission::Refused(refusal) => {
+                Metrics::count(&shared.metrics.refused, "reason", refusal.label());
                 let why = refusal.reason(config.connections);
                 log::debug!("{peer}: refused: {why}");
                 shared
@@ -169,15 +179,18 @@ pub fn run(
                 continue;
             }
         };
+        shared.metrics.accepted.inc();
         let shared = Arc::clone(&shared);
         let served = if via_proxy {
             // The console's line names the client, once its header is read.
             threads.serve(Box::new(move || {
+                let _active = Active::of(&shared.metrics);
                 servlet_behind_proxy(tcp, socket, &shared, &slot);
             }))
         } else {
             shared.console.write(&format!("Connection: {peer}\n"));
             threads.serve(Box::new(move || {
+                let _active = Active::of(&shared.metrics);
                 servlet(tcp, &peer, ip, &shared, &slot);
             }))
         };

@@ -33,6 +33,8 @@ pub(crate) struct HashGate {
 
 #[derive(Default)]
 struct GateState {
+    /// How long hashes have waited for a place, in all.
+    waited: Duration,
     running: usize,
     running_creates: usize,
     checks: VecDeque<u64>,
@@ -84,7 +86,8 @@ impl HashGate {
     /// Runs `hash` when a place is free for `turn` and the callers of its kind before this one
     /// have theirs.
     pub(crate) fn run<T>(&self, turn: HashTurn, hash: impl FnOnce() -> T) -> Result<T, Busy> {
-        let deadline = Instant::now() + self.max_wait;
+        let asked = Instant::now();
+        let deadline = asked + self.max_wait;
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let ticket = state.next_ticket;
         state.next_ticket += 1;
@@ -104,6 +107,7 @@ impl HashGate {
                 .0;
         }
         state.queue(turn).pop_front();
+        state.waited += asked.elapsed();
         state.running += 1;
         if turn == HashTurn::Create {
             state.running_creates += 1;
@@ -112,6 +116,14 @@ impl HashGate {
         self.turn.notify_all(); // the next in line may have a place too
         let _place = Place(self, turn);
         Ok(hash())
+    }
+}
+
+impl HashGate {
+    /// How many hashes wait for a place now, and how long hashes have waited, in all.
+    pub(crate) fn figures(&self) -> (usize, Duration) {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        (state.checks.len() + state.creates.len(), state.waited)
     }
 }
 

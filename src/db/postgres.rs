@@ -370,6 +370,11 @@ impl Backend for PostgresBackend {
         self.transaction(|tx| f(&mut PostgresFailureCounts(tx)))
     }
 
+    fn ping(&self) -> Result<()> {
+        self.connection()?.simple_query("SELECT 1")?;
+        Ok(())
+    }
+
     /// Nothing to do: the pool's connections end when the store is dropped, and every write
     /// was committed when it returned.
     fn close(&self) {}

@@ -347,6 +347,10 @@ impl Backend for SqliteBackend {
         self.write(|tx| f(&mut SqliteFailureCounts(tx)))
     }
 
+    fn ping(&self) -> Result<()> {
+        self.with_connection(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
+    }
+
     /// Closes the idle connections, and every busy one as it comes back: once the last is
     /// closed, SQLite checkpoints the WAL into the database file and removes it.
     fn close(&self) {

@@ -1,6 +1,6 @@
 //! The server's command line: every option, its default, and the checks on it.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -52,6 +52,8 @@ pub struct ServerConfig {
     pub(crate) port: u16,
     /// The address to listen on; `None` for every interface, IPv4 and IPv6.
     pub(crate) bind: Option<IpAddr>,
+    /// Where `/metrics` and `/healthz` are served, if anywhere.
+    pub(crate) metrics: Option<SocketAddr>,
     /// The load balancers whose connections start with a PROXY header naming the client.
     pub(crate) proxy_protocol_from: TrustedProxies,
     /// PEM file with the certificate (chain).
@@ -114,6 +116,13 @@ fn parse_config(cli: &CommandLine, args: &[String]) -> Result<ServerConfig, Exit
         "bind",
         "listen on this address only (default: every interface, IPv4 and IPv6)",
         "ADDR",
+    );
+    opts.optopt(
+        "",
+        "metrics",
+        "serve GET /metrics (Prometheus text) and GET /healthz (200 when the store answers \
+         within a second, else 503) over HTTP on this address [off]",
+        "ADDR:PORT",
     );
     opts.optmulti(
         "",
@@ -297,6 +306,13 @@ fn parse_config(cli: &CommandLine, args: &[String]) -> Result<ServerConfig, Exit
              --max-signups-per-address must be at least 1",
         ));
     }
+    let metrics = match m.opt_str("metrics") {
+        None => None,
+        Some(text) => Some(
+            text.parse()
+                .map_err(|_| cli.usage_error(&format!("--metrics: {text:?} is not ADDR:PORT")))?,
+        ),
+    };
     let db_text = m.opt_str("db").unwrap_or_else(|| "users.db".into());
     let db =
         StoreLocation::parse(&db_text).map_err(|why| cli.usage_error(&format!("--db: {why}")))?;
@@ -304,6 +320,7 @@ fn parse_config(cli: &CommandLine, args: &[String]) -> Result<ServerConfig, Exit
     Ok(ServerConfig {
         port,
         bind,
+        metrics,
         proxy_protocol_from,
         key: m.opt_str("key").map_or_else(|| cert.clone(), PathBuf::from),
         cert,

@@ -47,6 +47,14 @@ pub(super) enum Refusal {
 }
 
 impl Refusal {
+    /// A short name, for the metrics' label.
+    pub(super) fn label(self) -> &'static str {
+        match self {
+            Refusal::AddressFull => "address_full",
+            Refusal::ServerFull => "server_full",
+        }
+    }
+
     /// Why, in words, for the log.
     pub(super) fn reason(self, limits: ConnectionLimits) -> String {
         match self {

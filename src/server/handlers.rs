@@ -38,6 +38,10 @@ pub(crate) struct Outcome {
     pub(crate) reply: Reply,
     /// Whether to close the connection after sending it.
     pub(crate) end_session: bool,
+    /// The command handled, if the document was one.
+    pub(crate) command: Option<CommandKind>,
+    /// Whether a login was refused without checking: too many failures.
+    pub(crate) login_throttled: bool,
 }
 
 impl From<Reply> for Outcome {
@@ -45,6 +49,8 @@ impl From<Reply> for Outcome {
         Outcome {
             end_session: reply.code == ResultCode::EndingSession,
             reply,
+            command: None,
+            login_throttled: false,
         }
     }
 }
@@ -55,6 +61,15 @@ fn policy(e: PolicyError) -> Reply {
 
 /// Handles `command` for `session`, against `store`.
 pub(crate) fn handle(command: Command, session: &mut Session, store: &AccountStore) -> Outcome {
+    let kind = command.kind();
+    Outcome {
+        command: Some(kind),
+        ..dispatch(command, session, store)
+    }
+}
+
+/// The handler of each command, by the session's state.
+fn dispatch(command: Command, session: &mut Session, store: &AccountStore) -> Outcome {
     let logged_in = session.account.as_ref().map(|(id, _)| *id);
     match (command, logged_in) {
         (Command::Hello, _) => {
@@ -79,7 +94,7 @@ pub(crate) fn handle(command: Command, session: &mut Session, store: &AccountSto
         )
         .into(),
         (Command::Signup(s), None) => signup(s, session, store).into(),
-        (Command::Login(l), None) => login(l, session, store).into(),
+        (Command::Login(l), None) => login(l, session, store),
         (Command::View | Command::Update(_) | Command::Passwd(_) | Command::Delete(_), None) => {
             Reply::new(ResultCode::UseError, "not logged in; log in first").into()
         }
@@ -137,7 +152,7 @@ fn signup(s: Signup, session: &mut Session, store: &AccountStore) -> Reply {
     }
 }
 
-fn login(l: Login, session: &mut Session, store: &AccountStore) -> Reply {
+fn login(l: Login, session: &mut Session, store: &AccountStore) -> Outcome {
     match store.login(&l.username, l.password.as_bytes(), session.from) {
         Ok(LoginOutcome::Success(id)) => {
             session.account = Some((id, l.username.clone()));
@@ -148,9 +163,15 @@ fn login(l: Login, session: &mut Session, store: &AccountStore) -> Reply {
             ResultCode::AuthenticationError,
             "authentication failed: wrong user name or password",
         ),
-        Ok(LoginOutcome::Throttled(wait)) => retry_later("too many failed logins", seconds(wait)),
+        Ok(LoginOutcome::Throttled(wait)) => {
+            return Outcome {
+                login_throttled: true,
+                ..retry_later("too many failed logins", seconds(wait)).into()
+            };
+        }
         Err(e) => failure(e, session),
     }
+    .into()
 }
 
 fn update(u: Update, id: AccountId, session: &mut Session, store: &AccountStore) -> Reply {

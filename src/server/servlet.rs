@@ -13,6 +13,7 @@ use super::connections::{ConnectionLimits, ConnectionSlot};
 use super::console::Console;
 use super::flood_log::{FloodEvent, FloodLog};
 use super::listener::peer_display;
+use super::metrics::Metrics;
 use super::proxy_protocol::{ProxyHeader, read_proxy_header};
 use super::session;
 use super::tls_context::TlsContext;
@@ -36,7 +37,7 @@ pub(super) struct Shared {
     /// The TLS server context.
     pub(super) tls: Arc<TlsContext>,
     /// The account store.
-    pub(super) store: AccountStore,
+    pub(super) store: Arc<AccountStore>,
     /// How long each wait may last.
     pub(super) limits: Limits,
     /// How many connections may be served at once (for the log's words).
@@ -45,6 +46,8 @@ pub(super) struct Shared {
     pub(super) console: Console,
     /// Refused, closed and failed connections, for the log's summaries.
     pub(super) flood: Arc<FloodLog>,
+    /// The figures `--metrics` shows.
+    pub(super) metrics: Arc<Metrics>,
 }
 
 /// Ports `Servlet(ssl)`: completes the handshake, shows the client's certificate, reads one
@@ -137,7 +140,10 @@ fn serve(stream: DeadlineStream, peer: &str, ip: IpAddr, shared: &Shared, slot: 
             shared.flood.record(event, &why, address_key(ip));
         }
     };
-    let mut ssl = match shared.tls.acceptor().accept(stream) {
+    let handshake = shared.tls.acceptor().accept(stream);
+    let result = if handshake.is_ok() { "ok" } else { "failed" };
+    Metrics::count(&shared.metrics.handshakes, "result", result);
+    let mut ssl = match handshake {
         Ok(ssl) => ssl,
         Err(e) => {
             failed(
@@ -165,7 +171,7 @@ fn serve(stream: DeadlineStream, peer: &str, ip: IpAddr, shared: &Shared, slot: 
         session::serve_session(
             &mut ssl,
             request,
-            &shared.store,
+            (&shared.store, &shared.metrics),
             &client,
             shared.limits.idle,
         );
@@ -185,7 +191,13 @@ fn serve(stream: DeadlineStream, peer: &str, ip: IpAddr, shared: &Shared, slot: 
         );
         return;
     }
-    let reply = legacy_reply(&shared.store, request, peer, ip);
+    let reply = legacy_reply(&shared.store, &shared.metrics, request, peer, ip);
+    let result = if reply == LEGACY_VALID_REPLY {
+        "valid"
+    } else {
+        "invalid"
+    };
+    Metrics::count(&shared.metrics.legacy, "reply", result);
     if let Err(e) = ssl.write_all(reply) {
         log::warn!("{peer}: cannot send the reply: {}", tls::describe_io(&e));
         return;
@@ -199,7 +211,13 @@ fn serve(stream: DeadlineStream, peer: &str, ip: IpAddr, shared: &Shared, slot: 
 /// The original's `strcmp(cpValidMessage, buf)`, with the account store in place of its one
 /// built-in account: the 220-byte reply for a well-formed request with valid credentials,
 /// `Invalid Message` for anything else.
-fn legacy_reply(store: &AccountStore, request: &[u8], peer: &str, ip: IpAddr) -> &'static [u8] {
+fn legacy_reply(
+    store: &AccountStore,
+    metrics: &Metrics,
+    request: &[u8],
+    peer: &str,
+    ip: IpAddr,
+) -> &'static [u8] {
     let Some(credentials) = parse_legacy_request(request) else {
         log::info!("{peer}: not a well-formed request");
         return LEGACY_INVALID_REPLY;
@@ -218,6 +236,7 @@ fn legacy_reply(store: &AccountStore, request: &[u8], peer: &str, ip: IpAddr) ->
             LEGACY_INVALID_REPLY
         }
         Ok(LoginOutcome::Throttled(wait)) => {
+            metrics.logins_throttled.inc();
             log::warn!(
                 "{peer}: login for {username:?} throttled for {}s: too many failures",
                 wait.as_secs_f64().ceil()
@@ -225,6 +244,7 @@ fn legacy_reply(store: &AccountStore, request: &[u8], peer: &str, ip: IpAddr) ->
             LEGACY_INVALID_REPLY
         }
         Err(e) => {
+            metrics.store_errors.inc();
             log::error!("{peer}: {e}");
             LEGACY_INVALID_REPLY
         }

@@ -8,9 +8,10 @@ use std::time::Duration;
 use openssl::ssl::SslStream;
 
 use super::handlers::{Outcome, Session, handle};
+use super::metrics::Metrics;
 use crate::db::AccountStore;
 use crate::deadline::DeadlineStream;
-use crate::xml::command::{Command, MAX_COMMANDS_PER_SESSION};
+use crate::xml::command::{Command, CommandKind, MAX_COMMANDS_PER_SESSION};
 use crate::xml::document::{parse_document, write_document};
 use crate::xml::frame::{FrameError, FrameReader, write_frame};
 use crate::xml::legacy::printable;
@@ -29,7 +30,7 @@ pub(super) struct Client<'a> {
 pub(super) fn serve_session(
     stream: &mut SslStream<DeadlineStream>,
     initial: &[u8],
-    store: &AccountStore,
+    (store, metrics): (&AccountStore, &Metrics),
     client: &Client<'_>,
     idle: Duration,
 ) {
@@ -55,6 +56,7 @@ pub(super) fn serve_session(
             }
         };
         let outcome = respond(&document, &mut session, store, peer);
+        count(metrics, &outcome);
         if !send(stream, &outcome.reply, peer) || outcome.end_session {
             return;
         }
@@ -85,6 +87,8 @@ fn respond(document: &[u8], session: &mut Session, store: &AccountStore, peer: &
             return Outcome {
                 reply: Reply::new(ResultCode::SyntaxError, e.message),
                 end_session: true,
+                command: None,
+                login_throttled: false,
             };
         }
     };
@@ -102,6 +106,26 @@ fn respond(document: &[u8], session: &mut Session, store: &AccountStore, peer: &
     let who = session.username().or(before.as_deref()).unwrap_or("-");
     log::info!("{peer}: {name} as {who}: {}", outcome.reply);
     outcome
+}
+
+/// Counts a command's outcome: by name and code; a store that failed it (2400, the only
+/// source of that code); a login refused for too many failures.
+fn count(metrics: &Metrics, outcome: &Outcome) {
+    let code = outcome.reply.code;
+    let name = outcome.command.map_or("-", CommandKind::name);
+    metrics
+        .commands
+        .get_or_create(&[
+            ("command", name.to_string()),
+            ("code", code.number().to_string()),
+        ])
+        .inc();
+    if code == ResultCode::CommandFailed {
+        metrics.store_errors.inc();
+    }
+    if outcome.login_throttled {
+        metrics.logins_throttled.inc();
+    }
 }
 
 /// Sends a reply; false if the connection failed.

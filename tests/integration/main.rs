@@ -12,6 +12,7 @@ mod bench;
 mod crash;
 mod floods;
 mod legacy;
+mod metrics;
 mod portal;
 mod properties;
 mod protocol;

@@ -1,0 +1,247 @@
+//! `--metrics ADDR:PORT`: a small HTTP listener with the server's counters and gauges in
+//! Prometheus's text format (`GET /metrics`), and `GET /healthz` for a load balancer: 200 when
+//! the account store answers within a second, 503 otherwise, so that a balancer takes an
+//! instance whose store is gone out of service.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, mpsc};
+use std::thread;
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tiny_http::{Header, Method, Response, Server};
+
+use super::listener::Shutdown;
+use crate::db::AccountStore;
+use crate::error::{Error, Result};
+
+/// How long `/healthz` waits for the store.
+const HEALTH_WAIT: Duration = Duration::from_secs(1);
+
+/// A label set of one label.
+type Label = [(&'static str, String); 1];
+
+/// The server's figures since it started.
+pub(super) struct Metrics {
+    registry: Registry,
+    /// Connections accepted into a place.
+    pub(super) accepted: Counter,
+    /// Connections closed at once on arrival.
+    pub(super) refused: Family<Label, Counter>,
+    /// Connections closed to make room before they sent a request.
+    pub(super) evicted: Counter,
+    /// TLS handshakes, by result (`ok`, `failed`).
+    pub(super) handshakes: Family<Label, Counter>,
+    /// Legacy exchanges, by reply (`valid`, `invalid`).
+    pub(super) legacy: Family<Label, Counter>,
+    /// Account-protocol commands, by name and result code.
+    pub(super) commands: Family<[(&'static str, String); 2], Counter>,
+    /// Logins (both protocols) refused without checking: too many failures.
+    pub(super) logins_throttled: Counter,
+    /// Commands and exchanges the store failed.
+    pub(super) store_errors: Counter,
+    /// Connections being served now.
+    pub(super) active: Gauge,
+    /// Password hashes waiting for a place now (read at each scrape).
+    hash_queue: Gauge,
+    /// Seconds password hashes have waited for a place, in all (read at each scrape).
+    hash_wait: Counter<f64, AtomicU64>,
+}
+
+impl Metrics {
+    /// Every figure at zero.
+    pub(super) fn new() -> Metrics {
+        let mut metrics = Metrics {
+            registry: Registry::with_prefix("ssl_server"),
+            accepted: Counter::default(),
+            refused: Family::default(),
+            evicted: Counter::default(),
+            handshakes: Family::default(),
+            legacy: Family::default(),
+            commands: Family::default(),
+            logins_throttled: Counter::default(),
+            store_errors: Counter::default(),
+            active: Gauge::default(),
+            hash_queue: Gauge::default(),
+            hash_wait: Counter::default(),
+        };
+        let registry = &mut metrics.registry;
+        registry.register(
+            "connections_accepted",
+            "Connections accepted into a place",
+            metrics.accepted.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections closed at once on arrival, by reason",
+            metrics.refused.clone(),
+        );
+        registry.register(
+            "connections_evicted",
+            "Connections closed to make room before they sent a request",
+            metrics.evicted.clone(),
+        );
+        registry.register(
+            "handshakes",
+            "TLS handshakes, by result",
+            metrics.handshakes.clone(),
+        );
+        registry.register(
+            "legacy_exchanges",
+            "Legacy exchanges, by reply",
+            metrics.legacy.clone(),
+        );
+        registry.register(
+            "commands",
+            "Account-protocol commands, by name and result code",
+            metrics.commands.clone(),
+        );
+        registry.register(
+            "logins_throttled",
+            "Logins refused without checking the password: too many failures",
+            metrics.logins_throttled.clone(),
+        );
+        registry.register(
+            "store_errors",
+            "Commands and exchanges the account store failed",
+            metrics.store_errors.clone(),
+        );
+        registry.register(
+            "connections_active",
+            "Connections being served",
+            metrics.active.clone(),
+        );
+        registry.register(
+            "hash_queue",
+            "Password hashes waiting for a place",
+            metrics.hash_queue.clone(),
+        );
+        registry.register(
+            "hash_wait_seconds",
+            "Seconds password hashes have waited for a place",
+            metrics.hash_wait.clone(),
+        );
+        metrics
+    }
+
+    /// One to the counter of `family` for `value` of its label `name`.
+    pub(super) fn count(family: &Family<Label, Counter>, name: &'static str, value: &str) {
+        family.get_or_create(&[(name, value.to_string())]).inc();
+    }
+
+    /// The figures in Prometheus's text format, the store's hash gate read now.
+    fn render(&self, store: &AccountStore) -> String {
+        let (queued, waited) = store.hash_gate_figures();
+        self.hash_queue
+            .set(i64::try_from(queued).unwrap_or(i64::MAX));
+        let counted = self.hash_wait.get();
+        self.hash_wait
+            .inc_by((waited.as_secs_f64() - counted).max(0.0));
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+
+    /// Serves `/metrics` and `/healthz` on `addr` until `shutdown`, on a thread of its own.
+    pub(super) fn serve(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        store: Arc<AccountStore>,
+        shutdown: &Shutdown,
+    ) -> Result<()> {
+        let server = Arc::new(
+            Server::http(addr)
+                .map_err(|e| Error::Config(format!("--metrics: cannot listen on {addr}: {e}")))?,
+        );
+        log::info!("metrics on http://{addr}/metrics");
+        let (metrics, requests) = (Arc::clone(self), Arc::clone(&server));
+        thread::Builder::new()
+            .name("metrics".into())
+            .spawn(move || {
+                for request in requests.incoming_requests() {
+                    let response = metrics.answer(request.method(), request.url(), &store);
+                    if let Err(e) = request.respond(response) {
+                        log::debug!("metrics: cannot answer: {e}");
+                    }
+                }
+            })
+            .map_err(|e| Error::io("cannot start the metrics thread", e))?;
+        let shutdown = shutdown.clone();
+        thread::Builder::new()
+            .name("metrics stop".into())
+            .spawn(move || {
+                while !shutdown.wait(Duration::from_secs(3600)) {}
+                server.unblock();
+            })
+            .map(drop)
+            .map_err(|e| Error::io("cannot start the metrics thread", e))
+    }
+
+    fn answer(
+        &self,
+        method: &Method,
+        url: &str,
+        store: &Arc<AccountStore>,
+    ) -> Response<std::io::Cursor<Vec<u8>>> {
+        let text = |status: u16, body: String, kind: &str| {
+            let header = Header::from_bytes("Content-Type", kind).expect("a valid header");
+            Response::from_string(body)
+                .with_status_code(status)
+                .with_header(header)
+        };
+        let plain = "text/plain; charset=utf-8";
+        if *method != Method::Get {
+            return text(405, "only GET\n".into(), plain);
+        }
+        match url {
+            "/metrics" => text(
+                200,
+                self.render(store),
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            ),
+            "/healthz" => match healthy(store) {
+                Ok(()) => text(200, "ok\n".into(), plain),
+                Err(why) => text(503, format!("{why}\n"), plain),
+            },
+            _ => text(404, "/metrics or /healthz\n".into(), plain),
+        }
+    }
+}
+
+/// A connection being served: one more in the `active` gauge while it lives.
+pub(super) struct Active<'a>(&'a Metrics);
+
+impl Active<'_> {
+    /// Counts a connection in `metrics` until dropped.
+    pub(super) fn of(metrics: &Metrics) -> Active<'_> {
+        metrics.active.inc();
+        Active(metrics)
+    }
+}
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.active.dec();
+    }
+}
+
+/// Whether the store answers within [`HEALTH_WAIT`]; if not, why.
+fn healthy(store: &Arc<AccountStore>) -> std::result::Result<(), String> {
+    let (tx, rx) = mpsc::channel();
+    let store = Arc::clone(store);
+    // A store that hangs keeps this thread until its own timeouts end it, not the answer.
+    thread::spawn(move || {
+        let _ = tx.send(store.ping());
+    });
+    match rx.recv_timeout(HEALTH_WAIT) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("the account store fails: {e}")),
+        Err(_) => Err("the account store does not answer".into()),
+    }
+}
