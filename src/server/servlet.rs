@@ -101,9 +101,9 @@ pub(super) fn servlet_behind_proxy(
             client
         }
         Ok(ProxyHeader::Local) => {
-            // HAProxy's health checks (`check-send-proxy`) close right after the header: not
-            // a failed handshake to report every second, nor a console line.
-            if let Ok(0) = stream.peek(&mut [0u8; 1]) {
+            // HAProxy's health checks (`check-send-proxy`) close (or reset) right after the
+            // header: not a failed handshake to report every second, nor a console line.
+            if !matches!(stream.peek(&mut [0u8; 1]), Ok(n) if n > 0) {
                 log::debug!("{proxy_peer}: a health check (LOCAL header, then closed)");
                 return;
             }

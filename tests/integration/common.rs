@@ -535,3 +535,70 @@ pub fn call(ssl: &mut SslStream<TcpStream>, document: &str) -> String {
     ssl.write_all(&frame(document)).unwrap();
     read_reply(ssl)
 }
+
+/// A real HAProxy (Debian's `haproxy`, in the foreground) in TCP mode on a free loopback
+/// port, round robin over `backends`, with a PROXY protocol v2 header on every connection
+/// and health checks that carry one too. Stopped when dropped.
+pub struct Haproxy {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Haproxy {
+    pub fn start(backends: &[&Server]) -> Haproxy {
+        let dir = tempfile::tempdir().unwrap();
+        let port = {
+            let probe = TcpListener::bind("127.0.0.1:0").unwrap();
+            probe.local_addr().unwrap().port()
+        };
+        let servers: String = backends
+            .iter()
+            .enumerate()
+            .map(|(n, s)| format!("    server s{n} 127.0.0.1:{}\n", s.port))
+            .collect();
+        let config = format!(
+            "defaults\n    mode tcp\n    timeout connect 3s\n    timeout client 60s\n    \
+             timeout server 60s\n    retries 3\n    option redispatch\n\
+             frontend fleet\n    bind 127.0.0.1:{port}\n    default_backend instances\n\
+             backend instances\n    balance roundrobin\n    \
+             default-server send-proxy-v2 check-send-proxy check inter 300ms fall 1 rise 1\n    \
+             tcp-check connect default linger\n{servers}"
+        );
+        let file = dir.path().join("haproxy.cfg");
+        std::fs::write(&file, config).unwrap();
+        let child = Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("haproxy is not installed (apt-get install haproxy; .ci/run does)");
+        // The probe passes through to an instance, as a client at 127.0.0.9.
+        let started = Instant::now();
+        while connect_from("127.0.0.9", &format!("127.0.0.1:{port}")).is_err() {
+            assert!(started.elapsed() < PATIENCE, "haproxy never listened");
+            thread::sleep(Duration::from_millis(20));
+        }
+        Haproxy {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Listening for Haproxy {
+    fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -19,7 +19,7 @@ const STEPS: [&str; 5] = ["signup", "update v1", "passwd", "update v3", "delete"
 /// What one user got to: the last acknowledged step, and the one in flight when the server
 /// died (it may or may not have been committed; it was not acknowledged).
 #[derive(Clone, Debug)]
-struct Progress {
+pub struct Progress {
     user: String,
     acked: Option<usize>,
     in_flight: Option<usize>,
@@ -30,7 +30,7 @@ fn passwords(user: &str) -> [String; 2] {
 }
 
 /// Runs step `step` for `user`; true if acknowledged.
-fn run_step(fx: &Fixture, server: &Server, user: &str, step: usize) -> bool {
+fn run_step(fx: &Fixture, server: &impl Listening, user: &str, step: usize) -> bool {
     let [p0, p1] = passwords(user);
     let out = match step {
         0 => fx.command(
@@ -74,7 +74,7 @@ fn state_after(step: usize) -> Option<(usize, &'static str)> {
 }
 
 /// What the server holds for `user` now: (password index, full_name), or `None`.
-fn observed(fx: &Fixture, server: &Server, user: &str) -> Option<(usize, String)> {
+fn observed(fx: &Fixture, server: &impl Listening, user: &str) -> Option<(usize, String)> {
     for (index, password) in passwords(user).iter().enumerate() {
         let out = fx.command(server, &["--user", user], "view", &format!("{password}\n"));
         let (_, err) = texts(&out);
@@ -129,6 +129,18 @@ fn random_below(n: u64) -> u64 {
 /// Users' lives written through `server` by [`WRITERS`] clients at once, until the server is
 /// killed with SIGKILL at a random moment; what each got to.
 fn write_until_killed(fx: &Fixture, server: &Server, round: usize) -> Vec<Progress> {
+    write_until(fx, server, server, round)
+}
+
+/// Users' lives written through `target` by [`WRITERS`] clients at once, until `victim` is
+/// killed with SIGKILL at a random moment and each writer's next step fails; what each got
+/// to.
+pub fn write_until(
+    fx: &Fixture,
+    target: &(impl Listening + Sync),
+    victim: &Server,
+    round: usize,
+) -> Vec<Progress> {
     let progress: Arc<Mutex<Vec<Progress>>> = Arc::default();
     let kill_after = Duration::from_millis(300 + random_below(1200));
     let started = Instant::now();
@@ -144,7 +156,7 @@ fn write_until_killed(fx: &Fixture, server: &Server, round: usize) -> Vec<Progre
                         in_flight: None,
                     };
                     for step in 0..STEPS.len() {
-                        if run_step(fx, server, &user, step) {
+                        if run_step(fx, target, &user, step) {
                             p.acked = Some(step);
                         } else {
                             p.in_flight = Some(step);
@@ -160,16 +172,16 @@ fn write_until_killed(fx: &Fixture, server: &Server, round: usize) -> Vec<Progre
             });
         }
         thread::sleep(kill_after.saturating_sub(started.elapsed()));
-        signal(&server.child, "KILL");
+        signal(&victim.child, "KILL");
     });
     Arc::try_unwrap(progress).unwrap().into_inner().unwrap()
 }
 
 /// Checks every user's state through `server`: counts the acknowledged writes, and notes
 /// each one lost.
-fn check(
+pub fn check(
     fx: &Fixture,
-    server: &Server,
+    server: &impl Listening,
     progress: &[Progress],
     acknowledged: &mut usize,
     lost: &mut Vec<String>,

@@ -1,0 +1,166 @@
+//! Two server instances on one PostgreSQL database, behind a real HAProxy with the PROXY
+//! protocol: what the fleet looks like to its clients.
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::common::pg::cluster;
+use crate::common::*;
+use crate::crash::{check, write_until};
+
+/// Two instances on a fresh database, sharing one ticket key and trusting HAProxy's address
+/// (127.0.0.1), with `extra` arguments; and HAProxy in front.
+fn fleet(fx: &Fixture, extra: &[&str]) -> (Server, Server, Haproxy) {
+    let url = cluster().new_database();
+    let key = fx.path().join("ticket.key");
+    if !key.exists() {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/ticketkey.sh");
+        let made = std::process::Command::new(script)
+            .arg(&key)
+            .output()
+            .unwrap();
+        assert!(made.status.success(), "{made:?}");
+    }
+    let key = key.display().to_string();
+    let mut args = vec![
+        "--db",
+        url.as_str(),
+        "--ticket-key-file",
+        key.as_str(),
+        "--proxy-protocol-from",
+        "127.0.0.1/32",
+    ];
+    args.extend(extra);
+    let one = fx.server(&[&args[..], &["--demo"]].concat());
+    let two = fx.server(&args);
+    let haproxy = Haproxy::start(&[&one, &two]);
+    (one, two, haproxy)
+}
+
+fn code(reply: &str) -> &str {
+    let start = reply.find("code=\"").expect("a code") + 6;
+    &reply[start..start + 4]
+}
+
+fn login(user: &str, password: &str) -> String {
+    format!("<login><username>{user}</username><password>{password}</password></login>")
+}
+
+#[test]
+fn the_fleet_shares_accounts_counts_and_sees_each_client() {
+    let fx = Fixture::new();
+    let (one, two, fleet) = fleet(&fx, &["--max-address-failures", "3"]);
+    // An account made through the fleet is used through it, on both instances in turn.
+    let mut ssl = tls_connect_from("127.0.6.1", &fleet.addr());
+    let signup = "<signup><username>roamer</username><password>roamer-pass</password></signup>";
+    assert_eq!(code(&call(&mut ssl, signup)), "1000");
+    drop(ssl);
+    for _ in 0..4 {
+        let mut ssl = tls_connect_from("127.0.6.1", &fleet.addr());
+        assert_eq!(
+            code(&call(&mut ssl, &login("roamer", "roamer-pass"))),
+            "1000"
+        );
+    }
+    for instance in [&one, &two] {
+        instance.stdout.wait_for("the client's own address", |t| {
+            t.contains("Connection: 127.0.6.1:")
+        });
+        let console = instance.stdout.text();
+        assert!(
+            !console.contains("Connection: 127.0.0.1:"),
+            "{console}\n{}",
+            instance.stderr.text()
+        );
+    }
+    // Failures from one client address, spread over both instances, are counted together,
+    // under that address and not HAProxy's.
+    for n in 0..3 {
+        let mut ssl = tls_connect_from("127.0.6.2", &fleet.addr());
+        let reply = call(&mut ssl, &login(&format!("nobody{n}"), "guess"));
+        assert_eq!(code(&reply), "2200", "{reply}");
+    }
+    for _ in 0..2 {
+        let mut ssl = tls_connect_from("127.0.6.2", &fleet.addr());
+        assert_eq!(
+            code(&call(&mut ssl, &login("roamer", "roamer-pass"))),
+            "2502"
+        );
+    }
+    let mut ssl = tls_connect_from("127.0.6.3", &fleet.addr());
+    assert_eq!(
+        code(&call(&mut ssl, &login("roamer", "roamer-pass"))),
+        "1000"
+    );
+}
+
+#[test]
+fn a_tls_session_resumes_on_the_other_instance() {
+    let fx = Fixture::new();
+    let (one, two, fleet) = fleet(&fx, &[]);
+    let saved = fx.path().join("session.der").display().to_string();
+    let port = fleet.port_arg();
+    let args = [
+        "-v",
+        "--reuse-session",
+        saved.as_str(),
+        "127.0.0.1",
+        port.as_str(),
+    ];
+    let first = fx.client(&args, b"aticle\n123\n");
+    assert_transcript(&first, VALID_REPLY);
+    let second = fx.client(&args, b"aticle\n123\n");
+    assert_transcript(&second, VALID_REPLY);
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("TLS session resumed"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    // Round robin: one exchange on each instance.
+    for instance in [&one, &two] {
+        instance
+            .stdout
+            .wait_for("its exchange", |t| t.matches("Client msg").count() == 1);
+    }
+}
+
+#[test]
+fn killing_an_instance_under_writes_loses_nothing_and_the_fleet_serves_on() {
+    let fx = Fixture::new();
+    let (victim, _survivor, fleet) = fleet(&fx, &["--max-address-failures", "1000000"]);
+    let progress = write_until(&fx, &fleet, &victim, 0);
+    drop(victim);
+    // HAProxy takes the dead instance out; new work goes to the other.
+    let started = Instant::now();
+    loop {
+        let out = fx.command(
+            &fleet,
+            &["--user", "after-kill"],
+            "signup",
+            "after-kill-pw\n",
+        );
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the fleet stopped serving: {out:?}"
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    let (mut acknowledged, mut lost) = (0, Vec::new());
+    check(&fx, &fleet, &progress, &mut acknowledged, &mut lost);
+    println!(
+        "fleet: one of two instances killed, {acknowledged} acknowledged writes, {} lost",
+        lost.len()
+    );
+    assert!(
+        lost.is_empty(),
+        "acknowledged writes lost:\n{}",
+        lost.join("\n")
+    );
+    assert!(
+        acknowledged > 0,
+        "no write was acknowledged: the test proved nothing"
+    );
+}
