@@ -6,12 +6,13 @@
 #                 tests need PostgreSQL 15's binaries (Debian's postgresql-15; see .ci/run)
 # make tls-audit  scan the server with sslscan (skipped if sslscan is missing)
 # make bench      benchmarks against openssl s_server and the crypto floor
+# make cluster    PostgreSQL, two instances and HAProxy on port 8081 (PORT=...), until Ctrl-C
 
 CARGO ?= cargo
 PORT ?= 8081
 TICKET_KEY ?= ticket.key
 
-.PHONY: all cert ticket-key run-server test lint tls-audit bench clean
+.PHONY: all cert ticket-key run-server test lint tls-audit bench cluster clean
 
 all:
 	$(CARGO) build --release --locked --bins
@@ -48,6 +49,10 @@ tls-audit:
 # Benchmarks, side by side with openssl s_server and the crypto floor (docs/BENCHMARKS.md).
 bench:
 	scripts/bench.sh
+
+# The scale-out set-up on one machine (docs/SCALING.md).
+cluster:
+	PORT=$(PORT) scripts/cluster.sh
 
 clean:
 	$(CARGO) clean

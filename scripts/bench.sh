@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# make bench: measures, in one run on this machine and side by side, this server, openssl
-# s_server (TLS 1.2, same certificate) and the crypto floor (openssl speed), and prints a table
-# of ratios. Figures go to bench-results/ (JSON from ./bench, and the table as table.md).
+# make bench: measures, in one run on this machine and side by side, this server (on SQLite
+# and on PostgreSQL, alone and as two instances behind HAProxy), openssl s_server (TLS 1.2,
+# same certificate) and the crypto floor (openssl speed), and prints a table of ratios. Figures
+# go to bench-results/ (JSON from ./bench, and the table as table.md). Needs PostgreSQL 15's
+# binaries and haproxy, as the tests do.
 #
 # DURATION (seconds per measurement, default 10), CLIENTS (default 16) and CONNECTIONS (held
 # at once in the idle run, default 10000) can be set in the environment.
@@ -85,6 +87,39 @@ sleep 1
 bench pg-login "$pgport" "$pg_server_pid" --mode login
 bench pg-session "$pgport" "$pg_server_pid" --mode session
 
+echo "== two instances behind HAProxy (TCP mode, PROXY protocol v2)" >&2
+fleet_ports=()
+for name in one two; do
+    fport=$(free_port)
+    fleet_ports+=("$fport")
+    mkdir -p "$work/$name"
+    start sh -c 'cd "$1" && exec "$2/server" --bind 127.0.0.1 --cert "$3" \
+        --proxy-protocol-from 127.0.0.1/32 --max-clients 5000 --max-per-address 5000 "$4"' \
+        sh "$work/$name" "$top" "$work/mycert.pem" "$fport" >/dev/null 2>&1
+done
+hport=$(free_port)
+cat >"$work/haproxy.cfg" <<CFG
+global
+    maxconn 20000
+defaults
+    mode tcp
+    timeout connect 3s
+    timeout client 60s
+    timeout server 60s
+frontend fleet
+    bind 127.0.0.1:$hport
+    default_backend instances
+backend instances
+    balance roundrobin
+    default-server send-proxy-v2
+    server one 127.0.0.1:${fleet_ports[0]}
+    server two 127.0.0.1:${fleet_ports[1]}
+CFG
+start haproxy -db -f "$work/haproxy.cfg"
+haproxy_pid=$!
+sleep 1
+bench fleet-handshake "$hport" "$haproxy_pid" --mode full --handshake-only
+
 echo "== openssl s_server -tls1_2 (same certificate)" >&2
 sport=$(free_port)
 start sh -c 'sleep 100000 | openssl s_server -tls1_2 -quiet -accept "$1" -cert "$2" -key "$2"' \
@@ -99,7 +134,7 @@ out, floor, hash_ms, sign, x25519, base_kib, conns, clients = sys.argv[1:]
 floor, hash_ms, base_kib, conns = float(floor), float(hash_ms), float(base_kib), int(conns)
 r = {n: json.load(open(f"{out}/{n}.json")) for n in [
     "ours-handshake", "ours-resumed", "ours-full", "ours-session", "ours-handshake-silent",
-    "ours-idle", "s_server-handshake", "ours-login", "pg-login", "pg-session"]}
+    "ours-idle", "s_server-handshake", "ours-login", "pg-login", "pg-session", "fleet-handshake"]}
 cpu = lambda n: r[n]["server_cpu_ms_per_op"]
 rate = lambda n: r[n]["ops_per_second"]
 per_conn = (r["ours-idle"]["server_peak_rss_kib"] - base_kib) / max(r["ours-idle"]["held"], 1)
@@ -114,6 +149,7 @@ rows = [
     ("Legacy exchange with login vs handshake floor + one PBKDF2", f"{cpu('ours-full'):.2f} ms vs {floor + hash_ms:.2f} ms", cpu("ours-full") / (floor + hash_ms), "<= 1.10"),
     (f"Logins (handshake, login, logout), {clients} clients: PostgreSQL vs SQLite", f"{rate('pg-login'):.0f}/s vs {rate('ours-login'):.0f}/s", rate("pg-login") / rate("ours-login"), "(reference)"),
     (f"view on persistent sessions, {clients} clients: PostgreSQL vs SQLite", f"{rate('pg-session'):.0f}/s vs {rate('ours-session'):.0f}/s, server CPU {cpu('pg-session'):.3f} vs {cpu('ours-session'):.3f} ms", rate("pg-session") / rate("ours-session"), "(reference)"),
+    (f"Full handshakes, {clients} clients: through HAProxy to two instances vs one instance directly", f"{rate('fleet-handshake'):.0f}/s vs {rate('ours-handshake'):.0f}/s (HAProxy CPU {cpu('fleet-handshake'):.3f} ms per handshake)", rate("fleet-handshake") / rate("ours-handshake"), "(two instances share these two cores)"),
     ("Handshakes with a silent client held open vs without", f"{rate('ours-handshake-silent'):.0f}/s vs {rate('ours-handshake'):.0f}/s", rate("ours-handshake-silent") / rate("ours-handshake"), "~1.0"),
 ]
 print(f"Crypto floor: RSA-2048 sign {float(sign):.0f}/s, X25519 {float(x25519):.0f}/s -> {floor:.3f} ms per handshake; PBKDF2-HMAC-SHA512 at 220,000 iterations: {hash_ms:.1f} ms\n")
