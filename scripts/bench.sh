@@ -76,8 +76,7 @@ bench ours-idle "$port" "$server_pid" --mode idle --connections "$CONNECTIONS"
 
 echo "== this server on PostgreSQL (a throwaway server on this machine)" >&2
 . scripts/pg-throwaway.sh
-mkdir "$work/pgdir"
-pg_throwaway "$work/pgdir"
+pg_throwaway "$work"
 pgport=$(free_port)
 start "$top/server" --demo --bind 127.0.0.1 --cert "$work/mycert.pem" --db "$PG_URL" \
     --max-login-failures 1000000000 --max-address-failures 1000000000 "$pgport" \
@@ -100,7 +99,7 @@ done
 hport=$(free_port)
 cat >"$work/haproxy.cfg" <<CFG
 global
-    maxconn 20000
+    maxconn 4000
 defaults
     mode tcp
     timeout connect 3s

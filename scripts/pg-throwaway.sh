@@ -2,7 +2,8 @@
 # directory of the caller's, started with the caller's `start` (which runs a command in a
 # process group of its own, stopped by the caller's cleanup).
 #
-# pg_throwaway DIR: initdb in DIR/pg, the server on a free port of 127.0.0.1 (as the postgres
+# pg_throwaway DIR: initdb in DIR/pg (DIR must be a directory of its own, not below one only
+# root can enter: when root, it is handed to the postgres user), the server on a free port of 127.0.0.1 (as the postgres
 # user when root: PostgreSQL refuses to run as root), and a database `accounts`; sets PG_URL
 # to postgres://postgres@127.0.0.1:PORT/accounts. Needs PostgreSQL 15's binaries ($PG_BIN,
 # else `pg_config --bindir`, else Debian's /usr/lib/postgresql/15/bin).
