@@ -70,7 +70,7 @@ CFG
 start haproxy -db -f "$work/haproxy.cfg"
 sleep 0.5
 cat <<MSG
-cluster: PostgreSQL on 127.0.0.1:$pg_port ($db), instances on ${ports[0]} and ${ports[1]},
+cluster: PostgreSQL at $db, instances on ${ports[0]} and ${ports[1]},
 HAProxy on 127.0.0.1:$PORT. The demo account aticle/123 exists. Try:
     ./client 127.0.0.1 $PORT
     ./client --portal 127.0.0.1 $PORT
