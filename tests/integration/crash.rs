@@ -195,6 +195,24 @@ pub fn check(
     }
 }
 
+/// Prints what a crash test did, and fails it if an acknowledged write was lost or none was
+/// acknowledged (then it proved nothing).
+pub fn report(what: &str, acknowledged: usize, lost: &[String]) {
+    println!(
+        "{what}: {acknowledged} acknowledged writes, {} lost",
+        lost.len()
+    );
+    assert!(
+        lost.is_empty(),
+        "acknowledged writes lost:\n{}",
+        lost.join("\n")
+    );
+    assert!(
+        acknowledged > 0,
+        "no write was acknowledged: the test proved nothing"
+    );
+}
+
 #[test]
 fn acknowledged_writes_survive_sigkill() {
     let fx = Fixture::new();
@@ -216,19 +234,10 @@ fn acknowledged_writes_survive_sigkill() {
         check(&fx, &restarted, &progress, &mut acknowledged, &mut lost);
         assert!(restarted.terminate().success());
     }
-    println!(
-        "crash test: {ROUNDS} runs, {ROUNDS} kills (SIGKILL), {acknowledged} acknowledged \
-         writes, {} lost",
-        lost.len()
-    );
-    assert!(
-        lost.is_empty(),
-        "acknowledged writes lost:\n{}",
-        lost.join("\n")
-    );
-    assert!(
-        acknowledged > 0,
-        "no write was acknowledged: the test proved nothing"
+    report(
+        &format!("crash test: {ROUNDS} runs, {ROUNDS} kills (SIGKILL)"),
+        acknowledged,
+        &lost,
     );
 }
 
@@ -246,19 +255,10 @@ fn killing_one_of_two_instances_on_postgres_loses_no_acknowledged_write() {
         // The other instance goes on serving, and holds every acknowledged write.
         check(&fx, &survivor, &progress, &mut acknowledged, &mut lost);
     }
-    println!(
-        "two instances on PostgreSQL: 3 kills (SIGKILL), {acknowledged} acknowledged writes, {} \
-         lost",
-        lost.len()
-    );
-    assert!(
-        lost.is_empty(),
-        "acknowledged writes lost:\n{}",
-        lost.join("\n")
-    );
-    assert!(
-        acknowledged > 0,
-        "no write was acknowledged: the test proved nothing"
+    report(
+        "two instances on PostgreSQL, 3 kills (SIGKILL)",
+        acknowledged,
+        &lost,
     );
 }
 

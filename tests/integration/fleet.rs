@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::pg::cluster;
 use crate::common::*;
-use crate::crash::{check, write_until};
+use crate::crash::{check, report, write_until};
 
 /// Two instances on a fresh database, sharing one ticket key and trusting HAProxy's address
 /// (127.0.0.1), with `extra` arguments; and HAProxy in front.
@@ -150,17 +150,5 @@ fn killing_an_instance_under_writes_loses_nothing_and_the_fleet_serves_on() {
     }
     let (mut acknowledged, mut lost) = (0, Vec::new());
     check(&fx, &fleet, &progress, &mut acknowledged, &mut lost);
-    println!(
-        "fleet: one of two instances killed, {acknowledged} acknowledged writes, {} lost",
-        lost.len()
-    );
-    assert!(
-        lost.is_empty(),
-        "acknowledged writes lost:\n{}",
-        lost.join("\n")
-    );
-    assert!(
-        acknowledged > 0,
-        "no write was acknowledged: the test proved nothing"
-    );
+    report("fleet: one of two instances killed", acknowledged, &lost);
 }
