@@ -1,7 +1,8 @@
 # make            release build; ./server, ./client and ./bench at the repository root
 # make cert       ./mycert.pem, self-signed (FORCE=1 replaces an existing one)
 # make ticket-key ./ticket.key, a shared session-ticket key (TICKET_KEY=FILE; FORCE=1 replaces)
-# make run-server build, make the certificate if missing, run ./server --demo 8081
+# make run-server build, make the certificate if missing, run ./server --demo on 127.0.0.1:8081
+#                 (the demo account's password is weak: BIND=ADDR serves it elsewhere)
 # make test       formatting, lints, every test and the TLS audit (what CI runs); the store's
 #                 tests need PostgreSQL 15's binaries (Debian's postgresql-15; see .ci/run)
 # make tls-audit  scan the server with sslscan (skipped if sslscan is missing)
@@ -24,8 +25,11 @@ cert:
 ticket-key:
 	scripts/ticketkey.sh $(TICKET_KEY)
 
+BIND ?= 127.0.0.1
+
 run-server: all cert
-	./server --demo $(PORT)
+	@echo "run-server: the demo account aticle/123 on $(BIND) only (BIND=:: serves every interface)"
+	./server --demo --bind $(BIND) $(PORT)
 
 lint:
 	$(CARGO) fmt --check

@@ -123,7 +123,16 @@ pub fn run(
     let local = listener
         .local_addr()
         .map_err(|e| Error::io("cannot read the listening address", e))?;
-    log::info!("listening on {local}");
+    // The one line the server always writes at start (stdout is the original's transcript).
+    let every = if local.ip().is_unspecified() {
+        "every interface (IPv4 and IPv6 where IPv6 is on) at "
+    } else {
+        ""
+    };
+    eprintln!(
+        "server: accounts in {}; listening on {every}{local}",
+        config.db
+    );
     let connections = Arc::new(Connections::new(config.connections));
     let threads = ClientThreads::new();
 
@@ -202,6 +211,12 @@ pub fn run(
 
     // Refuse new connections at once instead of leaving them queued.
     drop(listener);
+    let open = connections.open();
+    eprintln!(
+        "stopping: waiting up to {} s for {open} connection{} (signal again to stop now)",
+        config.grace.as_secs(),
+        if open == 1 { "" } else { "s" }
+    );
     let unfinished = connections.wait_idle(config.grace);
     if unfinished > 0 {
         log::warn!("stopped with {unfinished} exchange(s) unfinished");
@@ -256,7 +271,6 @@ fn stop_on_signals(shutdown: &Shutdown) -> Result<()> {
         .spawn(move || {
             let mut seen = signals.forever();
             if seen.next().is_some() {
-                log::info!("stopping: no new connections; letting exchanges in flight finish");
                 shutdown.request();
             }
             if seen.next().is_some() {

@@ -231,6 +231,11 @@ impl Connections {
         }
     }
 
+    /// How many connections are open (closed ones whose thread has not finished included).
+    pub(super) fn open(&self) -> usize {
+        self.lock().open.len()
+    }
+
     /// Waits up to `limit` for every connection to finish; gives how many have not.
     pub(super) fn wait_idle(&self, limit: Duration) -> usize {
         let (registry, _) = self

@@ -224,3 +224,36 @@ fn gencert_writes_a_private_verifiable_certificate_once() {
     assert!(gencert(&pem, &[("FORCE", "1")]).status.success());
     assert_ne!(std::fs::read_to_string(&pem).unwrap(), text);
 }
+
+#[test]
+fn the_server_says_where_it_listens_and_what_a_stop_waits_for() {
+    let fx = Fixture::new();
+    let server = fx.server(&["--grace-period", "3"]);
+    let line = server
+        .stderr
+        .text()
+        .lines()
+        .find(|l| l.starts_with("server: "))
+        .expect("a start line")
+        .to_string();
+    assert_eq!(
+        line,
+        format!(
+            "server: accounts in SQLite users.db; listening on 127.0.0.1:{}",
+            server.port
+        )
+    );
+    let _held = tls_connect(&server.addr());
+    server
+        .stdout
+        .wait_for("the held connection", |t| t.contains("Connection: "));
+    signal(&server.child, "TERM");
+    let log = server
+        .stderr
+        .wait_for("the stop line", |t| t.contains("stopping: "));
+    assert!(
+        log.contains("stopping: waiting up to 3 s for 1 connection (signal again to stop now)"),
+        "{log}"
+    );
+    assert!(server.wait_exit().success());
+}
