@@ -13,7 +13,8 @@
  * - stdout is line-buffered, so a script reading it through a pipe sees each line at once;
  * - it does not write buf[-1] when a read fails;
  * - with COMPARE_WIRE_DIR set, it writes the bytes it read to server-request.bin and the bytes
- *   it wrote to server-reply.bin in that directory (overwritten on every connection).
+ *   it writes (just before SSL_write) to server-reply.bin in that directory (overwritten on
+ *   every connection).
  *
  * Build: gcc -Wall -Wextra -o server compare/server.c -lssl -lcrypto
  * Usage: server <portnum>
@@ -149,8 +150,9 @@ static void Servlet(SSL *ssl)
         printf("Client msg: \"%s\"\n", buf);
         if (bytes > 0) {
             reply = strcmp(cpValidMessage, buf) == 0 ? ServerResponse : "Invalid Message";
-            SSL_write(ssl, reply, (int)strlen(reply));
+            /* Saved before it is sent: once the client has it, the server may be stopped. */
             SaveWire("server-reply.bin", reply, (int)strlen(reply));
+            SSL_write(ssl, reply, (int)strlen(reply));
         } else {
             ERR_print_errors_fp(stderr);
         }

@@ -234,18 +234,21 @@ def run_pairing(client, server, workdir):
     finally:
         stop(proc)
     server_out = (workdir / "server.out").read_bytes()
+    # (message, where it was seen, its bytes or None)
+    request_printed = printed_message(server_out, b"Client msg: ")
+    reply_printed = printed_message(client_out, b"Received: ")
     wire = workdir / "wire"
-    hashes = []  # (message, where it was seen, bytes or None)
+    hashes = []
     if client.saves_wire:
         hashes.append(("request", "wire: written by the C client", wire / "client-request.bin"))
     if server.saves_wire:
         hashes.append(("request", "wire: read by the C server", wire / "server-request.bin"))
-    hashes.append(("request", "printed: server's Client msg", printed_message(server_out, b"Client msg: ")))
+    hashes.append(("request", "printed: server's Client msg", request_printed))
     if server.saves_wire:
         hashes.append(("reply", "wire: written by the C server", wire / "server-reply.bin"))
     if client.saves_wire:
         hashes.append(("reply", "wire: read by the C client", wire / "client-reply.bin"))
-    hashes.append(("reply", "printed: client's Received", printed_message(client_out, b"Received: ")))
+    hashes.append(("reply", "printed: client's Received", reply_printed))
     hashes = [
         (what, where, read_file(data) if isinstance(data, Path) else data)
         for what, where, data in hashes
