@@ -331,7 +331,7 @@ def main():
     orig_server, orig_client = os.environ.get("ORIG_SERVER"), os.environ.get("ORIG_CLIENT")
     c_server = Program("C", "server", orig_server or args.c_server, own=not orig_server)
     c_client = Program("C", "client", orig_client or args.c_client, own=not orig_client)
-    rust_bin = Path(args.rust_bin)
+    rust_bin = Path(args.rust_bin).resolve()
     rust_server = Program("Rust", "server", rust_bin / "server", own=True)
     rust_client = Program("Rust", "client", rust_bin / "client", own=True)
     for program in (c_server, c_client, rust_server, rust_client):
