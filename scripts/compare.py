@@ -174,8 +174,9 @@ def start_server(server, workdir, port):
     while not listening(port):
         if proc.poll() is not None or time.monotonic() > deadline:
             stop(proc)
-            err = (workdir / "server.err").read_text(errors="replace").strip()
-            raise RuntimeError(f"{server.label} did not start listening on {port}: {err}")
+            said = " ".join((workdir / name).read_text(errors="replace").strip()
+                            for name in ("server.out", "server.err"))
+            raise RuntimeError(f"{server.label} did not start listening on {port}: {said}")
         time.sleep(0.05)
     return proc
 
