@@ -8,12 +8,20 @@
 # make tls-audit  scan the server with sslscan (skipped if sslscan is missing)
 # make bench      benchmarks against openssl s_server and the crypto floor
 # make cluster    PostgreSQL, two instances and HAProxy on port 8081 (PORT=...), until Ctrl-C
+# make compare    the C programs (compare/*.c, or ORIG_SERVER=... ORIG_CLIENT=... builds of the
+#                 original) and the Rust ones in the four pairings; fails on a difference the
+#                 README's table does not explain
 
 CARGO ?= cargo
 PORT ?= 8081
 TICKET_KEY ?= ticket.key
+# make compare: the Rust programs are the release build (make all), or those in RUST_BIN=DIR,
+# built already (make test uses the debug build cargo test made).
+RUST_BIN ?=
+COMPARE_DIR := build/compare
+COMPARE_CFLAGS := -O2 -Wall -Wextra -Werror
 
-.PHONY: all cert ticket-key run-server test lint tls-audit bench cluster clean
+.PHONY: all cert ticket-key run-server test lint tls-audit bench cluster compare clean
 
 all:
 	$(CARGO) build --release --locked --bins
@@ -38,6 +46,7 @@ lint:
 # Most integration tests wait on servers and timeouts rather than on the CPU: run 8 at once.
 test: lint
 	$(CARGO) test --locked -- --test-threads=8
+	$(MAKE) compare RUST_BIN=target/debug
 	$(MAKE) tls-audit
 
 # The TLS audit needs sslscan (.ci/run installs it); without it the audit is skipped.
@@ -58,6 +67,17 @@ bench:
 cluster:
 	PORT=$(PORT) scripts/cluster.sh
 
+# The project's C stand-ins for the original server.c and client.c (gcc, libssl-dev).
+$(COMPARE_DIR)/%: compare/%.c
+	@mkdir -p $(COMPARE_DIR)
+	$(CC) $(COMPARE_CFLAGS) -o $@ $< -lssl -lcrypto
+
+# The original and the port side by side (scripts/compare.py; README "make compare").
+compare: $(if $(RUST_BIN),,all) $(COMPARE_DIR)/server $(COMPARE_DIR)/client
+	ORIG_SERVER="$(ORIG_SERVER)" ORIG_CLIENT="$(ORIG_CLIENT)" scripts/compare.py --rust-bin $(or $(RUST_BIN),.) \
+		--c-server $(COMPARE_DIR)/server --c-client $(COMPARE_DIR)/client
+
 clean:
 	$(CARGO) clean
 	rm -f server client bench
+	rm -rf build
