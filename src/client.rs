@@ -72,7 +72,11 @@ pub fn main() -> ExitCode {
     };
     let (options, trace) = (&invocation.connect, invocation.trace);
     let done = match &invocation.action {
-        Action::Legacy { reuse_session } => legacy::run(options, reuse_session.as_deref()),
+        Action::Legacy { reuse_session } => match legacy::run(options, reuse_session.as_deref()) {
+            Ok(legacy::Answer::Invalid) => return ExitCode::FAILURE,
+            Ok(legacy::Answer::Accepted) => Ok(()),
+            Err(e) => Err(e),
+        },
         Action::Portal => portal::run(options, trace),
         Action::Script(script) => match script::run(options, trace, script) {
             Ok(reply) if reply.code.is_success() => Ok(()),
