@@ -15,8 +15,13 @@ pub(crate) struct CommandLine {
     /// The program's name as invoked (`argv[0]`).
     pub(crate) argv0: String,
     usage_line: String,
+    /// The port's fuller usage line, said with the reason for a usage error (on stderr, so the
+    /// original's line on stdout stays as it was).
+    full_usage: Option<String>,
     about: String,
     positional: RangeInclusive<usize>,
+    /// The free arguments in words ("a host and a port"), for a usage error.
+    arguments: String,
 }
 
 impl CommandLine {
@@ -31,10 +36,29 @@ impl CommandLine {
         let argv0 = args.first().cloned().unwrap_or_default();
         CommandLine {
             usage_line: usage.replace("{argv0}", &argv0),
-            argv0,
+            full_usage: None,
             about: about.into(),
+            arguments: match (*positional.start(), *positional.end()) {
+                (1, 1) => "one argument".into(),
+                (a, b) if a == b => format!("{a} arguments"),
+                (a, b) => format!("{a} to {b} arguments"),
+            },
             positional,
+            argv0,
         }
+    }
+
+    /// Names the free arguments in words for usage errors: "expects `arguments`".
+    pub(crate) fn expecting(mut self, arguments: &str) -> Self {
+        self.arguments = arguments.into();
+        self
+    }
+
+    /// A fuller usage line than the original's (`{argv0}` for the program's name), given on
+    /// stderr with each usage error.
+    pub(crate) fn full_usage(mut self, usage: &str) -> Self {
+        self.full_usage = Some(usage.replace("{argv0}", &self.argv0));
+        self
     }
 
     /// Parses `args` with `opts` plus the common `-h`, `-V` and `-v`. Prints help or version,
@@ -50,7 +74,7 @@ impl CommandLine {
         );
         let matches = match opts.parse(args.iter().skip(1)) {
             Ok(m) => m,
-            Err(e) => return Err(self.usage_error(&e.to_string())),
+            Err(e) => return Err(self.usage_error(&option_error(&e))),
         };
         if matches.opt_present("help") {
             print!(
@@ -63,24 +87,29 @@ impl CommandLine {
             println!("{} {}", self.argv0, env!("CARGO_PKG_VERSION"));
             return Err(ExitCode::SUCCESS);
         }
-        if !self.positional.contains(&matches.free.len()) {
-            return Err(self.usage_error(&format!(
-                "expected {} argument(s), got {}",
-                if self.positional.start() == self.positional.end() {
-                    self.positional.start().to_string()
-                } else {
-                    format!("{} to {}", self.positional.start(), self.positional.end())
-                },
-                matches.free.len()
-            )));
+        let free = &matches.free;
+        if !self.positional.contains(&free.len()) {
+            let given = free.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>();
+            let why = match given.len() {
+                0 => format!("expects {}", self.arguments),
+                n if n < *self.positional.start() => {
+                    format!("expects {}; got only {}", self.arguments, given.join(" "))
+                }
+                _ => format!("expects {}; got more: {}", self.arguments, given.join(" ")),
+            };
+            return Err(self.usage_error(&why));
         }
         init_logging(matches.opt_count("verbose"));
         Ok(matches)
     }
 
-    /// Reports a usage error: `why` on stderr, the usage line on stdout; exit status 2.
+    /// Reports a usage error: `why` (and the fuller usage line, if any) as one line on stderr,
+    /// the original's usage line on stdout; exit status 2.
     pub(crate) fn usage_error(&self, why: &str) -> ExitCode {
-        eprintln!("{}: {why} (--help lists the options)", self.argv0);
+        match &self.full_usage {
+            Some(full) => eprintln!("{}: {why}; {full} (--help lists the options)", self.argv0),
+            None => eprintln!("{}: {why} (--help lists the options)", self.argv0),
+        }
         println!("{}", self.usage_line);
         ExitCode::from(EXIT_USAGE)
     }
@@ -110,6 +139,25 @@ impl CommandLine {
     pub(crate) fn port(&self, text: &str) -> Result<u16, ExitCode> {
         text.parse()
             .map_err(|_| self.usage_error(&format!("{text:?} is not a port number (0-65535)")))
+    }
+}
+
+/// A command-line option error in words.
+fn option_error(e: &getopts::Fail) -> String {
+    use getopts::Fail;
+    let dashed = |o: &str| {
+        if o.len() == 1 {
+            format!("-{o}")
+        } else {
+            format!("--{o}")
+        }
+    };
+    match e {
+        Fail::UnrecognizedOption(o) => format!("there is no option {}", dashed(o)),
+        Fail::ArgumentMissing(o) => format!("option {} needs a value", dashed(o)),
+        Fail::OptionMissing(o) => format!("option {} is required", dashed(o)),
+        Fail::OptionDuplicated(o) => format!("option {} is given more than once", dashed(o)),
+        Fail::UnexpectedArgument(o) => format!("option {} takes no value", dashed(o)),
     }
 }
 

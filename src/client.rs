@@ -72,7 +72,11 @@ pub fn main() -> ExitCode {
     };
     let (options, trace) = (&invocation.connect, invocation.trace);
     let done = match &invocation.action {
-        Action::Legacy { reuse_session } => legacy::run(options, reuse_session.as_deref()),
+        Action::Legacy { reuse_session } => match legacy::run(options, reuse_session.as_deref()) {
+            Ok(legacy::Answer::Invalid) => return ExitCode::FAILURE,
+            Ok(legacy::Answer::Accepted) => Ok(()),
+            Err(e) => Err(e),
+        },
         Action::Portal => portal::run(options, trace),
         Action::Script(script) => match script::run(options, trace, script) {
             Ok(reply) if reply.code.is_success() => Ok(()),
@@ -106,7 +110,10 @@ signup first logs in as --user; passwords are read from standard input, one line
 0 done, 1 refused by the server (its message on stderr), 2 usage error.",
         script::command_names()
     );
+    // The original's line stays on stdout, byte for byte; the fuller one goes with the reason.
     CommandLine::new(args, "usage: {argv0} <hostname> <portnum>", about, 2..=3)
+        .expecting("a host and a port")
+        .full_usage("usage: {argv0} [options] [--portal] <hostname> <portnum> [COMMAND]")
 }
 
 fn parse_invocation(cli: &CommandLine, args: &[String]) -> Result<Invocation, ExitCode> {

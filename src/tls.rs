@@ -7,8 +7,9 @@ use std::io;
 use std::os::raw::{c_char, c_int};
 
 use foreign_types::ForeignTypeRef;
+use openssl::nid::Nid;
 use openssl::ssl::{HandshakeError, SslContextBuilder, SslRef, SslVersion};
-use openssl::x509::{X509NameRef, X509VerifyResult};
+use openssl::x509::{X509NameRef, X509Ref, X509VerifyResult};
 
 use crate::error::{Error, Result};
 
@@ -60,14 +61,116 @@ pub fn cipher_name(ssl: &SslRef) -> &'static str {
     ssl.current_cipher().map_or("(NONE)", |c| c.name())
 }
 
-/// Whether a handshake failed because the peer's certificate did not pass verification.
-pub fn failed_verification<S>(err: &HandshakeError<S>) -> bool {
-    match err {
-        HandshakeError::SetupFailure(_) => false,
-        HandshakeError::Failure(mid) | HandshakeError::WouldBlock(mid) => {
-            mid.ssl().verify_result() != X509VerifyResult::OK
+/// Why a handshake failed, as far as a hint to the user depends on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    /// The peer's certificate is not trusted (or not valid).
+    Untrusted,
+    /// The certificate is trusted but names another host or address: the names it holds
+    /// (subjectAltName DNS and IP entries, then the subject's CN), if it was seen.
+    NameMismatch(Vec<String>),
+    /// The server refused the handshake because it wants a client certificate
+    /// (alert 40 handshake_failure or 116 certificate_required).
+    ClientCertificateRequired,
+    /// The server does not accept the client certificate given (alert 48 unknown_ca or
+    /// 42 bad_certificate, or another certificate alert).
+    ClientCertificateRefused,
+    /// Anything else.
+    Other,
+}
+
+/// TLS alerts, as OpenSSL reports a received one: reason code 1000 + the alert's number.
+const ALERT_REASON_BASE: c_int = 1000;
+const ALERT_HANDSHAKE_FAILURE: c_int = 40;
+const ALERT_BAD_CERTIFICATE: c_int = 42;
+const ALERT_UNSUPPORTED_CERTIFICATE: c_int = 43;
+const ALERT_CERTIFICATE_REVOKED: c_int = 44;
+const ALERT_CERTIFICATE_EXPIRED: c_int = 45;
+const ALERT_CERTIFICATE_UNKNOWN: c_int = 46;
+const ALERT_UNKNOWN_CA: c_int = 48;
+const ALERT_CERTIFICATE_REQUIRED: c_int = 116;
+/// `X509_V_ERR_HOSTNAME_MISMATCH` and `X509_V_ERR_IP_ADDRESS_MISMATCH`.
+const NAME_MISMATCH: [c_int; 2] = [62, 64];
+
+/// Sorts a client's failed handshake into what the user can do about it; `presented` says
+/// whether a client certificate was configured.
+pub fn classify_handshake_failure<S>(err: &HandshakeError<S>, presented: bool) -> HandshakeFailure {
+    let mid = match err {
+        HandshakeError::SetupFailure(_) => return HandshakeFailure::Other,
+        HandshakeError::Failure(mid) | HandshakeError::WouldBlock(mid) => mid,
+    };
+    let verdict = mid.ssl().verify_result();
+    if verdict != X509VerifyResult::OK {
+        if !NAME_MISMATCH.contains(&verdict.as_raw()) {
+            return HandshakeFailure::Untrusted;
+        }
+        // The leaf is not yet the session's peer certificate when verification fails, but
+        // it heads the chain the server sent.
+        let names = mid
+            .ssl()
+            .peer_cert_chain()
+            .and_then(|chain| chain.iter().next())
+            .map(certificate_names)
+            .unwrap_or_default();
+        return HandshakeFailure::NameMismatch(names);
+    }
+    let alerts: Vec<c_int> = mid
+        .error()
+        .ssl_error()
+        .map(|stack| {
+            stack
+                .errors()
+                .iter()
+                .map(|e| e.reason_code() - ALERT_REASON_BASE)
+                .collect()
+        })
+        .unwrap_or_default();
+    let got = |alert: c_int| alerts.contains(&alert);
+    if got(ALERT_CERTIFICATE_REQUIRED) || (got(ALERT_HANDSHAKE_FAILURE) && !presented) {
+        HandshakeFailure::ClientCertificateRequired
+    } else if presented
+        && [
+            ALERT_UNKNOWN_CA,
+            ALERT_BAD_CERTIFICATE,
+            ALERT_UNSUPPORTED_CERTIFICATE,
+            ALERT_CERTIFICATE_REVOKED,
+            ALERT_CERTIFICATE_EXPIRED,
+            ALERT_CERTIFICATE_UNKNOWN,
+            ALERT_HANDSHAKE_FAILURE,
+        ]
+        .into_iter()
+        .any(got)
+    {
+        HandshakeFailure::ClientCertificateRefused
+    } else {
+        HandshakeFailure::Other
+    }
+}
+
+/// The names a certificate is valid for: its subjectAltName DNS names and IP addresses, then
+/// its subject's common name(s).
+pub fn certificate_names(cert: &X509Ref) -> Vec<String> {
+    let mut names = Vec::new();
+    for alt in cert.subject_alt_names().iter().flatten() {
+        if let Some(dns) = alt.dnsname() {
+            names.push(dns.to_string());
+        } else if let Some(ip) = alt.ipaddress() {
+            let ip = match ip.len() {
+                4 => <[u8; 4]>::try_from(ip).ok().map(std::net::IpAddr::from),
+                16 => <[u8; 16]>::try_from(ip).ok().map(std::net::IpAddr::from),
+                _ => None,
+            };
+            names.extend(ip.map(|ip| ip.to_string()));
         }
     }
+    for cn in cert.subject_name().entries_by_nid(Nid::COMMONNAME) {
+        if let Ok(text) = cn.data().to_string()
+            && !names.contains(&text)
+        {
+            names.push(text);
+        }
+    }
+    names
 }
 
 /// A failed handshake in words: the certificate check's verdict when that is what failed, a
@@ -125,5 +228,33 @@ mod tests {
         name.append_entry_by_text("CN", "localhost").unwrap();
         let name = name.build();
         assert_eq!(name_oneline(&name), "/C=IN/O=aticle world/CN=localhost");
+    }
+
+    #[test]
+    fn names_come_from_the_alt_names_then_the_cn() {
+        use openssl::pkey::PKey;
+        use openssl::rsa::Rsa;
+        use openssl::x509::X509;
+        use openssl::x509::extension::SubjectAlternativeName;
+        let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+        let mut name = X509Name::builder().unwrap();
+        name.append_entry_by_text("CN", "server.example").unwrap();
+        let name = name.build();
+        let mut cert = X509::builder().unwrap();
+        cert.set_subject_name(&name).unwrap();
+        cert.set_pubkey(&key).unwrap();
+        let alt = SubjectAlternativeName::new()
+            .dns("localhost")
+            .ip("127.0.0.1")
+            .ip("::1")
+            .build(&cert.x509v3_context(None, None))
+            .unwrap();
+        cert.append_extension(alt).unwrap();
+        cert.sign(&key, openssl::hash::MessageDigest::sha256())
+            .unwrap();
+        assert_eq!(
+            certificate_names(&cert.build()),
+            ["localhost", "127.0.0.1", "::1", "server.example"]
+        );
     }
 }

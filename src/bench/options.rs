@@ -24,6 +24,7 @@ pub(super) fn command_line(args: &[String]) -> CommandLine {
         ABOUT,
         2..=2,
     )
+    .expecting("a host and a port")
 }
 
 /// What is measured.

@@ -215,16 +215,48 @@ fn connect_offering(
             DeadlineStream::new(tcp, config.timeout, config.timeout),
         )
         .map_err(|e| {
-            let hint = if tls::failed_verification(&e) {
-                " (trust the server's certificate with --cafile FILE)"
-            } else {
-                ""
+            let presented = config.cert.as_ref().map(|(cert, _)| cert.as_path());
+            let failure = tls::classify_handshake_failure(&e, presented.is_some());
+            let why = tls::describe_handshake_error(&e);
+            let said = match failure {
+                tls::HandshakeFailure::ClientCertificateRequired
+                | tls::HandshakeFailure::ClientCertificateRefused => {
+                    // OpenSSL's own words (error:0A000410:SSL routines:...) under -v.
+                    log::info!("handshake error: {why}");
+                    client_certificate_hint(&failure, presented)
+                }
+                tls::HandshakeFailure::Untrusted => format!(
+                    "{why}; if this is your server, trust its certificate (the server's \
+                     {DEFAULT_CA_FILE}) with --cafile FILE, or use --insecure for the original's \
+                     unverified behaviour"
+                ),
+                tls::HandshakeFailure::NameMismatch(names) if names.is_empty() => {
+                    format!("{why}: the certificate is not for {}", config.host)
+                }
+                tls::HandshakeFailure::NameMismatch(names) => format!(
+                    "{why}: the certificate is for {}, not {}; connect by one of those names",
+                    names.join(", "),
+                    config.host
+                ),
+                tls::HandshakeFailure::Other => why,
             };
             Error::Handshake(format!(
-                "TLS handshake with {} port {} failed: {}{hint}",
-                config.host,
-                config.port,
-                tls::describe_handshake_error(&e)
+                "TLS handshake with {} port {} failed: {said}",
+                config.host, config.port
             ))
         })
+}
+
+/// What to do when the server refuses a client certificate, or wants one.
+fn client_certificate_hint(failure: &tls::HandshakeFailure, presented: Option<&Path>) -> String {
+    match (failure, presented) {
+        (tls::HandshakeFailure::ClientCertificateRefused, Some(cert)) => format!(
+            "the server does not accept the client certificate in {}; present one it trusts \
+             with --cert FILE (and --key FILE if the key is in another file)",
+            cert.display()
+        ),
+        _ => "the server requires a client certificate; present one it trusts with \
+              --cert FILE (and --key FILE if the key is in another file)"
+            .to_string(),
+    }
 }

@@ -11,11 +11,20 @@ use super::connect::{ConnectOptions, connect, connect_resuming, init_ctx};
 use super::prompt::Prompter;
 use crate::error::{Error, Result};
 use crate::tls;
-use crate::xml::legacy::{LEGACY_REQUEST_MAX, legacy_request, printable};
+use crate::xml::legacy::{LEGACY_INVALID_REPLY, LEGACY_REQUEST_MAX, legacy_request, printable};
+
+/// How the server answered the original's request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Answer {
+    /// Anything but `Invalid Message`: the credentials were accepted.
+    Accepted,
+    /// `Invalid Message`: the client exits with status 1, so scripts can tell.
+    Invalid,
+}
 
 /// Runs the original's `main()`: asks for the credentials, connects, prints the cipher and the
 /// server's certificate, sends the request and prints the reply.
-pub(super) fn run(config: &ConnectOptions, reuse_session: Option<&Path>) -> Result<()> {
+pub(super) fn run(config: &ConnectOptions, reuse_session: Option<&Path>) -> Result<Answer> {
     let connector = init_ctx(config)?;
     let (username, password) = read_credentials()?;
     let request = legacy_request(&username, &password);
@@ -49,7 +58,13 @@ pub(super) fn run(config: &ConnectOptions, reuse_session: Option<&Path>) -> Resu
     println!("Received: \"{}\"", printable(&buf[..n]));
     // The reply is in; a failed close_notify changes nothing for the user.
     let _ = ssl.shutdown();
-    Ok(())
+    // Said by the exit status only: a line on stderr would show in the transcript at a terminal.
+    Ok(if &buf[..n] == LEGACY_INVALID_REPLY {
+        log::info!("the server answered Invalid Message: exit status 1");
+        Answer::Invalid
+    } else {
+        Answer::Accepted
+    })
 }
 
 /// The session saved by `--reuse-session`, if there is a readable one.

@@ -2,16 +2,18 @@
 //! then view and update my information, change my password, delete my account, log out.
 //!
 //! Every answer is a line (passwords without echo at a terminal); the end of input at any
-//! prompt logs out and ends the portal cleanly.
+//! prompt logs out and ends the portal cleanly. Each value is checked as it is typed, with the
+//! policy the server applies (`crate::xml::account`), and only that value is asked for again.
+//! An address is typed, and shown, as several lines: it ends with an empty line.
 
 use openssl::ssl::SslConnector;
 
 use super::connect::{ConnectOptions, init_ctx};
 use super::connection::AccountConnection;
 use super::prompt::Prompter;
-use super::render::{message, view_text};
+use super::render::{message, portal_view_text};
 use crate::error::{Error, Result};
-use crate::xml::account::{Field, PASSWORD_LEN};
+use crate::xml::account::{Field, PASSWORD_LEN, PolicyError, check_new_password, check_username};
 use crate::xml::command::{Command, Delete, Login, Passwd, Signup, Update};
 use crate::xml::reply::{Reply, ResultCode};
 
@@ -43,7 +45,10 @@ pub(super) fn run(config: &ConnectOptions, trace: bool) -> Result<()> {
                 Some(user) => account_menu(&ask, &mut conn, &user).map(Some),
                 None => Ok(None),
             }),
-            "2" => sign_up(&ask, &mut conn).map(|()| None),
+            "2" => sign_up(&ask, &mut conn).and_then(|user| match user {
+                Some(user) => account_menu(&ask, &mut conn, &user).map(Some),
+                None => Ok(None),
+            }),
             "q" | "Q" => break,
             "" => Ok(None),
             other => {
@@ -90,6 +95,8 @@ enum Leave {
     Quit,
 }
 
+/// Logs in; gives the user name as stored (from `view`), which may differ in case from the
+/// one typed.
 fn log_in(ask: &Prompter, conn: &mut AccountConnection) -> Result<Option<String>> {
     let Some(username) = ask.text("User name: ", "user name", MAX_ANSWER)? else {
         return Ok(None);
@@ -97,41 +104,83 @@ fn log_in(ask: &Prompter, conn: &mut AccountConnection) -> Result<Option<String>
     let Some(password) = ask_password(ask, "Password: ")? else {
         return Ok(None);
     };
+    logged_in(conn, username, password)
+}
+
+/// Sends the login, then greets the user by the name stored with the account.
+fn logged_in(
+    conn: &mut AccountConnection,
+    username: String,
+    password: String,
+) -> Result<Option<String>> {
     let reply = conn.call(&Command::Login(Login {
         username: username.clone(),
         password,
     }))?;
-    report(&reply);
-    Ok(reply.code.is_success().then_some(username))
+    if !reply.code.is_success() {
+        report(&reply);
+        return Ok(None);
+    }
+    let stored = conn
+        .call(&Command::View)?
+        .account
+        .map_or(username, |account| account.username);
+    println!("Logged in as {}.", message(&stored));
+    Ok(Some(stored))
 }
 
-fn sign_up(ask: &Prompter, conn: &mut AccountConnection) -> Result<()> {
+/// Signs up, asking for each value until it meets the policy, then logs in; gives the user
+/// name as stored.
+fn sign_up(ask: &Prompter, conn: &mut AccountConnection) -> Result<Option<String>> {
     println!(
-        "A user name has 3 to 32 letters, digits, '.', '_' or '-'; a password 8 to 1024 bytes."
+        "A user name has 3 to 32 letters, digits, '.', '_' or '-'; a password 8 to 1024 bytes.\n\
+         Your information follows; Enter leaves a field empty. The address may take several\n\
+         lines: end it with an empty line."
     );
-    let Some(username) = ask.text("User name: ", "user name", MAX_ANSWER)? else {
-        return Ok(());
+    let Some(username) = ask_checked(ask, "User name: ", "user name", check_username)? else {
+        return Ok(None);
     };
     let Some(password) = new_password(ask)? else {
-        return Ok(());
+        return Ok(None);
     };
-    println!("Your information (Enter leaves a field empty):");
     let mut info = Vec::new();
     for field in Field::ALL {
         let Some(value) = ask_field(ask, field, "")? else {
-            return Ok(());
+            return Ok(None);
         };
         if !value.is_empty() {
             info.push((field, value));
         }
     }
     let reply = conn.call(&Command::Signup(Signup {
-        username,
-        password,
+        username: username.clone(),
+        password: password.clone(),
         info,
     }))?;
-    report(&reply);
-    Ok(())
+    if !reply.code.is_success() {
+        report(&reply);
+        return Ok(None);
+    }
+    println!("Account {} created.", message(&username));
+    logged_in(conn, username, password)
+}
+
+/// Asks for a line until `check` accepts it, saying why it did not.
+fn ask_checked(
+    ask: &Prompter,
+    prompt: &str,
+    what: &str,
+    check: impl Fn(&str) -> Result<(), PolicyError>,
+) -> Result<Option<String>> {
+    loop {
+        let Some(answer) = ask.text(prompt, what, MAX_ANSWER)? else {
+            return Ok(None);
+        };
+        match check(&answer) {
+            Ok(()) => return Ok(Some(answer)),
+            Err(why) => println!("{why}; try again."),
+        }
+    }
 }
 
 fn account_menu(ask: &Prompter, conn: &mut AccountConnection, user: &str) -> Result<Leave> {
@@ -169,7 +218,7 @@ fn account_menu(ask: &Prompter, conn: &mut AccountConnection, user: &str) -> Res
 fn view(conn: &mut AccountConnection) -> Result<Option<Reply>> {
     let reply = conn.call(&Command::View)?;
     match &reply.account {
-        Some(account) => print!("{}", view_text(account)),
+        Some(account) => print!("{}", portal_view_text(account)),
         None => report(&reply),
     }
     Ok(Some(reply))
@@ -181,7 +230,7 @@ fn update(ask: &Prompter, conn: &mut AccountConnection) -> Result<Option<Reply>>
         report(&current);
         return Ok(Some(current));
     };
-    println!("Enter keeps a value, '-' clears it; in the address, \\n starts a new line.");
+    println!("Enter keeps a value, '-' clears it; an address ends with an empty line.");
     let mut changes = Vec::new();
     for field in Field::ALL {
         let Some(value) = ask_field(ask, field, account.get(field))? else {
@@ -239,24 +288,50 @@ fn delete(ask: &Prompter, conn: &mut AccountConnection) -> Result<Option<Reply>>
     Ok(Some(reply))
 }
 
-/// Asks for a field's new value, showing the current one: Enter keeps it, `-` clears it, and
-/// `\n` in the address is a line break.
+/// Asks for a field's new value, showing the current one, until it meets the field's policy:
+/// Enter keeps the current value, `-` clears it. An address is read line by line up to an
+/// empty line.
 fn ask_field(ask: &Prompter, field: Field, current: &str) -> Result<Option<String>> {
-    let shown = current.replace('\n', "\\n");
-    let prompt = if current.is_empty() {
-        format!("{field}: ")
-    } else {
-        format!("{field} [{shown}]: ")
+    let prompt = match (current.is_empty(), field) {
+        (true, _) => format!("{field}: "),
+        (false, Field::Address) => {
+            println!("{field} now:");
+            for line in current.lines() {
+                println!("  {}", message(line));
+            }
+            format!("{field} [Enter keeps it]: ")
+        }
+        (false, _) => format!("{field} [{}]: ", message(current)),
     };
-    let Some(answer) = ask.text(&prompt, field.name(), MAX_ANSWER)? else {
-        return Ok(None);
-    };
-    Ok(Some(match answer.as_str() {
-        "" => current.to_string(),
-        "-" => String::new(),
-        typed if field == Field::Address => typed.replace("\\n", "\n"),
-        typed => typed.to_string(),
-    }))
+    loop {
+        let Some(first) = ask.text(&prompt, field.name(), MAX_ANSWER)? else {
+            return Ok(None);
+        };
+        let value = match first.as_str() {
+            "" => return Ok(Some(current.to_string())),
+            "-" => return Ok(Some(String::new())),
+            _ if field == Field::Address => {
+                let mut lines = vec![first];
+                loop {
+                    let Some(line) =
+                        ask.text("  next line (Enter ends): ", "address", MAX_ANSWER)?
+                    else {
+                        break;
+                    };
+                    if line.is_empty() {
+                        break;
+                    }
+                    lines.push(line);
+                }
+                lines.join("\n")
+            }
+            _ => first,
+        };
+        match field.check(&value) {
+            Ok(()) => return Ok(Some(value)),
+            Err(why) => println!("{why}; try again."),
+        }
+    }
 }
 
 fn ask_password(ask: &Prompter, prompt: &str) -> Result<Option<String>> {
@@ -268,12 +343,16 @@ fn ask_password(ask: &Prompter, prompt: &str) -> Result<Option<String>> {
         .transpose()
 }
 
-/// A new password, typed twice.
+/// A new password that meets the policy, typed twice.
 fn new_password(ask: &Prompter) -> Result<Option<String>> {
     loop {
         let Some(first) = ask_password(ask, "New password: ")? else {
             return Ok(None);
         };
+        if let Err(why) = check_new_password("password", &first) {
+            println!("{why}; try again.");
+            continue;
+        }
         let Some(again) = ask_password(ask, "New password again: ")? else {
             return Ok(None);
         };

@@ -16,6 +16,20 @@ pub(super) fn view_text(account: &AccountView) -> String {
         .collect()
 }
 
+/// `view`'s text for the portal: as [`view_text`], but a line break in a value starts a new
+/// line, indented under the value, so a postal address reads as it is written on a letter.
+pub(super) fn portal_view_text(account: &AccountView) -> String {
+    account
+        .entries()
+        .into_iter()
+        .map(|(name, value)| {
+            let indent = format!("\n{}", " ".repeat(name.len() + 2));
+            let lines: Vec<String> = value.split('\n').map(escaped).collect();
+            format!("{name}: {}\n", lines.join(&indent))
+        })
+        .collect()
+}
+
 /// A message from the server, safe to print (see [`printable`]).
 pub(super) fn message(text: &str) -> String {
     printable(text.as_bytes())
@@ -60,6 +74,12 @@ mod tests {
             "{text}"
         );
         assert_eq!(text.lines().count(), 9);
+        let shown = portal_view_text(&account);
+        assert!(
+            shown.contains("address: 1 Road\n         Town \\\\ Shire\\u{2028}\n"),
+            "{shown}"
+        );
+        assert_eq!(shown.lines().count(), 10);
         assert_eq!(message("x\u{200B}y\u{1b}"), "x\\u{200b}y\\x1b");
     }
 }

@@ -106,7 +106,7 @@ impl ServerConfig {
 
 /// The server's command line: its usage line as the original printed it.
 pub(super) fn command_line(args: &[String]) -> CommandLine {
-    CommandLine::new(args, "Usage: {argv0} <portnum>", ABOUT, 1..=1)
+    CommandLine::new(args, "Usage: {argv0} <portnum>", ABOUT, 1..=1).expecting("a port number")
 }
 
 fn parse_config(cli: &CommandLine, args: &[String]) -> Result<ServerConfig, ExitCode> {

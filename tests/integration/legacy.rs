@@ -243,7 +243,10 @@ fn client_verifies_the_server_by_default() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("certificate verification failed"), "{err}");
-    assert!(err.contains("--cafile"), "{err}");
+    // Which file to trust, and the way back to the original's behaviour.
+    for hint in ["mycert.pem", "--cafile FILE", "--insecure"] {
+        assert!(err.contains(hint), "{hint:?} not in {err}");
+    }
     assert!(!String::from_utf8_lossy(&out.stdout).contains("Received"));
 
     // No ./mycert.pem where the client runs: the system store does not know ours.
@@ -273,7 +276,15 @@ fn client_verifies_the_server_by_default() {
         b"aticle\n123\n",
     );
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("mismatch"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    // The names the certificate holds; trusting another file would not help.
+    assert!(
+        err.contains(
+            "IP address mismatch: the certificate is for localhost, 127.0.0.1, ::1, not 127.0.0.2"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("--cafile"), "{err}");
 }
 
 #[test]
@@ -311,12 +322,41 @@ fn mutual_tls_shows_the_client_certificate() {
         "{rest}"
     );
 
-    // Without a client certificate the handshake is refused.
+    // Without a client certificate the handshake is refused, and the client says why in
+    // words, naming --cert; OpenSSL's own string only under -v.
     let out = fx.client(&["127.0.0.1", &port], b"aticle\n123\n");
     assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the server requires a client certificate") && err.contains("--cert FILE"),
+        "{err}"
+    );
+    assert!(!err.contains("error:0A"), "{err}");
     server
         .stderr
         .wait_for("the refusal", |t| t.contains("TLS handshake failed"));
+    let out = fx.client(&["-v", "127.0.0.1", &port], b"aticle\n123\n");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("SSL routines"),
+        "{out:?}"
+    );
+
+    // A certificate the server does not trust: said so, naming the file.
+    let other = Fixture::new();
+    let out = fx.client(
+        &["--cert", &other.cert_arg(), "127.0.0.1", &port],
+        b"aticle\n123\n",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "the server does not accept the client certificate in {}",
+            other.cert_arg()
+        )) && err.contains("--cert FILE"),
+        "{err}"
+    );
+    assert!(!err.contains("error:0A"), "{err}");
 }
 
 #[test]

@@ -38,16 +38,21 @@ fn sign_up_log_in_view_update_change_password_delete() {
             ("full_name: ", "Carol Danvers"),
             ("email: ", "carol@example.org"),
             ("phone: ", ""),
-            ("address: ", "1 Main St\\nSpringfield"),
+            ("address: ", "1 Main St"),
+            ("next line (Enter ends): ", "Springfield"),
+            ("next line (Enter ends): ", ""),
+            // Signed up and logged in: the account menu.
             ("Choose: ", "1"),
-            ("User name: ", "carol"),
+            ("Choose: ", "5"),
+            // Logged in by another spelling of the name: greeted by the stored one.
+            ("Choose: ", "1"),
+            ("User name: ", "CAROL"),
             ("Password: ", "carol-secret-1"),
-            ("Choose: ", "1"),
             ("Choose: ", "2"),
             ("full_name [Carol Danvers]: ", "Carol D."),
             ("email [carol@example.org]: ", ""),
             ("phone: ", "+1 555 0199"),
-            ("address [1 Main St\\nSpringfield]: ", "-"),
+            ("address [Enter keeps it]: ", "-"),
             ("Choose: ", "1"),
             ("Choose: ", "3"),
             ("Current password: ", "carol-secret-1"),
@@ -60,10 +65,13 @@ fn sign_up_log_in_view_update_change_password_delete() {
         ],
     );
     for said in [
-        "Account carol created; log in to use it.",
-        "Logged in as carol.",
+        "end it with an empty line",
+        "Account carol created.\nLogged in as carol.\n\nAccount of carol:",
         "full_name: Carol Danvers\n",
-        "address: 1 Main St\\nSpringfield\n",
+        "address: 1 Main St\n         Springfield\n",
+        "Logged out",
+        "Logged in as carol.\n\nAccount of carol:",
+        "address now:\n  1 Main St\n  Springfield\n",
         "Updated.",
         "full_name: Carol D.\n",
         "phone: +1 555 0199\n",
@@ -75,12 +83,61 @@ fn sign_up_log_in_view_update_change_password_delete() {
     ] {
         assert!(shown.contains(said), "{said:?} not shown in:\n{shown}");
     }
+    assert!(!shown.contains("CAROL."), "greeted as typed:\n{shown}");
     assert!(
         !shown.contains("carol-secret"),
         "a password was echoed:\n{shown}"
     );
     let gone = fx.command(&server, &["--user", "carol"], "login", "carol-secret-2\n");
     assert_eq!(gone.status.code(), Some(1));
+}
+
+#[test]
+fn each_value_is_checked_as_typed_and_asked_again_alone() {
+    let fx = Fixture::new();
+    let server = fx.in_process(&[]);
+    let shown = portal(
+        &fx,
+        &server,
+        &[
+            ("Choose: ", "2"),
+            ("User name: ", "x"),
+            ("again.\r\nUser name: ", "dave"),
+            ("New password: ", "short"),
+            ("again.\r\nNew password: ", "dave-secret-1"),
+            ("New password again: ", "dave-secret-1"),
+            ("full_name: ", " Dave"),
+            ("again.\r\nfull_name: ", "Dave Bowman"),
+            ("email: ", "not-an-address"),
+            ("again.\r\nemail: ", "dave@example.org"),
+            ("phone: ", "call me"),
+            ("again.\r\nphone: ", "+1 555 0100"),
+            ("address: ", "1 Pod Bay"),
+            ("next line (Enter ends): ", "Discovery One\t"),
+            ("next line (Enter ends): ", ""),
+            ("again.\r\naddress: ", "1 Pod Bay"),
+            ("next line (Enter ends): ", "Discovery One"),
+            ("next line (Enter ends): ", ""),
+            ("Choose: ", "1"),
+            // End of input (Ctrl-D) at the menu.
+            ("Choose: ", "\u{4}"),
+        ],
+    );
+    for said in [
+        "username: must be 3 to 32 characters long; try again.",
+        "password: must be 8 to 1024 bytes long; try again.",
+        "full_name: leading or trailing white space is not allowed; try again.",
+        "email: not an e-mail address (name@domain.example); try again.",
+        "phone: a telephone number has digits, spaces and + ( ) - . only; try again.",
+        "address: control characters other than line breaks are not allowed; try again.",
+        "Logged in as dave.",
+        // Nothing typed before a mistake was lost.
+        "full_name: Dave Bowman\nemail: dave@example.org\nphone: +1 555 0100\n\
+         address: 1 Pod Bay\n         Discovery One\n",
+        "Bye.",
+    ] {
+        assert!(shown.contains(said), "{said:?} not shown in:\n{shown}");
+    }
 }
 
 #[test]
@@ -96,13 +153,23 @@ fn mistakes_are_explained_and_end_of_input_leaves_cleanly() {
             ("User name: ", "nobody"),
             ("Password: ", "whatever-pw"),
             ("Choose: ", "2"),
-            ("User name: ", "x"),
+            ("User name: ", "erin"),
             ("New password: ", "long-enough"),
             ("New password again: ", "different!"),
             ("New password: ", "long-enough"),
             ("New password again: ", "long-enough"),
             ("full_name: ", ""),
-            ("email: ", "not-an-address"),
+            ("email: ", ""),
+            ("phone: ", ""),
+            ("address: ", ""),
+            ("Choose: ", "5"),
+            // The name is taken, whatever its case: the server refuses.
+            ("Choose: ", "2"),
+            ("User name: ", "ERIN"),
+            ("New password: ", "long-enough"),
+            ("New password again: ", "long-enough"),
+            ("full_name: ", ""),
+            ("email: ", ""),
             ("phone: ", ""),
             ("address: ", ""),
             // End of input (Ctrl-D) at the menu.
@@ -113,7 +180,8 @@ fn mistakes_are_explained_and_end_of_input_leaves_cleanly() {
         "There is no choice \"7\"",
         "Refused (2200): authentication failed: wrong user name or password.",
         "The two passwords differ; try again.",
-        "Refused (2004): username: must be 3 to 32 characters long.",
+        "Logged in as erin.",
+        "Refused (",
         "Bye.",
     ] {
         assert!(shown.contains(said), "{said:?} not shown in:\n{shown}");
