@@ -108,9 +108,10 @@ fn a_v2_header_gives_the_client_address() {
     assert_eq!(reply, VALID_REPLY);
     let reply = legacy_through_proxy(&server, &v2_header("[2001:db8::7]:6000", &server));
     assert_eq!(reply, VALID_REPLY);
-    let console = server.stdout.wait_for("both connections", |t| {
+    let console = server.stdout.wait_for("both exchanges", |t| {
         t.contains("Connection: 192.0.2.10:5555\n")
             && t.contains("Connection: [2001:db8::7]:6000\n")
+            && t.matches("Client msg: ").count() == 2
     });
     assert!(!console.contains("Connection: 127.0.0.1"), "{console}");
     assert_eq!(console.matches("Client msg: ").count(), 2, "{console}");
