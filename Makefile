@@ -1,4 +1,4 @@
-# make            release build; ./server, ./client and ./bench at the repository root
+# make            release build; ./server, ./client, ./bench and ./admin at the repository root
 # make cert       ./mycert.pem, self-signed (FORCE=1 replaces an existing one)
 # make ticket-key ./ticket.key, a shared session-ticket key (TICKET_KEY=FILE; FORCE=1 replaces)
 # make run-server build, make the certificate if missing, run ./server --demo 8081
@@ -16,7 +16,8 @@ TICKET_KEY ?= ticket.key
 
 all:
 	$(CARGO) build --release --locked --bins
-	install -m 755 target/release/server target/release/client target/release/bench .
+	install -m 755 target/release/server target/release/client target/release/bench \
+		target/release/admin .
 
 cert:
 	scripts/gencert.sh mycert.pem
@@ -56,4 +57,4 @@ cluster:
 
 clean:
 	$(CARGO) clean
-	rm -f server client bench
+	rm -f server client bench admin
