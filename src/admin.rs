@@ -50,7 +50,7 @@ pub fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let cli = CommandLine::new(
         &args,
-        "usage: {argv0} [--db URL] <command> [NAME|ADDRESS] (--help lists the commands)",
+        "usage: {argv0} [--db URL] <command> [NAME|ADDRESS]",
         ABOUT,
         1..=2,
     );
@@ -349,7 +349,7 @@ fn show(store: &AccountStore, name: &str, now: f64) -> Result<String> {
     }
     for (address, last) in known {
         out.push_str(&format!(
-            "  {address:24} last login {}; failures here: {}; from the address: {}\n",
+            "  {address:24} last right password {}; failures here: {}; from the address: {}\n",
             iso_time(last),
             describe_count(&counts, &format!("pair:{lowered}@{address}"), now),
             describe_count(&counts, &format!("addr:{address}"), now),
