@@ -172,8 +172,8 @@ fn every_command(fx: &Fixture, server: &impl Listening, db: Option<&str>) {
     for _ in 0..5 {
         login_reply(server, "bob", "guess-word");
     }
-    assert!(login_reply(server, "bob", &generated).contains("code=\"2502\""));
-    // The refusal lasts a second: it may be over by now, the count is not.
+    // The refusal lasts a second (on a loaded machine it may be over by now); the count is
+    // not: a right password here would clear it, so none is tried before unthrottle.
     let listed = texts(&run(&["list"], "")).0;
     assert!(
         listed.contains("throttled until 20") || listed.contains("  active\n"),
