@@ -1,4 +1,4 @@
-# make            release build; ./server, ./client and ./bench at the repository root
+# make            release build; ./server, ./client, ./bench and ./admin at the repository root
 # make cert       ./mycert.pem, self-signed (FORCE=1 replaces an existing one)
 # make ticket-key ./ticket.key, a shared session-ticket key (TICKET_KEY=FILE; FORCE=1 replaces)
 # make run-server build, make the certificate if missing, run ./server --demo on 127.0.0.1:8081
@@ -25,7 +25,8 @@ COMPARE_CFLAGS := -O2 -Wall -Wextra -Werror
 
 all:
 	$(CARGO) build --release --locked --bins
-	install -m 755 target/release/server target/release/client target/release/bench .
+	install -m 755 target/release/server target/release/client target/release/bench \
+		target/release/admin .
 
 cert:
 	scripts/gencert.sh mycert.pem
@@ -79,5 +80,5 @@ compare: $(if $(RUST_BIN),,all) $(COMPARE_DIR)/server $(COMPARE_DIR)/client
 
 clean:
 	$(CARGO) clean
-	rm -f server client bench
+	rm -f server client bench admin
 	rm -rf build

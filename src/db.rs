@@ -21,12 +21,13 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::address::address_key;
 use crate::error::{Error, Result};
 use crate::password::{self, PasswordHash, Pbkdf2Params};
 use crate::xml::account::{AccountView, Field};
 
 use hash_gate::{HashGate, HashTurn};
-pub(crate) use throttle::ThrottlePolicy;
+pub(crate) use throttle::{FailureCount, ThrottlePolicy};
 use throttle::{FailureCounts, ThrottleKeys};
 
 /// The database's identifier of an account. Ids are never reused: a session holds its
@@ -118,8 +119,59 @@ pub(crate) enum LoginOutcome {
     Success(AccountId),
     /// They do not (or the account does not exist).
     Failed,
+    /// The name and password match, but the operator locked the account.
+    Locked,
     /// Too many failures for this name or address: try again after this long.
     Throttled(Duration),
+}
+
+/// What a login needs of an account, read in one statement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct LoginRecord {
+    /// The account's id.
+    pub(crate) id: AccountId,
+    /// Its stored password hash.
+    pub(crate) hash: String,
+    /// Whether the operator locked it.
+    pub(crate) locked: bool,
+    /// Its credentials' generation (see [`SessionState`]).
+    pub(crate) generation: i64,
+}
+
+/// What a logged-in session checks before each command: the account's credentials'
+/// generation (one more at each operator's password reset) and whether it is locked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SessionState {
+    /// One more at each password reset by the operator.
+    pub(crate) generation: i64,
+    /// Whether the operator locked the account.
+    pub(crate) locked: bool,
+}
+
+/// An account as the operator lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct AccountSummary {
+    /// The account's id.
+    pub(crate) id: AccountId,
+    /// Its user name.
+    pub(crate) username: String,
+    /// When it was created (ISO 8601 UTC).
+    pub(crate) created_at: String,
+    /// When it last logged in, if ever.
+    pub(crate) last_login_at: Option<String>,
+    /// When the operator locked it, if locked.
+    pub(crate) locked_at: Option<String>,
+}
+
+/// Counts over every account.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct AccountTotals {
+    /// Accounts.
+    pub(crate) accounts: i64,
+    /// Accounts locked by the operator.
+    pub(crate) locked: i64,
+    /// Accounts whose last login was within the last day.
+    pub(crate) logged_in_last_day: i64,
 }
 
 /// What a storage backend does: each method is one transaction, committed before it returns
@@ -135,8 +187,29 @@ pub(crate) trait Backend: Send + Sync {
         info: &[(Field, String)],
     ) -> Result<AccountId>;
 
-    /// The id and stored password hash of the account called `username` (in any letter case).
-    fn find_login(&self, username: &str) -> Result<Option<(AccountId, String)>>;
+    /// What a login needs of the account called `username` (in any letter case).
+    fn find_login(&self, username: &str) -> Result<Option<LoginRecord>>;
+
+    /// Account `id`'s credentials' generation and lock; [`Error::NoSuchAccount`] if none.
+    fn session_state(&self, id: AccountId) -> Result<SessionState>;
+
+    /// Every account, by name, or only the one called `username` (in any letter case).
+    fn accounts(&self, username: Option<&str>) -> Result<Vec<AccountSummary>>;
+
+    /// Locks (from now, unless locked already) or unlocks account `id`;
+    /// [`Error::NoSuchAccount`] if none.
+    fn set_locked(&self, id: AccountId, locked: bool) -> Result<()>;
+
+    /// Replaces account `id`'s password hash, whatever it was, and adds one to its credentials'
+    /// generation; [`Error::NoSuchAccount`] if none.
+    fn reset_password_hash(&self, id: AccountId, hash: &str) -> Result<()>;
+
+    /// Counts over every account.
+    fn account_totals(&self) -> Result<AccountTotals>;
+
+    /// The address keys account `id` has logged in from, each with its last login there
+    /// (seconds since the Unix epoch), newest first.
+    fn known_addresses(&self, id: AccountId) -> Result<Vec<(String, f64)>>;
 
     /// The user name and stored password hash of account `id`; [`Error::NoSuchAccount`] if
     /// there is none.
@@ -235,18 +308,37 @@ impl AccountStore {
 
     /// Checks a user name and password. `Some(id)` on success, `None` for an unknown user or a
     /// wrong password; both take about the same time. A success records the login time and
-    /// remakes the hash if it was made at a lower cost than the store's.
+    /// remakes the hash if it was made at a lower cost than the store's. (Logins go through
+    /// [`Self::sign_in`], which also counts and refuses; the tests check passwords with this.)
+    #[cfg(test)]
     fn authenticate(&self, username: &str, password: &[u8]) -> Result<Option<AccountId>> {
-        let Some((id, stored)) = self.backend.find_login(username)? else {
+        let Some(record) = self.check_password(username, password)? else {
+            return Ok(None);
+        };
+        self.record_login(&record, password)?;
+        Ok(Some(record.id))
+    }
+
+    /// The account called `username` if `password` is its password (locked or not); `None`
+    /// for an unknown user or a wrong password, both after about the same time.
+    fn check_password(&self, username: &str, password: &[u8]) -> Result<Option<LoginRecord>> {
+        let Some(record) = self.backend.find_login(username)? else {
             self.hashing(HashTurn::Check, || {
                 password::spend_verification_time(password, self.params)
             })?;
             return Ok(None);
         };
-        let hash = PasswordHash::parse(&stored)?;
+        let hash = PasswordHash::parse(&record.hash)?;
         if !self.hashing(HashTurn::Check, || hash.verify(password))? {
             return Ok(None);
         }
+        Ok(Some(record))
+    }
+
+    /// Records a successful login, remaking the hash if it was made at a lower cost than the
+    /// store's.
+    fn record_login(&self, record: &LoginRecord, password: &[u8]) -> Result<()> {
+        let hash = PasswordHash::parse(&record.hash)?;
         let upgraded = if hash.needs_upgrade(self.params) {
             // Part of a login: it goes before signups too.
             Some(self.new_hash(password, HashTurn::Check)?)
@@ -254,11 +346,14 @@ impl AccountStore {
             None
         };
         // Bookkeeping: a failure here must not turn a good login into an error.
-        let rehash = upgraded.as_deref().map(|new| (stored.as_str(), new));
-        if let Err(e) = self.backend.record_login(id, rehash) {
-            log::warn!("could not record the login time of account {id}: {e}");
+        let rehash = upgraded.as_deref().map(|new| (record.hash.as_str(), new));
+        if let Err(e) = self.backend.record_login(record.id, rehash) {
+            log::warn!(
+                "could not record the login time of account {}: {e}",
+                record.id
+            );
         }
-        Ok(Some(id))
+        Ok(())
     }
 
     /// Everything stored about an account but its password hash.
@@ -323,17 +418,143 @@ impl AccountStore {
         password: &[u8],
         from: IpAddr,
     ) -> Result<LoginOutcome> {
+        Ok(self.sign_in(username, password, from)?.0)
+    }
+
+    /// [`Self::login`], with the account's credentials' generation on success, as read with
+    /// the hash that was checked: a session compares it with [`Self::session_state`] before
+    /// each command, so a password reset after the check ends it. A locked account's right
+    /// password gives [`LoginOutcome::Locked`] (and counts as a right password); a wrong one
+    /// the usual failure.
+    pub(crate) fn sign_in(
+        &self,
+        username: &str,
+        password: &[u8],
+        from: IpAddr,
+    ) -> Result<(LoginOutcome, i64)> {
         let keys = ThrottleKeys::password_check(username, from, &self.throttle);
         match self.count_attempt(&keys) {
             Ok(()) => {}
-            Err(Error::Throttled(wait)) => return Ok(LoginOutcome::Throttled(wait)),
+            Err(Error::Throttled(wait)) => return Ok((LoginOutcome::Throttled(wait), 0)),
             Err(e) => return Err(e),
         }
-        let Some(id) = self.authenticate(username, password)? else {
-            return Ok(LoginOutcome::Failed);
+        let Some(record) = self.check_password(username, password)? else {
+            return Ok((LoginOutcome::Failed, 0));
         };
-        self.forgive(&keys, id);
-        Ok(LoginOutcome::Success(id))
+        self.forgive(&keys, record.id);
+        if record.locked {
+            return Ok((LoginOutcome::Locked, 0));
+        }
+        self.record_login(&record, password)?;
+        Ok((LoginOutcome::Success(record.id), record.generation))
+    }
+
+    /// Account `id`'s credentials' generation and lock, for a session's check before each
+    /// command.
+    pub(crate) fn session_state(&self, id: AccountId) -> Result<SessionState> {
+        self.backend.session_state(id)
+    }
+
+    /// Every account, by name.
+    pub(crate) fn accounts(&self) -> Result<Vec<AccountSummary>> {
+        self.backend.accounts(None)
+    }
+
+    /// The account called `username` (in any letter case); [`Error::NoSuchAccount`] if none.
+    pub(crate) fn account_named(&self, username: &str) -> Result<AccountSummary> {
+        self.backend
+            .accounts(Some(username))?
+            .into_iter()
+            .next()
+            .ok_or(Error::NoSuchAccount)
+    }
+
+    /// Locks or unlocks the account called `username`. Unlocking also clears the failure
+    /// counts of its name and of its name at every address.
+    pub(crate) fn set_locked(&self, username: &str, locked: bool) -> Result<()> {
+        let account = self.account_named(username)?;
+        self.backend.set_locked(account.id, locked)?;
+        if !locked {
+            self.clear_failure_counts(&account.username)?;
+        }
+        Ok(())
+    }
+
+    /// Gives the account called `username` a new password, whatever its old one; its open
+    /// sessions end at their next command. Policy is the caller's.
+    pub(crate) fn reset_password(&self, username: &str, password: &[u8]) -> Result<()> {
+        let account = self.account_named(username)?;
+        let hash = self.new_hash(password, HashTurn::Create)?;
+        self.backend.reset_password_hash(account.id, &hash)
+    }
+
+    /// Deletes the account called `username` and everything stored with it;
+    /// [`Error::Conflict`] if its password changed while this ran.
+    pub(crate) fn remove(&self, username: &str) -> Result<()> {
+        let record = self
+            .backend
+            .find_login(username)?
+            .ok_or(Error::NoSuchAccount)?;
+        self.backend.delete_account(record.id, &record.hash)
+    }
+
+    /// Every failure count, by key (`user:NAME`, `pair:NAME@ADDRESS`, `addr:ADDRESS`,
+    /// `signup:ADDRESS`).
+    pub(crate) fn failure_counts(&self) -> Result<Vec<(String, FailureCount)>> {
+        let mut all = Vec::new();
+        self.backend.with_failure_counts(&mut |counts| {
+            all = counts.all()?;
+            Ok(())
+        })?;
+        Ok(all)
+    }
+
+    /// Clears, in one transaction, the failure counts of `target`: an address (its
+    /// `addr:`, `signup:` and `pair:...@` keys, for the address as counted: an IPv6 /64, which
+    /// may be given as `PREFIX::/64`) or an
+    /// account name (its `user:` and `pair:` keys, in any letter case). Gives how many were
+    /// cleared.
+    pub(crate) fn clear_failure_counts(&self, target: &str) -> Result<usize> {
+        let as_address = target.strip_suffix("/64").unwrap_or(target);
+        let matches: Box<dyn Fn(&str) -> bool> = match as_address.parse::<IpAddr>() {
+            Ok(ip) => {
+                let address = address_key(ip);
+                Box::new(move |key: &str| {
+                    key == format!("addr:{address}")
+                        || key == format!("signup:{address}")
+                        || (key.starts_with("pair:") && key.ends_with(&format!("@{address}")))
+                })
+            }
+            Err(_) => {
+                let name = target.to_lowercase();
+                Box::new(move |key: &str| {
+                    key == format!("user:{name}") || key.starts_with(&format!("pair:{name}@"))
+                })
+            }
+        };
+        let mut cleared = 0;
+        self.backend.with_failure_counts(&mut |counts| {
+            cleared = 0;
+            for (key, _) in counts.all()? {
+                if matches(&key) {
+                    counts.remove(&key)?;
+                    cleared += 1;
+                }
+            }
+            Ok(())
+        })?;
+        Ok(cleared)
+    }
+
+    /// Counts over every account.
+    pub(crate) fn account_totals(&self) -> Result<AccountTotals> {
+        self.backend.account_totals()
+    }
+
+    /// The addresses (as counted: an IPv6 /64) account `id` has logged in from, each with its
+    /// last login there (seconds since the Unix epoch), newest first.
+    pub(crate) fn known_addresses(&self, id: AccountId) -> Result<Vec<(String, f64)>> {
+        self.backend.known_addresses(id)
     }
 
     /// Checks and counts an attempt under `keys` in one transaction, before the slow hash:
@@ -396,7 +617,7 @@ impl AccountStore {
 }
 
 /// Seconds since the Unix epoch.
-fn unix_now() -> f64 {
+pub(crate) fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())

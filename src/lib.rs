@@ -10,8 +10,10 @@
 //!   store.
 //! - [`bench`]: the load generator behind `./bench`. Uses the client's connections and the
 //!   protocol, never the store or the server.
+//! - [`admin`]: the operator's tool behind `./admin` (list, show, lock, unlock,
+//!   reset-password, delete, unthrottle, stats). Uses the store, never the server.
 //! - `db`: the account store: the interface the server uses, the rules that hold for every
-//!   backend (password hashing, throttling), and the backends (SQLite).
+//!   backend (password hashing, throttling), and the backends (SQLite, PostgreSQL).
 //! - [`xml`]: the protocol, pure: the legacy exchange's bytes, framing, XML documents,
 //!   commands and replies. Uses nothing above it.
 //! - `password`: salted PBKDF2-HMAC-SHA512 password hashes.
@@ -22,6 +24,7 @@
 //! - [`error`]: the library's error type.
 
 mod address;
+pub mod admin;
 pub mod bench;
 mod cli;
 pub mod client;

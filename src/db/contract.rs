@@ -50,7 +50,10 @@ macro_rules! contract_tests {
             guesses_elsewhere_do_not_lock_the_owner_out_where_he_logs_in,
             known_addresses_go_with_the_account,
             wrong_current_passwords_are_throttled,
-            signups_are_limited_per_address
+            signups_are_limited_per_address,
+            the_operator_locks_and_unlocks_accounts,
+            a_password_reset_changes_the_credentials_generation,
+            the_operator_lists_counts_unthrottles_and_deletes
         );
     };
     (@each $new_database:expr; $($contract:ident),*) => {
@@ -79,7 +82,7 @@ fn stored_hash(store: &AccountStore, username: &str) -> Result<String> {
         .backend
         .find_login(username)?
         .expect("the account exists")
-        .1)
+        .hash)
 }
 
 pub(crate) fn accounts_log_in_by_password(db: &impl TestDatabase) -> Result<()> {
@@ -489,5 +492,120 @@ pub(crate) fn signups_are_limited_per_address(db: &impl TestDatabase) -> Result<
     ));
     s.signup("signer4", b"pw-signer-1", &[], elsewhere)?;
     assert!(s.authenticate("signer3", b"pw-signer-1")?.is_none());
+    Ok(())
+}
+
+pub(crate) fn the_operator_locks_and_unlocks_accounts(db: &impl TestDatabase) -> Result<()> {
+    let s = db.open(fast());
+    let id = s.create_account("Lars", b"pw-lars-1", &[])?;
+    let other = db.open(fast());
+    let attacker = ip("192.0.2.44");
+    other.set_locked("LARS", true)?;
+    let locked_at = s.account_named("lars")?.locked_at.expect("locked");
+    // Locking twice keeps the first time.
+    s.set_locked("lars", true)?;
+    assert_eq!(s.account_named("lars")?.locked_at, Some(locked_at));
+    assert!(s.session_state(id)?.locked);
+    // Only the right password learns of the lock; a wrong one fails as usual.
+    assert_eq!(s.login("lars", b"pw-lars-1", here())?, LoginOutcome::Locked);
+    assert_eq!(s.login("lars", b"guess", here())?, LoginOutcome::Failed);
+    for _ in 0..3 {
+        assert_eq!(s.login("lars", b"guess", attacker)?, LoginOutcome::Failed);
+    }
+    assert!(
+        s.failure_counts()?
+            .iter()
+            .any(|(key, _)| key == "pair:lars@192.0.2.44")
+    );
+    // Unlocking clears the name's and its pairs' counts, not the addresses'.
+    s.set_locked("lars", false)?;
+    let keys: Vec<String> = s.failure_counts()?.into_iter().map(|(k, _)| k).collect();
+    assert!(!keys.iter().any(|k| k.contains("lars")), "{keys:?}");
+    assert!(keys.contains(&"addr:192.0.2.44".to_string()), "{keys:?}");
+    assert_eq!(s.account_named("lars")?.locked_at, None);
+    assert_eq!(
+        s.login("lars", b"pw-lars-1", attacker)?,
+        LoginOutcome::Success(id)
+    );
+    assert!(matches!(
+        s.set_locked("nobody", true),
+        Err(Error::NoSuchAccount)
+    ));
+    Ok(())
+}
+
+pub(crate) fn a_password_reset_changes_the_credentials_generation(
+    db: &impl TestDatabase,
+) -> Result<()> {
+    let s = db.open(fast());
+    let id = s.create_account("mona", b"pw-mona-1", &[])?;
+    let (outcome, generation) = s.sign_in("mona", b"pw-mona-1", here())?;
+    assert_eq!(outcome, LoginOutcome::Success(id));
+    assert_eq!(s.session_state(id)?.generation, generation);
+    db.open(fast()).reset_password("MONA", b"pw-mona-2")?;
+    assert_eq!(s.session_state(id)?.generation, generation + 1);
+    assert_eq!(s.login("mona", b"pw-mona-1", here())?, LoginOutcome::Failed);
+    assert_eq!(
+        s.sign_in("mona", b"pw-mona-2", here())?,
+        (LoginOutcome::Success(id), generation + 1)
+    );
+    // The owner's own password change is not a reset: his sessions go on.
+    s.change_password(id, b"pw-mona-2", b"pw-mona-3", here())?;
+    assert_eq!(s.session_state(id)?.generation, generation + 1);
+    assert!(matches!(
+        s.reset_password("nobody", b"pw-nobody-1"),
+        Err(Error::NoSuchAccount)
+    ));
+    Ok(())
+}
+
+pub(crate) fn the_operator_lists_counts_unthrottles_and_deletes(
+    db: &impl TestDatabase,
+) -> Result<()> {
+    let s = db.open(fast());
+    assert_eq!(s.account_totals()?, Default::default());
+    s.create_account("zed", b"pw-zed-01", &[])?;
+    let nils = s.create_account("Nils", b"pw-nils-1", &[])?;
+    s.create_account("olaf", b"pw-olaf-1", &[])?;
+    let names: Vec<String> = s.accounts()?.into_iter().map(|a| a.username).collect();
+    assert_eq!(names, ["Nils", "olaf", "zed"]);
+    assert_eq!(
+        s.login("nils", b"pw-nils-1", here())?,
+        LoginOutcome::Success(nils)
+    );
+    s.set_locked("olaf", true)?;
+    let totals = s.account_totals()?;
+    assert_eq!(
+        (totals.accounts, totals.locked, totals.logged_in_last_day),
+        (3, 1, 1)
+    );
+    let (v4, v6) = (ip("192.0.2.50"), ip("2001:db8:1:2::7"));
+    for from in [v4, v6] {
+        s.login("olaf", b"guess", from)?;
+    }
+    assert_eq!(
+        s.clear_failure_counts("2001:db8:1:2::99")?,
+        2,
+        "addr and pair"
+    );
+    let keys: Vec<String> = s.failure_counts()?.into_iter().map(|(k, _)| k).collect();
+    // A success leaves its address's count, lowered (to none here).
+    assert_eq!(
+        keys,
+        [
+            "addr:192.0.2.50",
+            "addr:198.51.100.200",
+            "pair:olaf@192.0.2.50",
+            "user:olaf"
+        ]
+    );
+    assert_eq!(s.clear_failure_counts("OLAF")?, 2, "user and pair");
+    assert_eq!(s.clear_failure_counts("192.0.2.50")?, 1);
+    assert_eq!(s.clear_failure_counts("198.51.100.200")?, 1);
+    assert!(s.failure_counts()?.is_empty());
+    s.remove("NILS")?;
+    assert!(matches!(s.view(nils), Err(Error::NoSuchAccount)));
+    assert!(matches!(s.remove("nils"), Err(Error::NoSuchAccount)));
+    assert!(matches!(s.account_named("nils"), Err(Error::NoSuchAccount)));
     Ok(())
 }

@@ -16,7 +16,7 @@ use r2d2::{NopErrorHandler, Pool, PooledConnection};
 use r2d2_postgres::PostgresConnectionManager;
 
 use super::throttle::{FailureCount, FailureCounts};
-use super::{AccountId, Backend};
+use super::{AccountId, AccountSummary, AccountTotals, Backend, LoginRecord, SessionState};
 use crate::error::{Error, Result};
 use crate::xml::account::{AccountView, Field};
 
@@ -57,6 +57,10 @@ const MIGRATIONS: &[&str] = &[
          PRIMARY KEY (account_id, address)
      );
      CREATE INDEX known_addresses_by_time ON known_addresses (last_login_at);",
+    // Version 6: the operator's lock, and the credentials' generation (one more at each
+    // password reset by the operator).
+    "ALTER TABLE accounts ADD COLUMN locked_at TEXT,
+                          ADD COLUMN credentials_generation BIGINT NOT NULL DEFAULT 0;",
 ];
 
 /// Current time as stored: ISO 8601 UTC with milliseconds, as SQLite writes it.
@@ -246,12 +250,99 @@ impl Backend for PostgresBackend {
         })
     }
 
-    fn find_login(&self, username: &str) -> Result<Option<(AccountId, String)>> {
+    fn find_login(&self, username: &str) -> Result<Option<LoginRecord>> {
         let row = self.connection()?.query_opt(
-            "SELECT id, password_hash FROM accounts WHERE lower(username) = lower($1)",
+            "SELECT id, password_hash, locked_at IS NOT NULL, credentials_generation
+             FROM accounts WHERE lower(username) = lower($1)",
             &[&username],
         )?;
-        Ok(row.map(|row| (row.get(0), row.get(1))))
+        Ok(row.map(|row| LoginRecord {
+            id: row.get(0),
+            hash: row.get(1),
+            locked: row.get(2),
+            generation: row.get(3),
+        }))
+    }
+
+    fn session_state(&self, id: AccountId) -> Result<SessionState> {
+        self.connection()?
+            .query_opt(
+                "SELECT credentials_generation, locked_at IS NOT NULL FROM accounts WHERE id = $1",
+                &[&id],
+            )?
+            .map(|row| SessionState {
+                generation: row.get(0),
+                locked: row.get(1),
+            })
+            .ok_or(Error::NoSuchAccount)
+    }
+
+    fn accounts(&self, username: Option<&str>) -> Result<Vec<AccountSummary>> {
+        let rows = self.connection()?.query(
+            "SELECT id, username, created_at, last_login_at, locked_at FROM accounts
+             WHERE $1::TEXT IS NULL OR lower(username) = lower($1) ORDER BY lower(username), id",
+            &[&username],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|row| AccountSummary {
+                id: row.get(0),
+                username: row.get(1),
+                created_at: row.get(2),
+                last_login_at: row.get(3),
+                locked_at: row.get(4),
+            })
+            .collect())
+    }
+
+    fn set_locked(&self, id: AccountId, locked: bool) -> Result<()> {
+        let sql = format!(
+            "UPDATE accounts SET locked_at = CASE WHEN $1 THEN COALESCE(locked_at, {NOW})
+                                                  ELSE NULL END
+             WHERE id = $2"
+        );
+        if self.connection()?.execute(&sql, &[&locked, &id])? == 0 {
+            return Err(Error::NoSuchAccount);
+        }
+        Ok(())
+    }
+
+    fn reset_password_hash(&self, id: AccountId, hash: &str) -> Result<()> {
+        let sql = format!(
+            "UPDATE accounts SET password_hash = $1, updated_at = {NOW},
+                                 credentials_generation = credentials_generation + 1
+             WHERE id = $2"
+        );
+        if self.connection()?.execute(&sql, &[&hash, &id])? == 0 {
+            return Err(Error::NoSuchAccount);
+        }
+        Ok(())
+    }
+
+    fn known_addresses(&self, id: AccountId) -> Result<Vec<(String, f64)>> {
+        let rows = self.connection()?.query(
+            "SELECT address, last_login_at FROM known_addresses WHERE account_id = $1
+             ORDER BY last_login_at DESC",
+            &[&id],
+        )?;
+        Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+    }
+
+    fn account_totals(&self) -> Result<AccountTotals> {
+        let day_ago = NOW.replace("now()", "(now() - interval '1 day')");
+        let row = self.connection()?.query_one(
+            &format!(
+                "SELECT count(*), count(locked_at),
+                        count(CASE WHEN last_login_at >= {day_ago} THEN 1 END)
+                 FROM accounts"
+            ),
+            &[],
+        )?;
+        Ok(AccountTotals {
+            accounts: row.get(0),
+            locked: row.get(1),
+            logged_in_last_day: row.get(2),
+        })
     }
 
     fn credentials(&self, id: AccountId) -> Result<(String, String)> {
@@ -428,6 +519,28 @@ impl FailureCounts for PostgresFailureCounts<'_, '_> {
         Ok(())
     }
 
+    fn all(&mut self) -> Result<Vec<(String, FailureCount)>> {
+        let rows = self.0.query(
+            "SELECT key, failures, last_failure_at, blocked_until FROM login_failures
+             ORDER BY key",
+            &[],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let failures: i64 = row.get(1);
+                (
+                    row.get(0),
+                    FailureCount {
+                        failures: u32::try_from(failures).unwrap_or(u32::MAX),
+                        last_failure_at: row.get(2),
+                        blocked_until: row.get(3),
+                    },
+                )
+            })
+            .collect())
+    }
+
     fn forget(&mut self, last_failure_before: f64, now: f64, known_before: f64) -> Result<()> {
         self.0.execute(
             "DELETE FROM login_failures WHERE last_failure_at < $1 AND blocked_until < $2",
@@ -550,6 +663,34 @@ mod tests {
         own.start_server();
         assert_eq!(store.view(id).unwrap().username, "rita");
         assert!(store.authenticate("rita", b"pw-rita-1").unwrap().is_some());
+    }
+
+    #[test]
+    fn version_5_database_gains_the_lock_and_the_credentials_generation() -> Result<()> {
+        let db = PostgresDatabase::new();
+        {
+            let mut client = postgres::Client::connect(&db.0, NoTls).unwrap();
+            for sql in &MIGRATIONS[..5] {
+                client.batch_execute(sql).unwrap();
+            }
+            client
+                .batch_execute(
+                    "CREATE TABLE schema_version (version INTEGER NOT NULL);
+                     INSERT INTO schema_version (version) VALUES (5);
+                     INSERT INTO accounts (username, password_hash, created_at, updated_at)
+                     VALUES ('fiveuser', 'x', '2026-01-01T00:00:00.000Z',
+                             '2026-01-01T00:00:00.000Z');",
+                )
+                .unwrap();
+        }
+        let s = db.open(fast());
+        let account = s.account_named("fiveuser")?;
+        assert_eq!(account.locked_at, None);
+        let state = s.session_state(account.id)?;
+        assert_eq!((state.generation, state.locked), (0, false));
+        s.set_locked("fiveuser", true)?;
+        assert!(s.session_state(account.id)?.locked);
+        Ok(())
     }
 
     #[test]

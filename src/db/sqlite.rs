@@ -17,7 +17,7 @@ use rusqlite::{
 };
 
 use super::throttle::{FailureCount, FailureCounts};
-use super::{AccountId, Backend};
+use super::{AccountId, AccountSummary, AccountTotals, Backend, LoginRecord, SessionState};
 use crate::error::{Error, Result};
 use crate::xml::account::{AccountView, Field};
 
@@ -78,6 +78,11 @@ const MIGRATIONS: &[&str] = &[
          PRIMARY KEY (account_id, address)
      );
      CREATE INDEX known_addresses_by_time ON known_addresses (last_login_at);",
+    // Version 6: the operator's lock (when it was set; NULL: not locked), and a generation
+    // of the credentials, one more at each password reset by the operator: a session
+    // compares it with the one it logged in with before each command.
+    "ALTER TABLE accounts ADD COLUMN locked_at TEXT;
+     ALTER TABLE accounts ADD COLUMN credentials_generation INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Current time as stored: ISO 8601 UTC with milliseconds.
@@ -205,12 +210,122 @@ impl Backend for SqliteBackend {
         })
     }
 
-    fn find_login(&self, username: &str) -> Result<Option<(AccountId, String)>> {
+    fn find_login(&self, username: &str) -> Result<Option<LoginRecord>> {
         self.with_connection(|conn| {
             Ok(conn
-                .prepare_cached("SELECT id, password_hash FROM accounts WHERE username = ?1")?
-                .query_row([username], |row| Ok((row.get(0)?, row.get(1)?)))
+                .prepare_cached(
+                    "SELECT id, password_hash, locked_at IS NOT NULL, credentials_generation
+                     FROM accounts WHERE username = ?1",
+                )?
+                .query_row([username], |row| {
+                    Ok(LoginRecord {
+                        id: row.get(0)?,
+                        hash: row.get(1)?,
+                        locked: row.get(2)?,
+                        generation: row.get(3)?,
+                    })
+                })
                 .optional()?)
+        })
+    }
+
+    fn session_state(&self, id: AccountId) -> Result<SessionState> {
+        self.with_connection(|conn| {
+            conn.prepare_cached(
+                "SELECT credentials_generation, locked_at IS NOT NULL FROM accounts WHERE id = ?1",
+            )?
+            .query_row([id], |row| {
+                Ok(SessionState {
+                    generation: row.get(0)?,
+                    locked: row.get(1)?,
+                })
+            })
+            .optional()?
+            .ok_or(Error::NoSuchAccount)
+        })
+    }
+
+    fn accounts(&self, username: Option<&str>) -> Result<Vec<AccountSummary>> {
+        self.with_connection(|conn| {
+            let mut statement = conn.prepare(
+                "SELECT id, username, created_at, last_login_at, locked_at FROM accounts
+                 WHERE ?1 IS NULL OR username = ?1 ORDER BY username COLLATE NOCASE, id",
+            )?;
+            let rows = statement.query_map([username], |row| {
+                Ok(AccountSummary {
+                    id: row.get(0)?,
+                    username: row.get(1)?,
+                    created_at: row.get(2)?,
+                    last_login_at: row.get(3)?,
+                    locked_at: row.get(4)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    fn set_locked(&self, id: AccountId, locked: bool) -> Result<()> {
+        self.with_connection(|conn| {
+            let changed = conn.execute(
+                &format!(
+                    "UPDATE accounts SET locked_at = CASE WHEN ?1 THEN COALESCE(locked_at, {NOW})
+                                                          ELSE NULL END
+                     WHERE id = ?2"
+                ),
+                params![locked, id],
+            )?;
+            if changed == 0 {
+                return Err(Error::NoSuchAccount);
+            }
+            Ok(())
+        })
+    }
+
+    fn reset_password_hash(&self, id: AccountId, hash: &str) -> Result<()> {
+        self.with_connection(|conn| {
+            let changed = conn.execute(
+                &format!(
+                    "UPDATE accounts SET password_hash = ?1, updated_at = {NOW},
+                                         credentials_generation = credentials_generation + 1
+                     WHERE id = ?2"
+                ),
+                params![hash, id],
+            )?;
+            if changed == 0 {
+                return Err(Error::NoSuchAccount);
+            }
+            Ok(())
+        })
+    }
+
+    fn known_addresses(&self, id: AccountId) -> Result<Vec<(String, f64)>> {
+        self.with_connection(|conn| {
+            let mut statement = conn.prepare(
+                "SELECT address, last_login_at FROM known_addresses WHERE account_id = ?1
+                 ORDER BY last_login_at DESC",
+            )?;
+            let rows = statement.query_map([id], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    fn account_totals(&self) -> Result<AccountTotals> {
+        self.with_connection(|conn| {
+            Ok(conn.query_row(
+                "SELECT count(*), count(locked_at),
+                        count(CASE WHEN last_login_at >= strftime('%Y-%m-%dT%H:%M:%fZ', 'now',
+                                                                  '-1 day')
+                              THEN 1 END)
+                 FROM accounts",
+                [],
+                |row| {
+                    Ok(AccountTotals {
+                        accounts: row.get(0)?,
+                        locked: row.get(1)?,
+                        logged_in_last_day: row.get(2)?,
+                    })
+                },
+            )?)
         })
     }
 
@@ -408,6 +523,24 @@ impl FailureCounts for SqliteFailureCounts<'_> {
         Ok(())
     }
 
+    fn all(&mut self) -> Result<Vec<(String, FailureCount)>> {
+        let mut statement = self.0.prepare_cached(
+            "SELECT key, failures, last_failure_at, blocked_until FROM login_failures
+             ORDER BY key",
+        )?;
+        let rows = statement.query_map([], |row| {
+            Ok((
+                row.get(0)?,
+                FailureCount {
+                    failures: row.get(1)?,
+                    last_failure_at: row.get(2)?,
+                    blocked_until: row.get(3)?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
     fn forget(&mut self, last_failure_before: f64, now: f64, known_before: f64) -> Result<()> {
         self.0
             .prepare_cached(
@@ -591,6 +724,32 @@ mod tests {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(version, MIGRATIONS.len() as i64);
+        Ok(())
+    }
+
+    #[test]
+    fn version_5_database_gains_the_lock_and_the_credentials_generation() -> Result<()> {
+        let db = SqliteFile::new();
+        {
+            let conn = Connection::open(db.path()).unwrap();
+            for sql in &MIGRATIONS[..5] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 5).unwrap();
+            conn.execute(
+                "INSERT INTO accounts (username, password_hash, created_at, updated_at)
+                 VALUES ('fiveuser', 'x', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z')",
+                [],
+            )
+            .unwrap();
+        }
+        let s = db.open(fast());
+        let account = s.account_named("fiveuser")?;
+        assert_eq!(account.locked_at, None);
+        let state = s.session_state(account.id)?;
+        assert_eq!((state.generation, state.locked), (0, false));
+        s.set_locked("fiveuser", true)?;
+        assert!(s.session_state(account.id)?.locked);
         Ok(())
     }
 }

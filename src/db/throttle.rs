@@ -76,6 +76,8 @@ pub(crate) trait FailureCounts {
     fn put(&mut self, key: &str, count: FailureCount) -> Result<()>;
     /// Removes the count of `key`.
     fn remove(&mut self, key: &str) -> Result<()>;
+    /// Every count, by key.
+    fn all(&mut self) -> Result<Vec<(String, FailureCount)>>;
     /// Removes every count whose last failure was before `last_failure_before` and which
     /// refuses nothing after `now`, and every known address last used before
     /// `known_before`.

@@ -15,6 +15,9 @@ use crate::xml::reply::{Greeting, Reply, ResultCode};
 pub(crate) struct Session {
     from: IpAddr,
     account: Option<(AccountId, String)>,
+    /// The account's credentials' generation when the session logged in: an operator's
+    /// password reset changes it, and ends the session at its next command.
+    generation: i64,
 }
 
 impl Session {
@@ -23,6 +26,7 @@ impl Session {
         Session {
             from,
             account: None,
+            generation: 0,
         }
     }
 
@@ -62,10 +66,37 @@ fn policy(e: PolicyError) -> Reply {
 /// Handles `command` for `session`, against `store`.
 pub(crate) fn handle(command: Command, session: &mut Session, store: &AccountStore) -> Outcome {
     let kind = command.kind();
+    let outcome = match revoked(session, store) {
+        Some(reply) => reply.into(),
+        None => dispatch(command, session, store),
+    };
     Outcome {
         command: Some(kind),
-        ..dispatch(command, session, store)
+        ..outcome
     }
+}
+
+/// The reply that ends a logged-in session whose account the operator locked, or whose
+/// password the operator reset, since it logged in (checked before each command, so that a
+/// session in any server instance ends); `None` if it may go on. A store that cannot tell lets
+/// the command go on: the command's own store access reports the failure.
+fn revoked(session: &mut Session, store: &AccountStore) -> Option<Reply> {
+    let (id, _) = session.account.as_ref()?;
+    let why = match store.session_state(*id) {
+        Ok(state) if state.generation != session.generation => "the password was reset",
+        Ok(state) if state.locked => "the account was locked by the operator",
+        Ok(_) => return None,
+        Err(Error::NoSuchAccount) => "the account no longer exists",
+        Err(e) => {
+            log::warn!("cannot check the session's account: {e}");
+            return None;
+        }
+    };
+    session.account = None;
+    Some(Reply::new(
+        ResultCode::EndingSession,
+        format!("logged out: {why}; ending session"),
+    ))
 }
 
 /// The handler of each command, by the session's state.
@@ -153,17 +184,23 @@ fn signup(s: Signup, session: &mut Session, store: &AccountStore) -> Reply {
 }
 
 fn login(l: Login, session: &mut Session, store: &AccountStore) -> Outcome {
-    match store.login(&l.username, l.password.as_bytes(), session.from) {
-        Ok(LoginOutcome::Success(id)) => {
+    match store.sign_in(&l.username, l.password.as_bytes(), session.from) {
+        Ok((LoginOutcome::Success(id), generation)) => {
             session.account = Some((id, l.username.clone()));
+            session.generation = generation;
             Reply::new(ResultCode::Success, format!("logged in as {}", l.username))
         }
+        // Told only to whoever gave the right password.
+        Ok((LoginOutcome::Locked, _)) => Reply::new(
+            ResultCode::AuthenticationError,
+            "the account is locked; ask the operator",
+        ),
         // The same words whether the user exists or not.
-        Ok(LoginOutcome::Failed) => Reply::new(
+        Ok((LoginOutcome::Failed, _)) => Reply::new(
             ResultCode::AuthenticationError,
             "authentication failed: wrong user name or password",
         ),
-        Ok(LoginOutcome::Throttled(wait)) => {
+        Ok((LoginOutcome::Throttled(wait), _)) => {
             return Outcome {
                 login_throttled: true,
                 ..retry_later("too many failed logins", seconds(wait)).into()

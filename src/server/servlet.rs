@@ -235,6 +235,10 @@ fn legacy_reply(
             log::info!("{peer}: login refused for {username:?}");
             LEGACY_INVALID_REPLY
         }
+        Ok(LoginOutcome::Locked) => {
+            log::info!("{peer}: login refused for {username:?}: the account is locked");
+            LEGACY_INVALID_REPLY
+        }
         Ok(LoginOutcome::Throttled(wait)) => {
             metrics.logins_throttled.inc();
             log::warn!(

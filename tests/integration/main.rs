@@ -8,6 +8,7 @@ mod common;
 
 mod abuse;
 mod accounts;
+mod admin;
 mod bench;
 pub mod crash;
 mod fleet;

@@ -1,0 +1,508 @@
+//! The operator's tool behind `./admin`: lists, shows, locks, unlocks, resets the password of
+//! and deletes accounts, clears failed-login counts and gives figures, on the same store (and
+//! `--db` URL) as the server, while servers run.
+//!
+//! Every change is one transaction of the store, so it is safe beside running servers: a lock
+//! refuses the account's next login in any instance, and a password reset ends the account's
+//! open sessions at their next command (a session compares the account's credentials'
+//! generation with the one it logged in with). Exit status 0 on success, 1 when refused (the
+//! reason on stderr), 2 for a usage error. No password is taken from the command line, and
+//! none is printed but one made by `--generate`.
+
+use std::io::{BufRead, IsTerminal};
+use std::process::ExitCode;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use getopts::Options;
+use serde::Serialize;
+
+use crate::cli::CommandLine;
+use crate::db::{AccountStore, AccountSummary, FailureCount, StoreLocation, StoreOptions};
+use crate::error::{Error, Result};
+use crate::xml::account::{Field, check_new_password};
+
+const ABOUT: &str = "Manages the accounts of the account service, on the server's store \
+                     (--db), while servers run.
+
+Commands:
+  list [--locked] [--json]   every account: name, created, last login, state
+  show NAME                  every field but the password hash, the lock and the throttle
+  lock NAME                  refuse the account's logins (its owner learns it only with the
+                             right password); its open sessions end at their next command
+  unlock NAME                lift the lock and clear the name's failed-login counts
+  reset-password NAME        a new password, one line from standard input (or --generate:
+                             a random one, printed once); the account's sessions end
+  delete NAME                delete the account and everything stored with it
+  unthrottle ADDRESS|NAME    clear the failed-login counts of an address or a name
+  stats                      accounts, logins and failures over the last day, refusals now
+
+Exit status: 0 done, 1 refused (the reason on stderr), 2 usage error.";
+
+/// Bytes of randomness in a generated password (24 characters of URL-safe base64).
+const GENERATED_BYTES: usize = 18;
+
+/// A day, in seconds.
+const DAY: f64 = 86_400.0;
+
+/// The `admin` program.
+pub fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let cli = CommandLine::new(
+        &args,
+        "usage: {argv0} [--db URL] <command> [NAME|ADDRESS]",
+        ABOUT,
+        1..=2,
+    );
+    let mut opts = Options::new();
+    opts.optopt(
+        "",
+        "db",
+        "the account store, as the server's --db: a SQLite file (sqlite:PATH or PATH) or a \
+         postgres:// URL (its password also from PGPASSWORD) [users.db]",
+        "URL",
+    );
+    opts.optflag("", "locked", "list: only the locked accounts");
+    opts.optflag("", "json", "list: as JSON");
+    opts.optflag(
+        "",
+        "generate",
+        "reset-password: make a random password and print it (once)",
+    );
+    let m = match cli.parse(opts, &args) {
+        Ok(m) => m,
+        Err(code) => return code,
+    };
+    let command = match AdminCommand::parse(&m.free, m.opt_present("generate")) {
+        Ok(command) => command,
+        Err(why) => return cli.usage_error(&why),
+    };
+    if !matches!(command, AdminCommand::List) && (m.opt_present("locked") || m.opt_present("json"))
+    {
+        return cli.usage_error("--locked and --json go with list only");
+    }
+    let db_text = m.opt_str("db").unwrap_or_else(|| "users.db".into());
+    let location = match StoreLocation::parse(&db_text) {
+        Ok(location) => location,
+        Err(why) => return cli.usage_error(&format!("--db: {why}")),
+    };
+    if let StoreLocation::Sqlite(path) = &location
+        && !path.exists()
+    {
+        return cli.fail(&format!(
+            "no account database at {} (--db names the server's)",
+            path.display()
+        ));
+    }
+    let store = match AccountStore::open(&location, StoreOptions::default()) {
+        Ok(store) => store,
+        Err(e) => return cli.fail(&e),
+    };
+    let listing = Listing {
+        locked_only: m.opt_present("locked"),
+        json: m.opt_present("json"),
+    };
+    let outcome = run(&command, &store, listing);
+    store.close();
+    match outcome {
+        Ok(output) => {
+            print!("{output}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => cli.fail(&refusal(&command, e)),
+    }
+}
+
+/// One command of `./admin`, as given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum AdminCommand {
+    List,
+    Show(String),
+    Lock(String),
+    Unlock(String),
+    ResetPassword { name: String, generate: bool },
+    Delete(String),
+    Unthrottle(String),
+    Stats,
+}
+
+impl AdminCommand {
+    /// The command in the free arguments; the error says what is wrong with them.
+    fn parse(free: &[String], generate: bool) -> std::result::Result<AdminCommand, String> {
+        let (name, arg) = match free {
+            [name] => (name.as_str(), None),
+            [name, arg] => (name.as_str(), Some(arg.clone())),
+            _ => return Err("expected a command".into()),
+        };
+        let needs_arg = |what: &str| arg.clone().ok_or(format!("{name}: expected {what}"));
+        let command = match name {
+            "list" | "stats" if arg.is_some() => {
+                return Err(format!("{name}: takes no argument"));
+            }
+            "list" => AdminCommand::List,
+            "stats" => AdminCommand::Stats,
+            "show" => AdminCommand::Show(needs_arg("an account name")?),
+            "lock" => AdminCommand::Lock(needs_arg("an account name")?),
+            "unlock" => AdminCommand::Unlock(needs_arg("an account name")?),
+            "reset-password" => AdminCommand::ResetPassword {
+                name: needs_arg("an account name")?,
+                generate,
+            },
+            "delete" => AdminCommand::Delete(needs_arg("an account name")?),
+            "unthrottle" => AdminCommand::Unthrottle(needs_arg("an address or a name")?),
+            other => return Err(format!("no command {other:?}")),
+        };
+        if generate && !matches!(command, AdminCommand::ResetPassword { .. }) {
+            return Err("--generate goes with reset-password only".into());
+        }
+        Ok(command)
+    }
+}
+
+/// How `list` shows the accounts.
+#[derive(Clone, Copy, Debug, Default)]
+struct Listing {
+    locked_only: bool,
+    json: bool,
+}
+
+/// An error as the operator reads it: which account was not found.
+fn refusal(command: &AdminCommand, e: Error) -> String {
+    let name = match command {
+        AdminCommand::Show(n)
+        | AdminCommand::Lock(n)
+        | AdminCommand::Unlock(n)
+        | AdminCommand::ResetPassword { name: n, .. }
+        | AdminCommand::Delete(n) => n.as_str(),
+        _ => "",
+    };
+    match e {
+        Error::NoSuchAccount => format!("no account named {name:?}"),
+        Error::Conflict => format!("the account {name:?} changed meanwhile; try again"),
+        e => e.to_string(),
+    }
+}
+
+/// Runs `command` on `store` and gives what to print.
+fn run(command: &AdminCommand, store: &AccountStore, listing: Listing) -> Result<String> {
+    let now = crate::db::unix_now();
+    match command {
+        AdminCommand::List => list(store, listing, now),
+        AdminCommand::Show(name) => show(store, name, now),
+        AdminCommand::Lock(name) => {
+            store.set_locked(name, true)?;
+            Ok(format!(
+                "account {} locked; its logins are refused and its sessions end\n",
+                store.account_named(name)?.username
+            ))
+        }
+        AdminCommand::Unlock(name) => {
+            store.set_locked(name, false)?;
+            Ok(format!(
+                "account {} unlocked; its failed-login counts cleared\n",
+                store.account_named(name)?.username
+            ))
+        }
+        AdminCommand::ResetPassword { name, generate } => {
+            let account = store.account_named(name)?;
+            let password = if *generate {
+                generate_password()?
+            } else {
+                read_password()?
+            };
+            check_new_password("password", &password).map_err(|e| Error::Input(e.0))?;
+            store.reset_password(&account.username, password.as_bytes())?;
+            let mut out = format!(
+                "password of {} reset; its open sessions end at their next command\n",
+                account.username
+            );
+            if *generate {
+                out.push_str(&format!("new password: {password}\n"));
+            }
+            Ok(out)
+        }
+        AdminCommand::Delete(name) => {
+            let account = store.account_named(name)?;
+            store.remove(&account.username)?;
+            Ok(format!("account {} deleted\n", account.username))
+        }
+        AdminCommand::Unthrottle(target) => {
+            let cleared = store.clear_failure_counts(target)?;
+            Ok(format!(
+                "{cleared} throttle count{} of {target} cleared\n",
+                if cleared == 1 { "" } else { "s" }
+            ))
+        }
+        AdminCommand::Stats => stats(store, now),
+    }
+}
+
+/// An account's state: locked by the operator, refused for failed logins, or active.
+fn state(account: &AccountSummary, counts: &[(String, FailureCount)], now: f64) -> String {
+    if let Some(at) = &account.locked_at {
+        return format!("locked by the operator since {at}");
+    }
+    match refused_until(
+        counts,
+        &format!("user:{}", account.username.to_lowercase()),
+        now,
+    ) {
+        Some(until) => format!("throttled until {}", iso_time(until)),
+        None => "active".into(),
+    }
+}
+
+/// When the refusals of `key` end, if they have not yet.
+fn refused_until(counts: &[(String, FailureCount)], key: &str, now: f64) -> Option<f64> {
+    counts
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, c)| c.blocked_until)
+        .filter(|until| *until > now)
+}
+
+/// One account of `list --json`.
+#[derive(Serialize)]
+struct ListedAccount<'a> {
+    name: &'a str,
+    created: &'a str,
+    last_login: Option<&'a str>,
+    locked_at: Option<&'a str>,
+    state: String,
+}
+
+fn list(store: &AccountStore, listing: Listing, now: f64) -> Result<String> {
+    let counts = store.failure_counts()?;
+    let accounts: Vec<AccountSummary> = store
+        .accounts()?
+        .into_iter()
+        .filter(|a| !listing.locked_only || a.locked_at.is_some())
+        .collect();
+    let listed: Vec<ListedAccount<'_>> = accounts
+        .iter()
+        .map(|a| ListedAccount {
+            name: &a.username,
+            created: &a.created_at,
+            last_login: a.last_login_at.as_deref(),
+            locked_at: a.locked_at.as_deref(),
+            state: state(a, &counts, now),
+        })
+        .collect();
+    if listing.json {
+        let json = serde_json::to_string_pretty(&listed)
+            .map_err(|e| Error::Input(format!("cannot write JSON: {e}")))?;
+        return Ok(json + "\n");
+    }
+    let width = listed
+        .iter()
+        .map(|a| a.name.len())
+        .max()
+        .unwrap_or(0)
+        .max(4);
+    let mut out = format!(
+        "{:width$}  {:24}  {:24}  STATE\n",
+        "NAME", "CREATED", "LAST LOGIN"
+    );
+    for a in &listed {
+        out.push_str(&format!(
+            "{:width$}  {:24}  {:24}  {}\n",
+            a.name,
+            a.created,
+            a.last_login.unwrap_or("never"),
+            a.state
+        ));
+    }
+    Ok(out)
+}
+
+fn show(store: &AccountStore, name: &str, now: f64) -> Result<String> {
+    let account = store.account_named(name)?;
+    let view = store.view(account.id)?;
+    let counts = store.failure_counts()?;
+    let mut lines = vec![
+        ("name", view.username.clone()),
+        ("id", account.id.to_string()),
+    ];
+    lines.extend(Field::ALL.map(|f| (f.name(), view.get(f).to_string())));
+    lines.extend([
+        ("created", view.created_at.clone()),
+        ("updated", view.updated_at.clone()),
+        (
+            "last login",
+            view.last_login_at.clone().unwrap_or("never".into()),
+        ),
+        ("version", view.version.to_string()),
+        ("state", state(&account, &counts, now)),
+    ]);
+    let lowered = account.username.to_lowercase();
+    let name_key = format!("user:{lowered}");
+    lines.push(("failed logins", describe_count(&counts, &name_key, now)));
+    let mut out = String::new();
+    for (label, value) in lines {
+        out.push_str(&format!("{label:14} {value}\n"));
+    }
+    let known = store.known_addresses(account.id)?;
+    if known.is_empty() {
+        out.push_str("known addresses: none\n");
+    } else {
+        out.push_str("known addresses:\n");
+    }
+    for (address, last) in known {
+        out.push_str(&format!(
+            "  {address:24} last right password {}; failures here: {}; from the address: {}\n",
+            iso_time(last),
+            describe_count(&counts, &format!("pair:{lowered}@{address}"), now),
+            describe_count(&counts, &format!("addr:{address}"), now),
+        ));
+    }
+    Ok(out)
+}
+
+/// A key's count in words: "none", or how many failures, the last when, and any refusal.
+fn describe_count(counts: &[(String, FailureCount)], key: &str, now: f64) -> String {
+    let Some((_, count)) = counts.iter().find(|(k, _)| k == key) else {
+        return "none".into();
+    };
+    let mut text = format!(
+        "{} (last {})",
+        count.failures,
+        iso_time(count.last_failure_at)
+    );
+    if count.blocked_until > now {
+        text.push_str(&format!(
+            ", refused until {}",
+            iso_time(count.blocked_until)
+        ));
+    }
+    text
+}
+
+fn stats(store: &AccountStore, now: f64) -> Result<String> {
+    let totals = store.account_totals()?;
+    let counts = store.failure_counts()?;
+    let failures: u64 = counts
+        .iter()
+        .filter(|(k, c)| k.starts_with("addr:") && c.last_failure_at >= now - DAY)
+        .map(|(_, c)| u64::from(c.failures))
+        .sum();
+    let refused = |prefix: &str| {
+        let keys: Vec<&str> = counts
+            .iter()
+            .filter(|(_, c)| c.blocked_until > now)
+            .filter_map(|(k, _)| k.strip_prefix(prefix))
+            .collect();
+        if keys.is_empty() {
+            "none".to_string()
+        } else {
+            keys.join(", ")
+        }
+    };
+    Ok(format!(
+        "accounts:              {}\n\
+         locked:                {}\n\
+         logins, last day:      {} (accounts whose last login was within the day)\n\
+         failures, last day:    {failures} (failed password checks still counted per address; \
+         a count is forgotten 15 minutes after its last failure, and a success takes one off)\n\
+         throttled names:       {}\n\
+         throttled addresses:   {}\n",
+        totals.accounts,
+        totals.locked,
+        totals.logged_in_last_day,
+        refused("user:"),
+        refused("addr:"),
+    ))
+}
+
+/// A random password: [`GENERATED_BYTES`] from OpenSSL's generator, in URL-safe base64.
+fn generate_password() -> Result<String> {
+    let mut bytes = [0u8; GENERATED_BYTES];
+    openssl::rand::rand_bytes(&mut bytes)
+        .map_err(|e| Error::tls("cannot make a random password", e))?;
+    Ok(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// The new password: asked without echo on a terminal, else one line of standard input.
+fn read_password() -> Result<String> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        return rpassword::prompt_password("new password: ")
+            .map_err(|e| Error::io("cannot read the new password", e));
+    }
+    let mut line = String::new();
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| Error::io("cannot read the new password from standard input", e))?;
+    if line.is_empty() {
+        return Err(Error::Input(
+            "no new password on standard input (or use --generate)".into(),
+        ));
+    }
+    let line = line.strip_suffix('\n').unwrap_or(&line);
+    Ok(line.strip_suffix('\r').unwrap_or(line).to_string())
+}
+
+/// Seconds since the Unix epoch as ISO 8601 UTC to the second, as the store writes times.
+fn iso_time(secs: f64) -> String {
+    let secs = secs.max(0.0) as i64;
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's days-to-civil.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn commands_are_parsed_strictly() {
+        assert_eq!(
+            AdminCommand::parse(&args(&["show", "ann"]), false),
+            Ok(AdminCommand::Show("ann".into()))
+        );
+        assert_eq!(
+            AdminCommand::parse(&args(&["reset-password", "ann"]), true),
+            Ok(AdminCommand::ResetPassword {
+                name: "ann".into(),
+                generate: true
+            })
+        );
+        assert!(AdminCommand::parse(&args(&["show"]), false).is_err());
+        assert!(AdminCommand::parse(&args(&["list", "x"]), false).is_err());
+        assert!(AdminCommand::parse(&args(&["lock", "ann"]), true).is_err());
+        assert!(AdminCommand::parse(&args(&["frobnicate"]), false).is_err());
+    }
+
+    #[test]
+    fn times_are_shown_in_utc() {
+        assert_eq!(iso_time(0.0), "1970-01-01T00:00:00Z");
+        assert_eq!(iso_time(951_782_400.5), "2000-02-29T00:00:00Z");
+        assert_eq!(iso_time(1_796_163_330.0), "2026-12-01T22:15:30Z");
+    }
+
+    #[test]
+    fn generated_passwords_pass_the_policy_and_differ() {
+        let (a, b) = (generate_password().unwrap(), generate_password().unwrap());
+        assert_eq!(a.len(), 24);
+        assert_ne!(a, b);
+        assert!(check_new_password("password", &a).is_ok());
+    }
+}
