@@ -18,6 +18,17 @@ pub struct DeadlineStream {
     /// Waiting for the first byte of the next command: the phase deadline alone bounds the
     /// wait, not the per-operation timeout.
     idle: bool,
+    /// The socket's receive timeout as last set (`SO_RCVTIMEO`), if set.
+    read_timeout: Option<Duration>,
+    /// The socket's send timeout as last set (`SO_SNDTIMEO`), if set.
+    write_timeout: Option<Duration>,
+}
+
+/// Which of the socket's two timeouts an operation waits by.
+#[derive(Clone, Copy)]
+enum Direction {
+    Receive,
+    Send,
 }
 
 impl DeadlineStream {
@@ -30,6 +41,8 @@ impl DeadlineStream {
             phase_deadline: Some(Instant::now() + phase),
             connection_deadline: None,
             idle: false,
+            read_timeout: None,
+            write_timeout: None,
         }
     }
 
@@ -56,8 +69,45 @@ impl DeadlineStream {
     /// Reads into `buf` what has arrived without taking it off the stream (`recv` with
     /// `MSG_PEEK`), waiting as a read does; the next read or peek sees the same bytes.
     pub fn peek(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.set_read_timeout(Some(self.time_left()?))?;
-        self.inner.peek(buf).map_err(timed_out)
+        self.bounded(Direction::Receive, |tcp| tcp.peek(buf))
+    }
+
+    /// Runs `op` (one read, peek or write on the socket) within this operation's limit.
+    ///
+    /// The socket's timeout is set only when it would let `op` wait past the limit, and then a
+    /// little below it, so that the next operations keep it: a handshake sets each timeout
+    /// once, not once per read and write (a system call each). A socket timeout that expires
+    /// before the limit does not end the operation: it waits on for what is left.
+    fn bounded<T>(
+        &mut self,
+        direction: Direction,
+        mut op: impl FnMut(&mut TcpStream) -> io::Result<T>,
+    ) -> io::Result<T> {
+        let until = Instant::now() + self.time_left()?;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "timed out"));
+            }
+            let set = match direction {
+                Direction::Receive => &mut self.read_timeout,
+                Direction::Send => &mut self.write_timeout,
+            };
+            if set.is_none_or(|timeout| timeout > left) {
+                // An eighth below the limit: valid until an eighth of it has passed.
+                let timeout = left - left / 8;
+                match direction {
+                    Direction::Receive => self.inner.set_read_timeout(Some(timeout))?,
+                    Direction::Send => self.inner.set_write_timeout(Some(timeout))?,
+                }
+                *set = Some(timeout);
+            }
+            match op(&mut self.inner) {
+                // The socket's timeout, shorter than the limit: wait for the rest.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                result => return result,
+            }
+        }
     }
 
     /// How long the next operation may wait.
@@ -82,20 +132,9 @@ impl DeadlineStream {
     }
 }
 
-/// On Linux an expired socket timeout is `WouldBlock`; report it as what it is, so that TLS
-/// does not take it for a non-blocking socket and ask to retry.
-fn timed_out(err: io::Error) -> io::Error {
-    if err.kind() == io::ErrorKind::WouldBlock {
-        io::Error::new(io::ErrorKind::TimedOut, "timed out")
-    } else {
-        err
-    }
-}
-
 impl Read for DeadlineStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.set_read_timeout(Some(self.time_left()?))?;
-        let n = self.inner.read(buf).map_err(timed_out)?;
+        let n = self.bounded(Direction::Receive, |tcp| tcp.read(buf))?;
         if self.idle && n > 0 {
             self.start_phase(self.io_timeout);
         }
@@ -105,8 +144,7 @@ impl Read for DeadlineStream {
 
 impl Write for DeadlineStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.inner.set_write_timeout(Some(self.time_left()?))?;
-        self.inner.write(buf).map_err(timed_out)
+        self.bounded(Direction::Send, |tcp| tcp.write(buf))
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -197,6 +235,45 @@ mod tests {
         let err = stream.peek(&mut buf).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_handshake_sets_each_socket_timeout_once() {
+        let (ours, mut peer) = pair();
+        let mut stream =
+            DeadlineStream::new(ours, Duration::from_secs(30), Duration::from_secs(10));
+        let mut buf = [0u8; 4];
+        let mut set = Vec::new();
+        for _ in 0..5 {
+            peer.write_all(b"ping").unwrap();
+            stream.read_exact(&mut buf).unwrap();
+            stream.write_all(b"pong").unwrap();
+            peer.read_exact(&mut buf).unwrap();
+            set.push((stream.read_timeout, stream.write_timeout));
+        }
+        assert!(set[0].0.is_some() && set[0].1.is_some());
+        assert!(set.iter().all(|&timeouts| timeouts == set[0]), "{set:?}");
+        // Below the phase's limit, never above it.
+        assert!(set[0].0.unwrap() <= Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_socket_timeout_shorter_than_the_limit_does_not_end_the_read() {
+        let (ours, mut peer) = pair();
+        let mut stream =
+            DeadlineStream::new(ours, Duration::from_secs(10), Duration::from_secs(10));
+        // As if a timeout of an earlier, shorter phase were still on the socket.
+        stream.inner.set_read_timeout(Some(ms(50))).unwrap();
+        stream.read_timeout = Some(ms(50));
+        let writer = thread::spawn(move || {
+            thread::sleep(ms(300));
+            peer.write_all(b"late").unwrap();
+            peer
+        });
+        let mut buf = [0u8; 4];
+        stream.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"late");
+        let _peer = writer.join().unwrap();
     }
 
     #[test]

@@ -134,6 +134,7 @@ pub(crate) fn init_ctx(config: &ConnectOptions) -> Result<SslConnector> {
     let mut ctx = SslConnector::builder(SslMethod::tls_client())
         .map_err(|e| Error::tls("cannot create the TLS context", e))?;
     tls::pin_tls12(&mut ctx)?;
+    tls::spare_handshake_work(&mut ctx);
     if config.insecure {
         eprintln!(
             "warning: --insecure: the server's certificate is not checked; anyone between you \

@@ -10,7 +10,7 @@ use std::thread;
 use openssl::error::ErrorStack;
 use openssl::ssl::{
     SslAcceptor, SslAcceptorBuilder, SslContextBuilder, SslFiletype, SslMethod, SslOptions,
-    SslVerifyMode, SslVersion,
+    SslSessionCacheMode, SslVerifyMode, SslVersion,
 };
 use openssl::x509::X509Name;
 
@@ -85,11 +85,18 @@ pub(crate) fn init_server_ctx(allow_tls13: bool) -> Result<SslAcceptorBuilder> {
     let mut ctx = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())
         .map_err(|e| Error::tls("cannot create the TLS context", e))?;
     tls::pin_tls12(&mut ctx)?;
+    tls::spare_handshake_work(&mut ctx);
     if allow_tls13 {
         ctx.set_max_proto_version(Some(SslVersion::TLS1_3))
             .map_err(|e| Error::tls("cannot allow TLS 1.3", e))?;
     }
     ctx.set_options(SslOptions::NO_COMPRESSION | SslOptions::NO_RENEGOTIATION);
+    // Sessions stay cached by id (for clients without tickets), but OpenSSL 3.0's clearing
+    // of expired ones after every 255th handshake is off: it walks the whole cache (up to
+    // 20,480 sessions) under the cache's write lock, stalling the handshakes that finish
+    // meanwhile. The cache stays bounded by its size (the oldest session makes room), expired
+    // sessions are not resumed, and the whole cache goes with the context at each renewal.
+    ctx.set_session_cache_mode(SslSessionCacheMode::SERVER | SslSessionCacheMode::NO_AUTO_CLEAR);
     Ok(ctx)
 }
 
