@@ -5,6 +5,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 /// A [`TcpStream`] whose reads and writes fail with [`io::ErrorKind::TimedOut`] instead of
@@ -70,6 +71,35 @@ impl DeadlineStream {
     /// `MSG_PEEK`), waiting as a read does; the next read or peek sees the same bytes.
     pub fn peek(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.bounded(Direction::Receive, |tcp| tcp.peek(buf))
+    }
+
+    /// Waits until the socket has something to read (or is closed), at most `at_most` and
+    /// within the limits a read has, without reading it: a TLS connection that waits for its
+    /// next record this way holds no TLS read buffer meanwhile. `Ok(true)` when there is
+    /// something to read, `Ok(false)` when the wait ended first (the next read tells whether
+    /// the deadline has passed).
+    pub fn wait_readable(&mut self, at_most: Duration) -> io::Result<bool> {
+        let wait = self.time_left()?.min(at_most);
+        let mut socket = libc::pollfd {
+            fd: self.inner.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // Rounded up to whole milliseconds, so that a wait never ends early.
+        let ms = wait.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+        // SAFETY: `socket` is one valid pollfd for the duration of the call.
+        match unsafe { libc::poll(&mut socket, 1, ms) } {
+            0 => Ok(false),
+            n if n > 0 => Ok(true),
+            _ => {
+                let err = io::Error::last_os_error();
+                if err.kind() == io::ErrorKind::Interrupted {
+                    Ok(false)
+                } else {
+                    Err(err)
+                }
+            }
+        }
     }
 
     /// Runs `op` (one read, peek or write on the socket) within this operation's limit.
@@ -274,6 +304,28 @@ mod tests {
         stream.read_exact(&mut buf).unwrap();
         assert_eq!(&buf, b"late");
         let _peer = writer.join().unwrap();
+    }
+
+    #[test]
+    fn waiting_for_input_takes_nothing_and_keeps_to_the_deadline() {
+        let (ours, mut peer) = pair();
+        let mut stream = DeadlineStream::new(ours, Duration::from_secs(10), ms(300));
+        stream.await_next(ms(300));
+        let started = Instant::now();
+        assert!(!stream.wait_readable(ms(100)).unwrap(), "nothing sent yet");
+        assert!(started.elapsed() >= ms(100));
+        assert!(!stream.wait_readable(Duration::MAX).unwrap());
+        assert!(started.elapsed() >= ms(300) && started.elapsed() < Duration::from_secs(5));
+        // The deadline has passed: the next wait or read says so.
+        let err = stream.wait_readable(Duration::MAX).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+
+        stream.await_next(Duration::from_secs(10));
+        peer.write_all(b"next").unwrap();
+        assert!(stream.wait_readable(Duration::MAX).unwrap());
+        let mut buf = [0u8; 4];
+        stream.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"next");
     }
 
     #[test]

@@ -23,6 +23,7 @@
 //! - `flood_log`: refused, closed and failed connections summarised in the log;
 //! - `metrics`: the figures of `--metrics` (`/metrics`, `/healthz`);
 //! - `workers`: the client threads;
+//! - `memory`: what an idle connection's thread gives back, and glibc's thread caches;
 //! - `console`: where the original's console lines go ([`Console`]);
 //! - `servlet`: one client's connection, the legacy exchange, and the first-byte dispatch;
 //! - `proxy_protocol`: the load balancers trusted to send a PROXY header, and reading it;
@@ -35,6 +36,7 @@ mod console;
 mod flood_log;
 mod handlers;
 mod listener;
+mod memory;
 mod metrics;
 mod proxy_protocol;
 mod servlet;
@@ -72,6 +74,7 @@ const DEMO_PASSWORD: &str = "123";
 /// The `server` program: parses the command line, listens, and runs the server until SIGINT
 /// or SIGTERM.
 pub fn main() -> ExitCode {
+    memory::limit_thread_caches();
     let args: Vec<String> = std::env::args().collect();
     let config = match ServerConfig::from_args(&args) {
         Ok(config) => config,

@@ -21,6 +21,9 @@ unsafe extern "C" {
         buf: *mut c_char,
         size: c_int,
     ) -> *mut c_char;
+    /// `int SSL_has_pending(const SSL *s)`: whether OpenSSL holds input not yet returned, read
+    /// ahead or decrypted (openssl-sys has no binding for it).
+    fn SSL_has_pending(ssl: *const openssl_sys::SSL) -> c_int;
 }
 
 /// Pins a context to TLS 1.2 as both minimum and maximum, as the original's
@@ -39,6 +42,12 @@ pub fn pin_tls12(ctx: &mut SslContextBuilder) -> Result<()> {
 pub fn spare_handshake_work(ctx: &mut SslContextBuilder) {
     ctx.set_read_ahead(true);
     ctx.set_mode(SslMode::NO_AUTO_CHAIN);
+}
+
+/// Whether `ssl` holds input that a read would return without waiting on the socket.
+pub fn has_buffered_input(ssl: &SslRef) -> bool {
+    // SAFETY: `ssl` is a live SSL; the call only reads its buffers' lengths.
+    unsafe { SSL_has_pending(ssl.as_ptr()) == 1 }
 }
 
 /// A name in OpenSSL's one-line form (`/C=../O=../CN=..`), exactly as the original prints it.

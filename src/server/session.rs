@@ -8,9 +8,11 @@ use std::time::Duration;
 use openssl::ssl::SslStream;
 
 use super::handlers::{Outcome, Session, handle};
+use super::memory::release_unused_stack;
 use super::metrics::Metrics;
 use crate::db::AccountStore;
 use crate::deadline::DeadlineStream;
+use crate::tls;
 use crate::xml::command::{Command, CommandKind, MAX_COMMANDS_PER_SESSION};
 use crate::xml::document::{parse_document, write_document};
 use crate::xml::frame::{FrameError, FrameReader, write_frame};
@@ -61,6 +63,9 @@ pub(super) fn serve_session(
             return;
         }
         stream.get_mut().await_next(idle);
+        if frames.is_empty() && !tls::has_buffered_input(stream.ssl()) {
+            wait_quietly(stream.get_mut());
+        }
     }
     // The next command, if any, is answered with the limit, and the session ends.
     if let Ok(Some(_)) = frames.next_frame(stream) {
@@ -74,6 +79,21 @@ pub(super) fn serve_session(
             ),
             peer,
         );
+    }
+}
+
+/// How long a session may wait for its next command before its thread gives back the memory
+/// the wait does not need: longer than a busy client takes between commands.
+const QUIET_AFTER: Duration = Duration::from_millis(250);
+
+/// Waits for the next command on the socket rather than in a TLS read, which would hold
+/// OpenSSL's read buffer (16 KiB) through the whole wait; after [`QUIET_AFTER`], gives back
+/// the stack the thread does not use while it waits. A wait that fails (the deadline passed)
+/// is the next read's to report.
+fn wait_quietly(stream: &mut DeadlineStream) {
+    if let Ok(false) = stream.wait_readable(QUIET_AFTER) {
+        release_unused_stack();
+        let _ = stream.wait_readable(Duration::MAX);
     }
 }
 

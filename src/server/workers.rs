@@ -6,6 +6,8 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::Duration;
 
+use super::memory;
+
 /// Stack of a client thread. A handshake, a request, a password hash and SQLite's statements
 /// fit with room to spare (documents are at most 8 levels deep); only the pages a thread
 /// touches become resident, so ten thousand threads cost what they use, not 2 MiB each.
@@ -56,6 +58,7 @@ impl ClientThreads {
             .name("client".into())
             .stack_size(CLIENT_THREAD_STACK)
             .spawn(move || {
+                memory::note_client_thread();
                 let mut job = first;
                 loop {
                     job();

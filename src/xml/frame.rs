@@ -92,6 +92,11 @@ impl FrameReader {
         }
     }
 
+    /// Whether no bytes of a next frame have been read yet.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
     /// The next frame's document; `None` when the peer closed between frames. Never reads
     /// more than the announced frame length (beyond what was already read).
     pub fn next_frame(&mut self, from: &mut impl Read) -> Result<Option<Vec<u8>>, FrameError> {

@@ -14,6 +14,7 @@ pub mod crash;
 mod fleet;
 mod floods;
 mod legacy;
+mod memory;
 mod metrics;
 mod portal;
 mod properties;
