@@ -1,5 +1,6 @@
 # make            release build; ./server, ./client, ./bench and ./admin at the repository root
-# make cert       ./mycert.pem, self-signed (FORCE=1 replaces an existing one)
+# make cert       ./mycert.pem, self-signed (FORCE=1 replaces an existing one); KEY=ec writes
+#                 ./mycert-ec.pem, an ECDSA P-256 one, for a second --cert
 # make ticket-key ./ticket.key, a shared session-ticket key (TICKET_KEY=FILE; FORCE=1 replaces)
 # make run-server build, make the certificate if missing, run ./server --demo on 127.0.0.1:8081
 #                 (the demo account's password is weak: BIND=ADDR serves it elsewhere)
@@ -15,6 +16,10 @@
 CARGO ?= cargo
 PORT ?= 8081
 TICKET_KEY ?= ticket.key
+# make cert: the key type, and the arguments of scripts/gencert.sh for each.
+KEY ?= rsa
+CERT_ARGS_rsa := mycert.pem
+CERT_ARGS_ec := mycert-ec.pem ec
 # make compare: the Rust programs are the release build (make all), or those in RUST_BIN=DIR,
 # built already (make test uses the debug build cargo test made).
 RUST_BIN ?=
@@ -29,7 +34,10 @@ all:
 		target/release/admin .
 
 cert:
-	scripts/gencert.sh mycert.pem
+ifeq ($(CERT_ARGS_$(KEY)),)
+	$(error make cert: KEY=$(KEY) is not a key type: KEY=rsa (the default) writes mycert.pem, KEY=ec writes mycert-ec.pem)
+endif
+	scripts/gencert.sh $(CERT_ARGS_$(KEY))
 
 ticket-key:
 	scripts/ticketkey.sh $(TICKET_KEY)

@@ -5,10 +5,42 @@
 # with a key OpenSSL 3 accepts (RSA 2048), CN=localhost and a subjectAltName for localhost,
 # 127.0.0.1 and ::1, so clients can verify it by name or address.
 #
-# Usage: scripts/gencert.sh [FILE]     FORCE=1 replaces an existing FILE.
+# With `ec`, the key is ECDSA on P-256 (prime256v1) instead, with the same subject and names:
+# the second certificate of a server given `--cert mycert.pem --cert mycert-ec.pem`, which
+# OpenSSL then chooses between for each client (`make cert KEY=ec` writes mycert-ec.pem).
+#
+# Usage: scripts/gencert.sh [FILE] [rsa|ec]     FORCE=1 replaces an existing FILE.
 set -euo pipefail
 
+usage="usage: scripts/gencert.sh [FILE] [rsa|ec] (FORCE=1 replaces an existing FILE)"
+if [ $# -gt 2 ]; then
+    echo "gencert: expects at most a file and a key type; $usage" >&2
+    exit 2
+fi
 out=${1:-mycert.pem}
+kind=${2:-rsa}
+case "$out" in
+    rsa | ec)
+        # `gencert.sh ec` would otherwise write an RSA certificate into a file named "ec".
+        echo "gencert: \"$out\" is a key type, not a file; $usage" >&2
+        exit 2
+        ;;
+esac
+case "$kind" in
+    rsa)
+        newkey=(-newkey rsa:2048)
+        described="" # the line `make cert` has always printed
+        ;;
+    ec)
+        newkey=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1)
+        described=" ECDSA P-256"
+        ;;
+    *)
+        echo "gencert: \"$kind\" is not a key type: rsa (the default) or ec; $usage" >&2
+        exit 2
+        ;;
+esac
+
 if [ -e "$out" ] && [ "${FORCE:-0}" != 1 ]; then
     echo "$out exists; keeping it (FORCE=1 makes a new one)"
     exit 0
@@ -18,7 +50,7 @@ fi
 umask 077
 tmp=$(mktemp "$out.XXXXXX")
 trap 'rm -f "$tmp"' EXIT
-if ! log=$(openssl req -x509 -nodes -days 365 -newkey rsa:2048 \
+if ! log=$(openssl req -x509 -nodes -days 365 "${newkey[@]}" \
         -keyout "$tmp" -out "$tmp" \
         -subj "/CN=localhost" \
         -addext "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1" 2>&1); then
@@ -29,4 +61,4 @@ fi
 chmod 600 "$tmp"
 mv -f "$tmp" "$out"
 trap - EXIT
-echo "wrote $out (self-signed, CN=localhost, valid 365 days)"
+echo "wrote $out (self-signed$described, CN=localhost, valid 365 days)"

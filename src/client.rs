@@ -188,6 +188,19 @@ mod tests {
             parsed.connect.cert,
             Some((PathBuf::from("me.pem"), PathBuf::from("me.pem")))
         );
+        assert!(parsed.connect.cafiles.is_empty());
+        let a = args(&[
+            "--cafile",
+            "mycert.pem",
+            "--cafile",
+            "mycert-ec.pem",
+            "h",
+            "1",
+        ]);
+        assert_eq!(
+            parse_invocation(&cli, &a).unwrap().connect.cafiles,
+            [PathBuf::from("mycert.pem"), PathBuf::from("mycert-ec.pem")]
+        );
         let a = args(&["--portal", "--trace", "h", "1"]);
         assert!(matches!(
             parse_invocation(&cli, &a).unwrap().action,

@@ -163,7 +163,7 @@ mod tests {
             connect: ConnectOptions {
                 host: "h".into(),
                 port: 1,
-                cafile: None,
+                cafiles: Vec::new(),
                 insecure: false,
                 cert: None,
                 timeout: Duration::from_secs(1),

@@ -26,8 +26,9 @@ pub(crate) struct ConnectOptions {
     pub(crate) host: String,
     /// The server's TCP port.
     pub(crate) port: u16,
-    /// Certificates to trust instead of the default (`./mycert.pem`, else the system's).
-    pub(crate) cafile: Option<PathBuf>,
+    /// Files of certificates to trust instead of the default (`./mycert.pem`, else the
+    /// system's), each given with `--cafile`: a server's RSA and ECDSA certificates, say.
+    pub(crate) cafiles: Vec<PathBuf>,
     /// Skip verification of the server, as the original did.
     pub(crate) insecure: bool,
     /// A client certificate (and its key file) to present.
@@ -40,10 +41,12 @@ impl ConnectOptions {
     /// Declares the connection options: `--cafile`, `--insecure`, `--cert`, `--key` and
     /// `--timeout`.
     pub(crate) fn declare(opts: &mut Options) {
-        opts.optopt(
+        opts.optmulti(
             "",
             "cafile",
-            "trust the server certificates in this PEM file [./mycert.pem if present, else the system's]",
+            "trust the server certificates in this PEM file; repeatable (a server's RSA and \
+             ECDSA certificates: --cafile mycert.pem --cafile mycert-ec.pem) [./mycert.pem if \
+             present, else the system's]",
             "FILE",
         );
         opts.optflag(
@@ -97,7 +100,11 @@ impl ConnectOptions {
                 .trim_end_matches(']')
                 .to_string(),
             port,
-            cafile: m.opt_str("cafile").map(PathBuf::from),
+            cafiles: m
+                .opt_strs("cafile")
+                .into_iter()
+                .map(PathBuf::from)
+                .collect(),
             insecure,
             cert,
             timeout: Duration::from_secs(timeout_secs),
@@ -128,8 +135,8 @@ pub(crate) fn open_connection(host: &str, port: u16, timeout: Duration) -> Resul
 }
 
 /// Ports `InitCTX()`: a client context that speaks TLS 1.2 only and verifies the server
-/// against `--cafile`, else `./mycert.pem` when present, else the system's trust store; with
-/// `--insecure`, verifies nothing (the original's behaviour).
+/// against the certificates of every `--cafile`, else `./mycert.pem` when present, else the
+/// system's trust store; with `--insecure`, verifies nothing (the original's behaviour).
 pub(crate) fn init_ctx(config: &ConnectOptions) -> Result<SslConnector> {
     let mut ctx = SslConnector::builder(SslMethod::tls_client())
         .map_err(|e| Error::tls("cannot create the TLS context", e))?;
@@ -143,11 +150,13 @@ pub(crate) fn init_ctx(config: &ConnectOptions) -> Result<SslConnector> {
         ctx.set_verify(SslVerifyMode::NONE);
     } else {
         let default = Path::new(DEFAULT_CA_FILE);
-        let cafile = match &config.cafile {
-            Some(file) => Some(file.as_path()),
-            None => default.exists().then_some(default),
+        let cafiles: Vec<&Path> = if config.cafiles.is_empty() {
+            default.exists().then_some(default).into_iter().collect()
+        } else {
+            config.cafiles.iter().map(PathBuf::as_path).collect()
         };
-        if let Some(file) = cafile {
+        // Each file's certificates join the context's store: all of them are trusted.
+        for file in cafiles {
             std::fs::File::open(file).map_err(|e| Error::file("CA file", file, e))?;
             ctx.set_ca_file(file)
                 .map_err(|e| Error::tls(format!("cannot load CA file {}", file.display()), e))?;
@@ -228,8 +237,9 @@ fn connect_offering(
                 }
                 tls::HandshakeFailure::Untrusted => format!(
                     "{why}; if this is your server, trust its certificate (the server's \
-                     {DEFAULT_CA_FILE}) with --cafile FILE, or use --insecure for the original's \
-                     unverified behaviour"
+                     {DEFAULT_CA_FILE}, and its mycert-ec.pem if it serves an ECDSA one too: \
+                     OpenSSL picks that for most clients) with --cafile FILE (repeatable), or \
+                     use --insecure for the original's unverified behaviour"
                 ),
                 tls::HandshakeFailure::NameMismatch(names) if names.is_empty() => {
                     format!("{why}: the certificate is not for {}", config.host)

@@ -41,6 +41,8 @@ const DURATION_FLAGS: [(&str, &str, u64); 6] = [
     ),
 ];
 const DEFAULT_MAX_CLIENTS: usize = 1024;
+/// The certificate (with its key) when no `--cert` is given, as the original's.
+const DEFAULT_CERT: &str = "mycert.pem";
 /// Connections one address may hold: far more than the people behind one NAT keep open at
 /// once (each client holds one), and a quarter of the places.
 const DEFAULT_MAX_PER_ADDRESS: usize = 256;
@@ -56,10 +58,10 @@ pub struct ServerConfig {
     pub(crate) metrics: Option<SocketAddr>,
     /// The load balancers whose connections start with a PROXY header naming the client.
     pub(crate) proxy_protocol_from: TrustedProxies,
-    /// PEM file with the certificate (chain).
-    pub(crate) cert: PathBuf,
-    /// PEM file with the private key (by default the certificate's file).
-    pub(crate) key: PathBuf,
+    /// The certificates and their keys, at most one per key type (an RSA one and an ECDSA
+    /// one, say): OpenSSL picks one for each client from what the client offers. By default
+    /// `mycert.pem` alone, its key in the same file.
+    pub(crate) certificates: Vec<CertificateFiles>,
     /// Where the accounts are kept.
     pub(crate) db: StoreLocation,
     /// Whether to make sure the original's demo account exists.
@@ -81,6 +83,47 @@ pub struct ServerConfig {
     /// Session-ticket keys shared with other instances (80-byte files), reread at each
     /// renewal: the first encrypts, all decrypt. Empty: OpenSSL's own keys, per process.
     pub(crate) ticket_key_files: Vec<PathBuf>,
+}
+
+/// One certificate of the server and where its private key is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct CertificateFiles {
+    /// PEM file with the certificate (chain).
+    pub(crate) cert: PathBuf,
+    /// PEM file with its private key (by default the certificate's file).
+    pub(crate) key: PathBuf,
+}
+
+impl CertificateFiles {
+    /// The `--cert` files paired by order with the `--key` files: the first key is the first
+    /// certificate's, and a certificate without a key of its own has it in its file. Without
+    /// any `--cert`, the certificate is `mycert.pem`. More keys than certificates is an error.
+    fn pair(certs: Vec<String>, keys: Vec<String>) -> Result<Vec<CertificateFiles>, String> {
+        let certs = if certs.is_empty() {
+            vec![DEFAULT_CERT.to_string()]
+        } else {
+            certs
+        };
+        if keys.len() > certs.len() {
+            return Err(format!(
+                "more --key than --cert: {} keys for {} certificate{} ({}); the first --key \
+                 is the first --cert's, the second the second's",
+                keys.len(),
+                certs.len(),
+                if certs.len() == 1 { "" } else { "s" },
+                certs.join(", ")
+            ));
+        }
+        let mut keys = keys.into_iter();
+        Ok(certs
+            .into_iter()
+            .map(|cert| {
+                let cert = PathBuf::from(cert);
+                let key = keys.next().map_or_else(|| cert.clone(), PathBuf::from);
+                CertificateFiles { cert, key }
+            })
+            .collect())
+    }
 }
 
 /// How long each wait of a connection may last.
@@ -132,13 +175,23 @@ fn parse_config(cli: &CommandLine, args: &[String]) -> Result<ServerConfig, Exit
          repeatable; from other addresses a header is never believed [none]",
         "CIDR",
     );
-    opts.optopt(
+    opts.optmulti(
         "",
         "cert",
-        "certificate (PEM, may hold the key too) [mycert.pem]",
+        &format!(
+            "certificate (PEM, may hold the key too); repeatable, at most one per key type \
+             (an RSA and an ECDSA one: OpenSSL picks per client from the suites it offers) \
+             [{DEFAULT_CERT}]"
+        ),
         "FILE",
     );
-    opts.optopt("", "key", "private key (PEM) [the --cert file]", "FILE");
+    opts.optmulti(
+        "",
+        "key",
+        "private key (PEM); repeatable, paired by order with --cert: the first --key is the \
+         first --cert's [the --cert file]",
+        "FILE",
+    );
     opts.optopt(
         "",
         "db",
@@ -316,14 +369,14 @@ fn parse_config(cli: &CommandLine, args: &[String]) -> Result<ServerConfig, Exit
     let db_text = m.opt_str("db").unwrap_or_else(|| "users.db".into());
     let db =
         StoreLocation::parse(&db_text).map_err(|why| cli.usage_error(&format!("--db: {why}")))?;
-    let cert = PathBuf::from(m.opt_str("cert").unwrap_or_else(|| "mycert.pem".into()));
+    let certificates = CertificateFiles::pair(m.opt_strs("cert"), m.opt_strs("key"))
+        .map_err(|why| cli.usage_error(&why))?;
     Ok(ServerConfig {
         port,
         bind,
         metrics,
         proxy_protocol_from,
-        key: m.opt_str("key").map_or_else(|| cert.clone(), PathBuf::from),
-        cert,
+        certificates,
         db,
         demo: m.opt_present("demo"),
         limits: Limits {
@@ -351,6 +404,56 @@ mod tests {
     use super::*;
     use std::net::Ipv6Addr;
 
+    fn files(cert: &str, key: &str) -> CertificateFiles {
+        CertificateFiles {
+            cert: cert.into(),
+            key: key.into(),
+        }
+    }
+
+    #[test]
+    fn certificates_pair_with_keys_by_order() {
+        let parse = |args: &[&str]| {
+            let a: Vec<String> = std::iter::once("server")
+                .chain(args.iter().copied())
+                .chain(["0"])
+                .map(String::from)
+                .collect();
+            parse_config(&command_line(&a), &a).map(|c| c.certificates)
+        };
+        // The keys inside the files, the form `--cert A --cert B`.
+        assert_eq!(
+            parse(&["--cert", "rsa.pem", "--cert", "ec.pem"]).unwrap(),
+            [files("rsa.pem", "rsa.pem"), files("ec.pem", "ec.pem")]
+        );
+        // The first --key is the first --cert's wherever it stands; the second --cert has
+        // its key in its file.
+        assert_eq!(
+            parse(&["--key", "rsa.key", "--cert", "rsa.pem", "--cert", "ec.pem"]).unwrap(),
+            [files("rsa.pem", "rsa.key"), files("ec.pem", "ec.pem")]
+        );
+        assert_eq!(
+            parse(&[
+                "--cert", "rsa.pem", "--key", "rsa.key", "--cert", "ec.pem", "--key", "ec.key"
+            ])
+            .unwrap(),
+            [files("rsa.pem", "rsa.key"), files("ec.pem", "ec.key")]
+        );
+        // A --key alone is the default certificate's, as before.
+        assert_eq!(
+            parse(&["--key", "other.key"]).unwrap(),
+            [files("mycert.pem", "other.key")]
+        );
+        let more_keys = CertificateFiles::pair(vec!["a.pem".into()], vec!["a".into(), "b".into()]);
+        assert_eq!(
+            more_keys.unwrap_err(),
+            "more --key than --cert: 2 keys for 1 certificate (a.pem); the first --key is the \
+             first --cert's, the second the second's"
+        );
+        assert!(parse(&["--key", "a", "--key", "b"]).is_err());
+        assert!(parse(&["--cert", "a", "--key", "a", "--key", "b"]).is_err());
+    }
+
     #[test]
     fn config_defaults_and_checks() {
         let args = |extra: &[&str]| -> Vec<String> {
@@ -363,8 +466,7 @@ mod tests {
         let cli = command_line(&a);
         let config = parse_config(&cli, &a).unwrap();
         assert_eq!(config.port, 8081);
-        assert_eq!(config.cert, PathBuf::from("mycert.pem"));
-        assert_eq!(config.key, config.cert);
+        assert_eq!(config.certificates, [files("mycert.pem", "mycert.pem")]);
         assert_eq!(config.limits.io, Duration::from_secs(30));
         assert_eq!(config.limits.handshake, Duration::from_secs(10));
         assert_eq!(config.limits.idle, Duration::from_secs(300));
@@ -389,7 +491,7 @@ mod tests {
         let a = args(&["--bind", "[::1]", "--cert", "c.pem", "0"]);
         let config = parse_config(&cli, &a).unwrap();
         assert_eq!(config.bind, Some(Ipv6Addr::LOCALHOST.into()));
-        assert_eq!(config.key, PathBuf::from("c.pem"));
+        assert_eq!(config.certificates, [files("c.pem", "c.pem")]);
         assert_eq!(config.proxy_protocol_from, TrustedProxies::default());
         let a = args(&[
             "--proxy-protocol-from",

@@ -7,14 +7,16 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::thread;
 
+use foreign_types::ForeignTypeRef;
 use openssl::error::ErrorStack;
+use openssl::pkey::Id;
 use openssl::ssl::{
     SslAcceptor, SslAcceptorBuilder, SslContextBuilder, SslFiletype, SslMethod, SslOptions,
     SslSessionCacheMode, SslVerifyMode, SslVersion,
 };
-use openssl::x509::X509Name;
+use openssl::x509::{X509, X509Name, X509Ref};
 
-use super::config::ServerConfig;
+use super::config::{CertificateFiles, ServerConfig};
 use super::listener::Shutdown;
 use super::ticket_keys::{load_ticket_keys, set_ticket_keys};
 use crate::error::{Error, Result};
@@ -40,7 +42,7 @@ impl TlsContext {
     }
 
     /// Every `ticket_key_lifetime` until `shutdown`, replaces the context with a new one
-    /// (which rereads the certificate and key). Without `--ticket-key-file`, OpenSSL draws
+    /// (which rereads every certificate and key). Without `--ticket-key-file`, OpenSSL draws
     /// its session-ticket keys afresh, tickets issued under the old keys fall back to a full
     /// handshake, and each server instance has its own keys: behind a load balancer, a ticket
     /// resumes only on the instance that issued it. With it, the key files are reread, so
@@ -100,11 +102,11 @@ pub(crate) fn init_server_ctx(allow_tls13: bool) -> Result<SslAcceptorBuilder> {
     Ok(ctx)
 }
 
-/// The whole TLS set-up of the server: context, certificate and key, client verification,
+/// The whole TLS set-up of the server: context, certificates and keys, client verification,
 /// and the session-ticket keys of `--ticket-key-file` if given.
 fn build_acceptor(config: &ServerConfig) -> Result<SslAcceptor> {
     let mut ctx = init_server_ctx(config.allow_tls13)?;
-    load_certificates(&mut ctx, &config.cert, &config.key)?;
+    load_certificates(&mut ctx, &config.certificates)?;
     if let Some(ca_file) = &config.verify_client {
         require_client_certificates(&mut ctx, ca_file)?;
     }
@@ -114,33 +116,106 @@ fn build_acceptor(config: &ServerConfig) -> Result<SslAcceptor> {
     Ok(ctx.build())
 }
 
-/// Ports `LoadCertificates(ctx, CertFile, KeyFile)`: loads the certificate and its private key
-/// (both may be in one PEM file) and checks that they belong together.
+/// Ports `LoadCertificates(ctx, CertFile, KeyFile)`, for each certificate in turn: loads the
+/// certificate (chain) and its private key (both may be in one PEM file) and checks that they
+/// belong together.
+///
+/// OpenSSL keeps one certificate and key per key type (RSA, ECDSA, ...) and chooses for each
+/// client one that the client's cipher suites and signature algorithms allow, taking the
+/// suites in the client's order of preference. A second certificate of a type already loaded
+/// would silently take the first one's place, so it is refused, naming both files.
 pub(crate) fn load_certificates(
     ctx: &mut SslContextBuilder,
-    cert: &Path,
-    key: &Path,
+    certificates: &[CertificateFiles],
 ) -> Result<()> {
-    check_readable("certificate file", cert)?;
-    check_readable("key file", key)?;
-    check_private("private key file", key)?;
-    ctx.set_certificate_chain_file(cert)
-        .map_err(|e| pem_error("certificate", cert, e))?;
-    ctx.set_private_key_file(key, SslFiletype::PEM)
-        .map_err(|e| pem_error("private key", key, e))?;
-    ctx.check_private_key().map_err(|_| {
-        Error::Config(format!(
-            "the private key in {} does not match the certificate in {}",
-            key.display(),
-            cert.display()
-        ))
-    })
+    let mut loaded: Vec<(Id, &Path)> = Vec::new();
+    for CertificateFiles { cert, key } in certificates {
+        check_readable("certificate file", cert)?;
+        check_readable("key file", key)?;
+        check_private("private key file", key)?;
+        ctx.set_certificate_chain_file(cert)
+            .map_err(|e| pem_error("certificate", cert, e))?;
+        let leaf = current_certificate(ctx)
+            .ok_or_else(|| Error::Config(format!("no certificate in {}", cert.display())))?;
+        let kind = leaf
+            .public_key()
+            .map_err(|e| Error::tls(format!("cannot read the key of {}", cert.display()), e))?
+            .id();
+        if let Some((_, first)) = loaded.iter().find(|(seen, _)| *seen == kind) {
+            let files = if first == cert {
+                format!("{} is given twice as --cert:", cert.display())
+            } else {
+                format!("{} and {} are both", first.display(), cert.display())
+            };
+            return Err(Error::Config(format!(
+                "{files} {} certificates; give at most one certificate per key type (an RSA \
+                 and an ECDSA one: `make cert KEY=ec` writes mycert-ec.pem)",
+                key_type_name(kind)
+            )));
+        }
+        let mismatch = || {
+            Error::Config(format!(
+                "the private key in {} does not match the certificate in {}",
+                key.display(),
+                cert.display()
+            ))
+        };
+        ctx.set_private_key_file(key, SslFiletype::PEM)
+            .map_err(|e| {
+                if has_reason(&e, "key values mismatch") {
+                    mismatch()
+                } else {
+                    pem_error("private key", key, e)
+                }
+            })?;
+        // The key went to the place of its own type, which `check_private_key` checks: of
+        // another type than the certificate, it may match another certificate there while
+        // this one stays without a key, so the certificate in that place must be this one.
+        let belongs = ctx.check_private_key().is_ok()
+            && current_certificate(ctx).is_some_and(|current| current == leaf);
+        if !belongs {
+            return Err(mismatch());
+        }
+        log::debug!(
+            "{} certificate {} with the key in {}",
+            key_type_name(kind),
+            cert.display(),
+            key.display()
+        );
+        loaded.push((kind, cert));
+    }
+    Ok(())
+}
+
+/// The certificate in the context's current place: that of the key type last loaded.
+fn current_certificate(ctx: &SslContextBuilder) -> Option<X509> {
+    // SAFETY: `SSL_CTX_get0_certificate` (which the builder does not wrap) gives the context's
+    // own certificate or null, without a reference of its own; it is copied (`to_owned` takes
+    // a reference) while `ctx` is borrowed, so it cannot be freed meanwhile.
+    unsafe {
+        let cert = openssl_sys::SSL_CTX_get0_certificate(ctx.as_ptr());
+        (!cert.is_null()).then(|| X509Ref::from_ptr(cert).to_owned())
+    }
+}
+
+/// A key type as people name it in TLS.
+fn key_type_name(kind: Id) -> String {
+    match kind {
+        Id::RSA => "RSA".into(),
+        Id::RSA_PSS => "RSA-PSS".into(),
+        Id::EC => "ECDSA".into(),
+        Id::ED25519 => "Ed25519".into(),
+        Id::ED448 => "Ed448".into(),
+        Id::DSA => "DSA".into(),
+        other => format!("key type {}", other.as_raw()),
+    }
 }
 
 fn check_readable(what: &str, path: &Path) -> Result<()> {
     std::fs::File::open(path).map(drop).map_err(|e| {
         let hint = if e.kind() == io::ErrorKind::NotFound {
-            " (`make cert` writes a self-signed mycert.pem)"
+            " (`make cert` writes a self-signed mycert.pem, `make cert KEY=ec` an ECDSA \
+             mycert-ec.pem)"
         } else {
             ""
         };
@@ -167,17 +242,17 @@ pub(super) fn check_private(what: &str, key: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Whether OpenSSL gave `reason` among the errors of `stack`.
+fn has_reason(stack: &ErrorStack, reason: &str) -> bool {
+    stack.errors().iter().any(|e| e.reason() == Some(reason))
+}
+
 fn pem_error(what: &str, path: &Path, stack: ErrorStack) -> Error {
-    let has = |reason: &str| stack.errors().iter().any(|e| e.reason() == Some(reason));
+    let has = |reason: &str| has_reason(&stack, reason);
     if has("ee key too small") || has("ca key too small") {
         Error::Config(format!(
             "the key of {} is too small for OpenSSL's security level (ee key too small); \
              make a 2048-bit one with `make cert FORCE=1`",
-            path.display()
-        ))
-    } else if has("key values mismatch") {
-        Error::Config(format!(
-            "the private key in {} does not match the certificate",
             path.display()
         ))
     } else {
@@ -198,4 +273,125 @@ fn require_client_certificates(ctx: &mut SslContextBuilder, ca_file: &Path) -> R
     // Required with client verification, or resumed sessions fail.
     ctx.set_session_id_context(env!("CARGO_PKG_NAME").as_bytes())
         .map_err(|e| Error::tls("cannot set the session id context", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openssl::asn1::Asn1Time;
+    use openssl::bn::BigNum;
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::hash::MessageDigest;
+    use openssl::nid::Nid;
+    use openssl::pkey::{PKey, Private};
+    use openssl::rsa::Rsa;
+    use openssl::x509::{X509Builder, X509NameBuilder};
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::PathBuf;
+
+    fn rsa_key() -> PKey<Private> {
+        PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap()
+    }
+
+    fn ec_key() -> PKey<Private> {
+        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+        PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap()
+    }
+
+    /// A self-signed certificate for `key` in `dir/file`, with `key_in_file` after it if
+    /// given (mode 0600, as the server wants key files).
+    fn write_certificate(
+        dir: &Path,
+        file: &str,
+        key: &PKey<Private>,
+        key_in_file: Option<&PKey<Private>>,
+    ) -> PathBuf {
+        let mut name = X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("CN", "localhost").unwrap();
+        let name = name.build();
+        let mut cert = X509Builder::new().unwrap();
+        cert.set_version(2).unwrap();
+        let serial = BigNum::from_u32(1).unwrap().to_asn1_integer().unwrap();
+        cert.set_serial_number(&serial).unwrap();
+        cert.set_subject_name(&name).unwrap();
+        cert.set_issuer_name(&name).unwrap();
+        cert.set_pubkey(key).unwrap();
+        cert.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        cert.set_not_after(&Asn1Time::days_from_now(1).unwrap())
+            .unwrap();
+        cert.sign(key, MessageDigest::sha256()).unwrap();
+        let mut pem = cert.build().to_pem().unwrap();
+        if let Some(key) = key_in_file {
+            pem.extend(key.private_key_to_pem_pkcs8().unwrap());
+        }
+        let path = dir.join(file);
+        std::fs::write(&path, pem).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path
+    }
+
+    fn load(pairs: &[(&Path, &Path)]) -> Result<()> {
+        let pairs: Vec<CertificateFiles> = pairs
+            .iter()
+            .map(|(cert, key)| CertificateFiles {
+                cert: cert.to_path_buf(),
+                key: key.to_path_buf(),
+            })
+            .collect();
+        let mut ctx = init_server_ctx(false)?;
+        load_certificates(&mut ctx, &pairs)
+    }
+
+    #[test]
+    fn one_certificate_per_key_type_each_with_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let (rsa, ec, other_rsa) = (rsa_key(), ec_key(), rsa_key());
+        let rsa_pem = write_certificate(dir.path(), "rsa.pem", &rsa, Some(&rsa));
+        let ec_pem = write_certificate(dir.path(), "ec.pem", &ec, Some(&ec));
+        let other_pem = write_certificate(dir.path(), "other.pem", &other_rsa, Some(&other_rsa));
+        // The key in another file.
+        let ec_alone = write_certificate(dir.path(), "ec-cert.pem", &ec, None);
+
+        load(&[(&rsa_pem, &rsa_pem), (&ec_pem, &ec_pem)]).unwrap();
+        load(&[(&ec_alone, &ec_pem), (&rsa_pem, &rsa_pem)]).unwrap();
+
+        let error = |pairs: &[(&Path, &Path)]| load(pairs).unwrap_err().to_string();
+        let two_rsa = error(&[(&rsa_pem, &rsa_pem), (&other_pem, &other_pem)]);
+        assert!(
+            two_rsa.starts_with(&format!(
+                "{} and {} are both RSA certificates; give at most one certificate per key type",
+                rsa_pem.display(),
+                other_pem.display()
+            )),
+            "{two_rsa}"
+        );
+        let twice = error(&[(&ec_pem, &ec_pem), (&ec_pem, &ec_pem)]);
+        assert!(
+            twice.starts_with(&format!(
+                "{} is given twice as --cert: ECDSA certificates",
+                ec_pem.display()
+            )),
+            "{twice}"
+        );
+        let mismatch = |key: &Path, cert: &Path| {
+            format!(
+                "the private key in {} does not match the certificate in {}",
+                key.display(),
+                cert.display()
+            )
+        };
+        // A key of the same type as the certificate, another one.
+        assert_eq!(
+            error(&[(&rsa_pem, &other_pem)]),
+            mismatch(&other_pem, &rsa_pem)
+        );
+        // A key of another type, with no certificate in its place, then with the one that
+        // it belongs to there: OpenSSL's `check_private_key` alone would pass the second.
+        assert_eq!(error(&[(&ec_pem, &rsa_pem)]), mismatch(&rsa_pem, &ec_pem));
+        assert_eq!(
+            error(&[(&rsa_pem, &rsa_pem), (&ec_alone, &rsa_pem)]),
+            mismatch(&rsa_pem, &ec_alone)
+        );
+    }
 }

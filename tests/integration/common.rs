@@ -31,11 +31,24 @@ pub fn request(user: &str, password: &str) -> Vec<u8> {
     ssl_server_client::xml::legacy::legacy_request(user.as_bytes(), password.as_bytes())
 }
 
+/// The suite OpenSSL negotiates between our client (or `openssl s_client`) and a server with
+/// the RSA certificate only, as the original's transcript names it.
+pub const RSA_SUITE: &str = "ECDHE-RSA-AES256-GCM-SHA384";
+
+/// The suite the same clients negotiate with a server that also holds an ECDSA certificate:
+/// OpenSSL's default list puts ECDSA suites first, and the server follows the client's order.
+pub const ECDSA_SUITE: &str = "ECDHE-ECDSA-AES256-GCM-SHA384";
+
 /// The client's exact transcript for a reply, when stdin is not a terminal.
 pub fn client_transcript(reply: &[u8]) -> String {
+    client_transcript_with(RSA_SUITE, reply)
+}
+
+/// As [`client_transcript`], for a connection that negotiated `suite`.
+pub fn client_transcript_with(suite: &str, reply: &[u8]) -> String {
     format!(
         "Enter the User Name : \n\nEnter the Password : \n\n\
-         Connected with ECDHE-RSA-AES256-GCM-SHA384 encryption\n\
+         Connected with {suite} encryption\n\
          Server certificates:\nSubject: /CN=localhost\nIssuer: /CN=localhost\n\
          Received: \"{}\"\n",
         String::from_utf8_lossy(reply)
@@ -72,8 +85,22 @@ impl Fixture {
         Fixture { dir }
     }
 
+    /// As [`Fixture::new`], with an ECDSA P-256 `mycert-ec.pem` beside `mycert.pem` (from
+    /// `scripts/gencert.sh FILE ec`).
+    pub fn with_ecdsa() -> Fixture {
+        let fx = Fixture::new();
+        let out = gencert_of(&fx.ec_cert(), "ec", &[]);
+        assert!(out.status.success(), "gencert ec failed: {out:?}");
+        fx
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The ECDSA certificate of [`Fixture::with_ecdsa`].
+    pub fn ec_cert(&self) -> PathBuf {
+        self.dir.path().join("mycert-ec.pem")
     }
 
     pub fn cert(&self) -> PathBuf {
@@ -130,14 +157,46 @@ pub fn texts(out: &Output) -> (String, String) {
     )
 }
 
-/// Runs `scripts/gencert.sh` for `out` with `env` set.
+/// Runs `scripts/gencert.sh OUT` (the default key type, RSA) with `env` set.
 pub fn gencert(out: &Path, env: &[(&str, &str)]) -> Output {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/gencert.sh");
-    Command::new(script)
+    gencert_script()
         .arg(out)
         .envs(env.iter().copied())
         .output()
         .expect("run scripts/gencert.sh")
+}
+
+/// Runs `scripts/gencert.sh OUT KIND` (`rsa` or `ec`) with `env` set.
+pub fn gencert_of(out: &Path, kind: &str, env: &[(&str, &str)]) -> Output {
+    gencert_script()
+        .arg(out)
+        .arg(kind)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run scripts/gencert.sh")
+}
+
+/// `scripts/gencert.sh`, to be given its arguments.
+pub fn gencert_script() -> Command {
+    Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/gencert.sh"))
+}
+
+/// Runs the real server in `dir` with exactly `args` (for a start that should fail).
+pub fn server_in(dir: &Path, args: &[&str]) -> Output {
+    run_with_input(
+        Command::new(env!("CARGO_BIN_EXE_server"))
+            .args(args)
+            .current_dir(dir),
+        b"",
+    )
+}
+
+/// A failed start: exit status 1 and one line on stderr that contains `cause`.
+pub fn assert_fails_with(out: &Output, cause: &str) {
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(cause), "wanted {cause:?} in {err}");
 }
 
 /// Text a child writes, collected as it comes, and whether its end was read.

@@ -10,6 +10,7 @@ mod abuse;
 mod accounts;
 mod admin;
 mod bench;
+mod certificates;
 pub mod crash;
 mod fleet;
 mod floods;

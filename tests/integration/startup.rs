@@ -3,30 +3,12 @@
 
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::process::{Command, Output};
 
 use crate::common::*;
 
-fn server_in(dir: &Path, args: &[&str]) -> Output {
-    run_with_input(
-        Command::new(env!("CARGO_BIN_EXE_server"))
-            .args(args)
-            .current_dir(dir),
-        b"",
-    )
-}
-
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// A failed start: exit status 1 and one line on stderr that contains `cause`.
-fn assert_fails_with(out: &Output, cause: &str) {
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let err = stderr(out);
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains(cause), "wanted {cause:?} in {err}");
 }
 
 #[test]
