@@ -296,9 +296,17 @@ fn guesses_from_many_addresses_do_not_lock_the_owner_out_where_he_logs_in() {
         }
     }
     // The name is refused at an address it has never logged in from, even with the password.
-    let mut stranger = tls_connect_from("127.0.5.99", &server.addr());
-    let refused = call(&mut stranger, &login("owner1", "owner-password"));
-    assert_eq!(code(&refused), "2502", "{refused}");
+    // The first refusal lasts a second: on a loaded machine it may have ended before the
+    // stranger comes, so each try follows a fresh guess (which, counted, refuses anew).
+    let refused = (0..5).any(|n| {
+        let mut guesser = tls_connect_from(&format!("127.0.5.{}", 20 + n), &server.addr());
+        call(&mut guesser, &login("owner1", "guess"));
+        let mut stranger = tls_connect_from(&format!("127.0.5.{}", 90 + n), &server.addr());
+        let reply = call(&mut stranger, &login("owner1", "owner-password"));
+        assert!(["1000", "2502"].contains(&code(&reply)), "{reply}");
+        code(&reply) == "2502"
+    });
+    assert!(refused, "the name was never refused at a new address");
     // Not where the owner logs in.
     let mut again = tls_connect(&server.addr());
     assert_eq!(
