@@ -139,23 +139,17 @@ pub fn run(
     let connections = Arc::new(Connections::new(config.connections));
     let threads = ClientThreads::new();
 
-    for incoming in listener.incoming() {
+    loop {
+        let accepted = listener.accept();
         if shutdown.is_requested() {
             break;
         }
-        let tcp = match incoming {
-            Ok(tcp) => tcp,
+        let (tcp, socket) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 log::warn!("accept failed: {e}");
                 // Out of file descriptors and the like: give exchanges time to end.
                 thread::sleep(Duration::from_millis(50));
-                continue;
-            }
-        };
-        let socket = match tcp.peer_addr() {
-            Ok(addr) => addr,
-            Err(e) => {
-                log::debug!("connection closed before it could be served: {e}");
                 continue;
             }
         };
