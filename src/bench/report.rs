@@ -177,7 +177,7 @@ mod tests {
             user: "u".into(),
             password: "p".into(),
             connections: 1,
-            pid: None,
+            pids: Vec::new(),
             json: None,
         };
         let report = outcome.report(&config, Some(1.0), Some(2048), None);
