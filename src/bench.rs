@@ -1,7 +1,7 @@
 //! The load generator behind `./bench`: N concurrent clients drive a TLS 1.2 server for a
 //! duration or a count of operations, and it reports operations per second, latency
-//! percentiles, errors by kind and, given the server's process ids, the server's CPU time per
-//! operation and its peak memory.
+//! percentiles, errors by kind, the cipher suites negotiated and, given the server's process
+//! ids, the server's CPU time per operation and its peak memory.
 //!
 //! Modes (`--mode`; one operation each):
 //! - `full`: a full handshake and the legacy exchange (`--handshake-only`: no exchange, so

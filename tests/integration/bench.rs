@@ -52,6 +52,9 @@ fn every_mode_runs_against_the_server() {
         assert!(ok, "{mode}: {stderr}");
         assert!(stdout.contains("operations    12 in"), "{mode}: {stdout}");
         assert!(stdout.contains("errors        none"), "{mode}: {stdout}");
+        // The suite of every handshake is counted (one name here: one certificate).
+        assert!(stdout.contains("cipher suite  ECDHE-"), "{mode}: {stdout}");
+        assert!(stdout.contains(" (12 handshakes)\n"), "{mode}: {stdout}");
     }
     let (stdout, stderr, ok) = bench(
         &fx,
