@@ -86,7 +86,9 @@ echo "== crypto floor (openssl speed -multi $cores: every core at once)" >&2
 # the floor from `openssl speed -multi` on every core at once (-multi 2 on its 2-core
 # machine), as the loaded server keeps every core busy and a lone core runs faster. With
 # -multi N, openssl speed runs N copies at once, and its last line starting with +TAG is
-# their total (the copies' own lines start with "Got:"). In -mr form: rsa2048 is +F2:index:bits:sign/s:verify/s,
+# their total (the copies' own lines start with "Got:"). The copies count elapsed time, not
+# CPU time (a lone `openssl speed` counts CPU time): other work on the machine slows them and
+# so raises the floor, hence the load average printed with it. In -mr form: rsa2048 is +F2:index:bits:sign/s:verify/s,
 # ecdsap256 +F4:index:bits:sign/s:verify/s, ecdhx25519 +F5:index:bits:ops/s:seconds per op,
 # so the 4th field is the rate wanted in each.
 speed() {
@@ -96,6 +98,7 @@ speed() {
     [ -n "$rate" ] || fail "openssl speed -multi $cores -mr $1 printed no +$2 line"
     echo "$rate"
 }
+load=$(cut -d' ' -f1 /proc/loadavg)
 rsa_sign=$(speed rsa2048 F2)
 ecdsa_sign=$(speed ecdsap256 F4)
 x25519=$(speed ecdhx25519 F5)
@@ -243,10 +246,10 @@ sleep 1
 s_server_pid=$(pgrep -f "s_server -tls1_2 -quiet -accept $sport")
 bench s_server-handshake "$sport" "$s_server_pid" --mode full --handshake-only
 
-python3 - "$out" "$cores" "$floor_ms" "$ec_floor_ms" "$hash_ms" "$rsa_sign" "$ecdsa_sign" \
+python3 - "$out" "$cores" "$load" "$floor_ms" "$ec_floor_ms" "$hash_ms" "$rsa_sign" "$ecdsa_sign" \
     "$x25519" "$baseline_kib" "$CONNECTIONS" "$CLIENTS" <<'PY' | tee "$out/table.md"
 import json, sys
-out, cores, floor, ec_floor, hash_ms, rsa_sign, ecdsa_sign, x25519, base_kib, conns, clients = sys.argv[1:]
+out, cores, load, floor, ec_floor, hash_ms, rsa_sign, ecdsa_sign, x25519, base_kib, conns, clients = sys.argv[1:]
 cores, floor, ec_floor, hash_ms, base_kib, conns = int(cores), float(floor), float(ec_floor), float(hash_ms), float(base_kib), int(conns)
 r = {n: json.load(open(f"{out}/{n}.json")) for n in [
     "ours-handshake", "ours-ecdsa-handshake", "ours-resumed", "ours-full", "ours-session",
@@ -275,7 +278,8 @@ rows = [
     ("Handshakes with a silent client held open vs without", f"{rate('ours-handshake-silent'):.0f}/s vs {rate('ours-handshake'):.0f}/s", rate("ours-handshake-silent") / rate("ours-handshake"), "~1.0"),
 ]
 per_core = lambda total: float(total) / cores
-print(f"Crypto floor (openssl speed -multi {cores}, the rates of one core with every core busy): "
+print(f"Crypto floor (openssl speed -multi {cores}, the rates of one core with every core busy; "
+      f"load average {load} before it, on {cores} cores): "
       f"RSA-2048 sign {per_core(rsa_sign):.0f}/s, ECDSA P-256 sign {per_core(ecdsa_sign):.0f}/s, "
       f"X25519 {per_core(x25519):.0f}/s -> {floor:.3f} ms per RSA handshake, {ec_floor:.3f} ms per "
       f"ECDSA handshake; PBKDF2-HMAC-SHA512 at 220,000 iterations: {hash_ms:.1f} ms\n")
