@@ -7,7 +7,8 @@
 # make test       formatting, lints, every test and the TLS audit (what CI runs); the store's
 #                 tests need PostgreSQL 15's binaries (Debian's postgresql-15; see .ci/run)
 # make tls-audit  scan the server with sslscan (skipped if sslscan is missing)
-# make bench      benchmarks against openssl s_server and the crypto floor
+# make bench      benchmarks against nginx, openssl s_server and the crypto floor (installs
+#                 nginx-light and libnginx-mod-stream if missing)
 # make cluster    PostgreSQL, two instances and HAProxy on port 8081 (PORT=...), until Ctrl-C
 # make compare    the C programs (compare/*.c, or ORIG_SERVER=... ORIG_CLIENT=... builds of the
 #                 original) and the Rust ones in the four pairings; fails on a difference the
@@ -68,7 +69,8 @@ tls-audit:
 		else echo "tls-audit: catches TLS 1.3 when it is offered"; fi; \
 	else echo "tls-audit: skipped: sslscan is not installed (apt-get install sslscan)"; fi
 
-# Benchmarks, side by side with openssl s_server and the crypto floor (docs/BENCHMARKS.md).
+# Benchmarks, side by side with nginx, openssl s_server and the crypto floor
+# (docs/BENCHMARKS.md).
 bench:
 	scripts/bench.sh
 

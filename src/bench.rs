@@ -1,7 +1,7 @@
 //! The load generator behind `./bench`: N concurrent clients drive a TLS 1.2 server for a
 //! duration or a count of operations, and it reports operations per second, latency
-//! percentiles, errors by kind and, given the server's process id, the server's CPU time per
-//! operation and its peak memory.
+//! percentiles, errors by kind, the cipher suites negotiated and, given the server's process
+//! ids, the server's CPU time per operation and its peak memory.
 //!
 //! Modes (`--mode`; one operation each):
 //! - `full`: a full handshake and the legacy exchange (`--handshake-only`: no exchange, so
@@ -61,7 +61,10 @@ fn run(config: &BenchConfig) -> Result<Report> {
         log::warn!("cannot raise the open-file limit: {e}");
     }
     let connector = init_ctx(&config.connect)?;
-    let server = config.pid.map(ServerWatch::start).transpose()?;
+    let server = match config.pids.as_slice() {
+        [] => None,
+        pids => Some(ServerWatch::start(pids)?),
+    };
     let (measured, held) = if config.workload == Workload::Idle {
         let (measured, held) = drivers::hold_and_use(config, &connector);
         (measured, Some(held))

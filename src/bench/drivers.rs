@@ -37,6 +37,8 @@ struct ClientState {
     tls_session: Option<SslSession>,
     /// Session mode: the account session the views are sent on.
     account: Option<LoggedIn>,
+    /// Full and resume modes: handshakes by the cipher suite negotiated.
+    ciphers: BTreeMap<&'static str, u64>,
 }
 
 /// Runs the clients until the duration or count is reached.
@@ -76,6 +78,9 @@ pub(super) fn drive(config: &BenchConfig, connector: &SslConnector) -> Measured 
                 }
                 if let Some(session) = state.account.take() {
                     log_out(session);
+                }
+                for (cipher, n) in state.ciphers {
+                    mine.ciphers.insert(cipher.to_string(), n);
                 }
                 results.lock().unwrap_or_else(|e| e.into_inner()).push(mine);
             });
@@ -190,6 +195,9 @@ fn legacy_exchange(
     let resume = config.workload == Workload::Resume;
     let offered = state.tls_session.as_ref().filter(|_| resume);
     let mut ssl = connect_with(config, connector, offered).map_err(failure("handshake"))?;
+    if let Some(cipher) = ssl.ssl().current_cipher() {
+        *state.ciphers.entry(cipher.name()).or_default() += 1;
+    }
     if resume {
         if state.tls_session.is_some() && !ssl.ssl().session_reused() {
             state.tls_session = None;

@@ -95,8 +95,9 @@ pub(crate) struct BenchConfig {
     pub(crate) password: String,
     /// Sessions held open in `idle` mode.
     pub(crate) connections: usize,
-    /// The server's process id, for its CPU time and memory.
-    pub(crate) pid: Option<u32>,
+    /// The server's processes (`--pid`, repeatable): their CPU time is summed; the memory is
+    /// the first's.
+    pub(crate) pids: Vec<u32>,
     /// Where to write the figures as JSON.
     pub(crate) json: Option<PathBuf>,
 }
@@ -144,10 +145,12 @@ pub(super) fn parse_config(cli: &CommandLine, args: &[String]) -> Result<BenchCo
         "idle mode: sessions held open at once [1000]",
         "M",
     );
-    opts.optopt(
+    opts.optmulti(
         "",
         "pid",
-        "the server's process id, for its CPU time and memory",
+        "the server's process id, for its CPU time and memory; repeat it for a server of \
+         several processes (nginx's master and workers): their CPU time is summed, the \
+         memory is the first one's",
         "PID",
     );
     opts.optopt("", "json", "also write the figures to FILE as JSON", "FILE");
@@ -182,10 +185,14 @@ pub(super) fn parse_config(cli: &CommandLine, args: &[String]) -> Result<BenchCo
         user: m.opt_str("user").unwrap_or_else(|| "aticle".into()),
         password,
         connections,
-        pid: m
-            .opt_str("pid")
-            .map(|_| cli.number(&m, "pid", 0u32))
-            .transpose()?,
+        pids: m
+            .opt_strs("pid")
+            .iter()
+            .map(|text| {
+                text.parse()
+                    .map_err(|_| cli.usage_error(&format!("--pid: {text:?} is not a process id")))
+            })
+            .collect::<Result<_, _>>()?,
         json: m.opt_str("json").map(PathBuf::from),
     })
 }

@@ -33,6 +33,9 @@ pub(crate) struct Report {
     pub(crate) server_peak_rss_kib: Option<u64>,
     /// `idle` mode: sessions held open at once.
     pub(crate) held: Option<usize>,
+    /// `full` and `resume` modes: handshakes by the cipher suite negotiated (OpenSSL's name),
+    /// to check that servers compared side by side did the same work.
+    pub(crate) ciphers: BTreeMap<String, u64>,
 }
 
 /// Latency percentiles, in milliseconds.
@@ -53,6 +56,8 @@ pub(super) struct Measured {
     pub(super) latencies_us: Vec<u64>,
     /// Failed operations by kind.
     pub(super) errors: BTreeMap<String, u64>,
+    /// Handshakes by the cipher suite negotiated.
+    pub(super) ciphers: BTreeMap<String, u64>,
     /// How long the run took.
     pub(super) elapsed: Duration,
 }
@@ -63,6 +68,9 @@ impl Measured {
         self.latencies_us.extend(other.latencies_us);
         for (kind, n) in other.errors {
             *self.errors.entry(kind).or_default() += n;
+        }
+        for (cipher, n) in other.ciphers {
+            *self.ciphers.entry(cipher).or_default() += n;
         }
     }
 
@@ -103,6 +111,7 @@ impl Measured {
             server_cpu_seconds: cpu,
             server_peak_rss_kib: peak,
             held,
+            ciphers: self.ciphers,
         }
     }
 }
@@ -131,6 +140,15 @@ impl Report {
             self.latency_ms.p99,
             self.latency_ms.max,
         );
+        if !self.ciphers.is_empty() {
+            let ciphers = self
+                .ciphers
+                .iter()
+                .map(|(cipher, n)| format!("{cipher} ({n} handshakes)"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            out += &format!("cipher suite  {ciphers}\n");
+        }
         if let Some(held) = self.held {
             out += &format!("held open     {held} sessions at once\n");
         }
@@ -157,6 +175,7 @@ mod tests {
         let outcome = Measured {
             latencies_us: (1..=1000).rev().map(|n| n * 1000).collect(),
             errors: BTreeMap::new(),
+            ciphers: BTreeMap::from([("ECDHE-RSA-AES256-GCM-SHA384".into(), 1000)]),
             elapsed: Duration::from_secs(2),
         };
         let config = BenchConfig {
@@ -177,7 +196,7 @@ mod tests {
             user: "u".into(),
             password: "p".into(),
             connections: 1,
-            pid: None,
+            pids: Vec::new(),
             json: None,
         };
         let report = outcome.report(&config, Some(1.0), Some(2048), None);
@@ -189,5 +208,12 @@ mod tests {
         assert_eq!(report.server_cpu_ms_per_op, Some(1.0));
         let json = serde_json::to_string(&report).unwrap();
         assert!(json.contains("\"mode\":\"full\""), "{json}");
+        assert!(
+            report
+                .text()
+                .contains("cipher suite  ECDHE-RSA-AES256-GCM-SHA384 (1000 handshakes)\n"),
+            "{}",
+            report.text()
+        );
     }
 }

@@ -52,6 +52,9 @@ fn every_mode_runs_against_the_server() {
         assert!(ok, "{mode}: {stderr}");
         assert!(stdout.contains("operations    12 in"), "{mode}: {stdout}");
         assert!(stdout.contains("errors        none"), "{mode}: {stdout}");
+        // The suite of every handshake is counted (one name here: one certificate).
+        assert!(stdout.contains("cipher suite  ECDHE-"), "{mode}: {stdout}");
+        assert!(stdout.contains(" (12 handshakes)\n"), "{mode}: {stdout}");
     }
     let (stdout, stderr, ok) = bench(
         &fx,
@@ -93,5 +96,45 @@ fn a_long_session_run_moves_to_a_new_session_before_the_limit() {
     assert!(
         !log.contains("at most 10000 commands"),
         "the limit was reached"
+    );
+}
+
+#[test]
+fn pid_may_be_given_for_each_process_of_a_server() {
+    // A server of several processes (nginx's master and workers) is watched whole: every
+    // --pid counts. Here the same server twice, and a process that is not a number.
+    let fx = Fixture::new();
+    let server = fx.server(&["--demo"]);
+    let pid = server.child.id().to_string();
+    let json = fx.path().join("two.json");
+    let json_arg = json.display().to_string();
+    let (stdout, stderr, ok) = bench(
+        &fx,
+        &server,
+        &[
+            "--mode",
+            "full",
+            "--handshake-only",
+            "-c",
+            "2",
+            "-n",
+            "12",
+            "--pid",
+            &pid,
+            "--pid",
+            &pid,
+            "--json",
+            &json_arg,
+        ],
+    );
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("server CPU"), "{stdout}");
+    let figures = std::fs::read_to_string(&json).unwrap();
+    assert!(figures.contains("\"server_cpu_seconds\": "), "{figures}");
+    let (_, stderr, ok) = bench(&fx, &server, &["--pid", &pid, "--pid", "nginx"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("--pid: \"nginx\" is not a process id"),
+        "{stderr}"
     );
 }
