@@ -7,13 +7,22 @@
 # PostgreSQL 15's binaries and haproxy, as the tests do; installs Debian's nginx-light and
 # libnginx-mod-stream when nginx or its stream module is missing (as root, with apt-get).
 #
-# DURATION (seconds per measurement, default 10), CLIENTS (default 16) and CONNECTIONS (held
-# at once in the idle run, default 10000) can be set in the environment.
+# The handshake comparisons (ours with each certificate, resumed, nginx, s_server, and the
+# crypto floor) run in ROUNDS rounds, one after another within each round, and the table gives
+# their medians and the medians of the ratios within each round: the machine is shared, and
+# how fast it runs drifts by tens of percent over minutes, which rounds spread over all peers
+# alike.
+#
+# DURATION (seconds per measurement, default 10; a handshake comparison gets DURATION/ROUNDS
+# in each round), ROUNDS (default 3), CLIENTS (default 16) and CONNECTIONS (held at once in the
+# idle run, default 10000) can be set in the environment.
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-3}
+ROUND_SECS=$(( (DURATION + ROUNDS - 1) / ROUNDS ))
 CLIENTS=${CLIENTS:-16}
 CONNECTIONS=${CONNECTIONS:-10000}
 out="$top/bench-results"
@@ -67,16 +76,13 @@ nginx=$(nginx_bin)
 make --no-print-directory all >/dev/null
 scripts/gencert.sh "$work/mycert.pem" >/dev/null
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-json() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); v=d
-for k in sys.argv[2].split("."): v=v[k]
-print(v)' "$1" "$2"; }
 bench() { # NAME PORT "PID..." ARGS...: one measurement, figures in $out/NAME.json; the
     # server's CPU is that of every process listed (separated by spaces)
     local name=$1 port=$2 pid pids=(); shift 2
     for pid in $1; do pids+=(--pid "$pid"); done
     shift
     echo "== $name" >&2
-    ./bench --cafile "$work/mycert.pem" -c "$CLIENTS" -d "$DURATION" "${pids[@]}" \
+    ./bench --cafile "$work/mycert.pem" -c "$CLIENTS" -d "${SECS:-$DURATION}" "${pids[@]}" \
         --json "$out/$name.json" "$@" 127.0.0.1 "$port" >&2
 }
 
@@ -93,24 +99,19 @@ echo "== crypto floor (openssl speed -multi $cores: every core at once)" >&2
 # so the 4th field is the rate wanted in each.
 speed() {
     local rate
-    rate=$(openssl speed -seconds 3 -multi "$cores" -mr "$1" 2>/dev/null \
+    rate=$(openssl speed -seconds 2 -multi "$cores" -mr "$1" 2>/dev/null \
         | awk -F: -v tag="+$2:" 'index($0, tag) == 1 {print $4}')
     [ -n "$rate" ] || fail "openssl speed -multi $cores -mr $1 printed no +$2 line"
     echo "$rate"
 }
-load=$(cut -d' ' -f1 /proc/loadavg)
-rsa_sign=$(speed rsa2048 F2)
-ecdsa_sign=$(speed ecdsap256 F4)
-x25519=$(speed ecdhx25519 F5)
-# The rates of one core are the totals / $cores. A full TLS 1.2 handshake costs the server one
-# signature (RSA-2048, or ECDSA P-256 with the ECDSA certificate) and two X25519 operations
-# (its key share, then the shared secret).
-floor_ms=$(python3 -c "print($cores * (1000/$rsa_sign + 2000/$x25519))")
-ec_floor_ms=$(python3 -c "print($cores * (1000/$ecdsa_sign + 2000/$x25519))")
-# One hash on each core at once, as in the loaded server (a lone hash runs faster).
-./bench --mode hash -c "$cores" -d "$DURATION" --json "$out/hash.json" 127.0.0.1 1 >&2
-# Mean CPU per hash (threads / rate), to compare with the server's mean CPU per operation.
-hash_ms=$(python3 -c "print($cores * 1000 / $(json "$out/hash.json" ops_per_second))")
+# floor ROUND: the three rates of this round, as JSON in $out/floor.ROUND.json.
+floor() {
+    local load rsa ecdsa x
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    rsa=$(speed rsa2048 F2); ecdsa=$(speed ecdsap256 F4); x=$(speed ecdhx25519 F5)
+    echo "{\"load\": $load, \"rsa_sign\": $rsa, \"ecdsa_sign\": $ecdsa, \"x25519\": $x}" \
+        >"$out/floor.$1.json"
+}
 
 echo "== this server" >&2
 port=$(free_port)
@@ -121,18 +122,6 @@ start sh -c 'cd "$1" && exec "$2/server" --demo --bind 127.0.0.1 --max-clients "
 server_pid=$!
 sleep 1
 running "the server" "$server_pid" "$work/server.err"
-bench ours-handshake "$port" "$server_pid" --mode full --handshake-only
-bench ours-resumed "$port" "$server_pid" --mode resume --handshake-only
-bench ours-full "$port" "$server_pid" --mode full
-bench ours-session "$port" "$server_pid" --mode session
-bench ours-login "$port" "$server_pid" --mode login
-# A silent client next to the full load.
-start python3 -c 'import socket,time,sys; s=socket.create_connection(("127.0.0.1", int(sys.argv[1]))); time.sleep(3600)' "$port"
-silent=$!
-bench ours-handshake-silent "$port" "$server_pid" --mode full --handshake-only
-kill "$silent"
-baseline_kib=$(grep VmRSS "/proc/$server_pid/status" | awk '{print $2}')
-bench ours-idle "$port" "$server_pid" --mode idle --connections "$CONNECTIONS"
 
 echo "== this server with an RSA and an ECDSA certificate" >&2
 scripts/gencert.sh "$work/mycert-ec.pem" ec >/dev/null
@@ -146,8 +135,6 @@ sleep 1
 running "the server with two certificates" "$ec_server_pid" "$work/server-ec.err"
 # The client's default cipher list puts the ECDSA suites first, so this server answers with
 # its ECDSA certificate (the table checks the suite negotiated).
-bench ours-ecdsa-handshake "$ecport" "$ec_server_pid" --cafile "$work/mycert-ec.pem" \
-    --mode full --handshake-only
 
 echo "== this server on PostgreSQL (a throwaway server on this machine)" >&2
 . scripts/pg-throwaway.sh
@@ -236,7 +223,7 @@ nginx_workers=$(pgrep -P "$nginx_pid" | tr '\n' ' ')
 [ "$(wc -w <<<"$nginx_workers")" -eq 2 ] \
     || fail "nginx runs $(wc -w <<<"$nginx_workers") workers, not 2 ($work/nginx/error.log: $(cat "$work/nginx/error.log"))"
 # The master and both workers: the workers do the handshakes; the master only watches them.
-bench nginx-handshake "$nport" "$nginx_pid $nginx_workers" --mode full --handshake-only
+nginx_pids="$nginx_pid $nginx_workers"
 
 echo "== openssl s_server -tls1_2 (same certificate)" >&2
 sport=$(free_port)
@@ -244,61 +231,117 @@ start sh -c 'sleep 100000 | openssl s_server -tls1_2 -quiet -accept "$1" -cert "
     sh "$sport" "$work/mycert.pem" >/dev/null 2>&1
 sleep 1
 s_server_pid=$(pgrep -f "s_server -tls1_2 -quiet -accept $sport")
-bench s_server-handshake "$sport" "$s_server_pid" --mode full --handshake-only
+running "openssl s_server" "$s_server_pid" /dev/null
 
-python3 - "$out" "$cores" "$load" "$floor_ms" "$ec_floor_ms" "$hash_ms" "$rsa_sign" "$ecdsa_sign" \
-    "$x25519" "$baseline_kib" "$CONNECTIONS" "$CLIENTS" <<'PY' | tee "$out/table.md"
-import json, sys
-out, cores, load, floor, ec_floor, hash_ms, rsa_sign, ecdsa_sign, x25519, base_kib, conns, clients = sys.argv[1:]
-cores, floor, ec_floor, hash_ms, base_kib, conns = int(cores), float(floor), float(ec_floor), float(hash_ms), float(base_kib), int(conns)
-r = {n: json.load(open(f"{out}/{n}.json")) for n in [
-    "ours-handshake", "ours-ecdsa-handshake", "ours-resumed", "ours-full", "ours-session",
-    "ours-handshake-silent", "ours-idle", "nginx-handshake", "s_server-handshake", "ours-login",
+echo "== the handshake comparisons, in $ROUNDS rounds of $ROUND_SECS s each" >&2
+for round in $(seq "$ROUNDS"); do
+    floor "$round"
+    # One hash on each core at once, as in the loaded server (a lone hash runs faster): the
+    # reference of the legacy exchange with a login, measured next to it.
+    ./bench --mode hash -c "$cores" -d "$ROUND_SECS" --json "$out/hash.$round.json" 127.0.0.1 1 >&2
+    SECS=$ROUND_SECS bench "ours-full.$round" "$port" "$server_pid" --mode full
+    SECS=$ROUND_SECS bench "ours-handshake.$round" "$port" "$server_pid" --mode full --handshake-only
+    SECS=$ROUND_SECS bench "nginx-handshake.$round" "$nport" "$nginx_pids" --mode full --handshake-only
+    SECS=$ROUND_SECS bench "s_server-handshake.$round" "$sport" "$s_server_pid" --mode full --handshake-only
+    SECS=$ROUND_SECS bench "ours-ecdsa-handshake.$round" "$ecport" "$ec_server_pid" \
+        --cafile "$work/mycert-ec.pem" --mode full --handshake-only
+    SECS=$ROUND_SECS bench "ours-resumed.$round" "$port" "$server_pid" --mode resume --handshake-only
+done
+
+# After the comparisons: thousands of connections held at once leave as many threads, which
+# wait a minute for further clients before they exit.
+echo "== this server: sessions, logins, a silent client, connections held" >&2
+bench ours-session "$port" "$server_pid" --mode session
+bench ours-login "$port" "$server_pid" --mode login
+# A silent client next to the full load.
+start python3 -c 'import socket,time,sys; s=socket.create_connection(("127.0.0.1", int(sys.argv[1]))); time.sleep(3600)' "$port"
+silent=$!
+bench ours-handshake-silent "$port" "$server_pid" --mode full --handshake-only
+kill "$silent"
+baseline_kib=$(grep VmRSS "/proc/$server_pid/status" | awk '{print $2}')
+bench ours-idle "$port" "$server_pid" --mode idle --connections "$CONNECTIONS"
+
+python3 - "$out" "$cores" "$ROUNDS" "$baseline_kib" "$CONNECTIONS" "$CLIENTS" <<'PY' | tee "$out/table.md"
+import json, statistics, sys
+out, cores, rounds, base_kib, conns, clients = sys.argv[1:]
+cores, rounds, base_kib, conns = int(cores), int(rounds), float(base_kib), int(conns)
+load = lambda n: json.load(open(f"{out}/{n}.json"))
+r = {n: load(n) for n in [
+    "ours-session", "ours-handshake-silent", "ours-idle", "ours-login",
     "pg-login", "pg-session", "fleet-handshake"]}
-cpu = lambda n: r[n]["server_cpu_ms_per_op"]
-rate = lambda n: r[n]["ops_per_second"]
+# The handshake comparisons: one measurement of each per round.
+per_round = ["ours-handshake", "ours-ecdsa-handshake", "ours-resumed", "nginx-handshake",
+             "s_server-handshake", "ours-full"]
+R = [{n: load(f"{n}.{i}") for n in per_round + ["floor", "hash"]} for i in range(1, rounds + 1)]
+# The floor of a round: one signature (RSA-2048, or ECDSA P-256 with the ECDSA certificate) and
+# two X25519 operations, at the rates of one core (the totals of `-multi` / the cores).
+rsa_floor = lambda f: cores * (1000 / f["rsa_sign"] + 2000 / f["x25519"])
+ec_floor = lambda f: cores * (1000 / f["ecdsa_sign"] + 2000 / f["x25519"])
+for rd in R:
+    rd["floor"]["rsa_ms"], rd["floor"]["ec_ms"] = rsa_floor(rd["floor"]), ec_floor(rd["floor"])
+    # Mean CPU per hash (threads / rate), to compare with the server's mean CPU per operation.
+    rd["floor"]["hash_ms"] = cores * 1000 / rd["hash"]["ops_per_second"]
+med = statistics.median
+def cpu(n):
+    return med(rd[n]["server_cpu_ms_per_op"] for rd in R) if n in per_round else r[n]["server_cpu_ms_per_op"]
+def rate(n):
+    return med(rd[n]["ops_per_second"] for rd in R) if n in per_round else r[n]["ops_per_second"]
+floor, efloor = med(rd["floor"]["rsa_ms"] for rd in R), med(rd["floor"]["ec_ms"] for rd in R)
+hash_ms = med(rd["floor"]["hash_ms"] for rd in R)
+# A ratio between two per-round figures: the median of the ratios within each round.
+paired = lambda f: med(f(rd) for rd in R)
+c = lambda rd, n: rd[n]["server_cpu_ms_per_op"]
+q = lambda rd, n: rd[n]["ops_per_second"]
+spread = lambda f: f" (rounds {', '.join(f'{f(rd):.2f}' for rd in R)})" if rounds > 1 else ""
 per_conn = (r["ours-idle"]["server_peak_rss_kib"] - base_kib) / max(r["ours-idle"]["held"], 1)
 full = f"Full-handshake throughput, {clients} clients"
+vs_floor = lambda n, which="rsa_ms": lambda rd: c(rd, n) / rd["floor"][which]
+ratio_row = lambda name, figures, f, goal: (name, figures + spread(f), paired(f), goal)
 rows = [
-    ("Server CPU per full RSA handshake vs crypto floor", f"{cpu('ours-handshake'):.3f} ms vs {floor:.3f} ms", cpu("ours-handshake") / floor, "<= 1.5"),
-    ("nginx CPU per handshake (master and 2 workers) vs crypto floor", f"{cpu('nginx-handshake'):.3f} ms vs {floor:.3f} ms", cpu("nginx-handshake") / floor, "(reference)"),
-    ("openssl s_server CPU per handshake vs crypto floor", f"{cpu('s_server-handshake'):.3f} ms vs {floor:.3f} ms", cpu("s_server-handshake") / floor, "(reference)"),
-    (f"{full}: ours vs nginx", f"{rate('ours-handshake'):.0f}/s vs {rate('nginx-handshake'):.0f}/s", rate("ours-handshake") / rate("nginx-handshake"), ">= 1.1"),
-    (f"{full}: ours vs s_server", f"{rate('ours-handshake'):.0f}/s vs {rate('s_server-handshake'):.0f}/s", rate("ours-handshake") / rate("s_server-handshake"), ">= 2"),
-    ("Server CPU per handshake with the ECDSA certificate vs the RSA floor", f"{cpu('ours-ecdsa-handshake'):.3f} ms vs {floor:.3f} ms", cpu("ours-ecdsa-handshake") / floor, "<= 0.9"),
-    ("Server CPU per handshake with the ECDSA certificate vs the ECDSA floor", f"{cpu('ours-ecdsa-handshake'):.3f} ms vs {ec_floor:.3f} ms", cpu("ours-ecdsa-handshake") / ec_floor, "(reference)"),
-    ("Resumed vs full handshakes (ours), rate", f"{rate('ours-resumed'):.0f}/s vs {rate('ours-handshake'):.0f}/s", rate("ours-resumed") / rate("ours-handshake"), ">= 6"),
-    ("Resumed vs full handshakes (ours), server CPU", f"{cpu('ours-resumed'):.3f} ms vs {cpu('ours-handshake'):.3f} ms", cpu("ours-handshake") / cpu("ours-resumed"), "(reference)"),
-    ("Legacy exchange with login vs handshake floor + one PBKDF2", f"{cpu('ours-full'):.2f} ms vs {floor + hash_ms:.2f} ms", cpu("ours-full") / (floor + hash_ms), "<= 1.05"),
+    ratio_row("Server CPU per full RSA handshake vs crypto floor", f"{cpu('ours-handshake'):.3f} ms vs {floor:.3f} ms", vs_floor("ours-handshake"), "<= 1.5"),
+    ratio_row("nginx CPU per handshake (master and 2 workers) vs crypto floor", f"{cpu('nginx-handshake'):.3f} ms vs {floor:.3f} ms", vs_floor("nginx-handshake"), "(reference)"),
+    ratio_row("openssl s_server CPU per handshake vs crypto floor", f"{cpu('s_server-handshake'):.3f} ms vs {floor:.3f} ms", vs_floor("s_server-handshake"), "(reference)"),
+    ratio_row("Server CPU per full RSA handshake: ours vs nginx", f"{cpu('ours-handshake'):.3f} ms vs {cpu('nginx-handshake'):.3f} ms", lambda rd: c(rd, "ours-handshake") / c(rd, "nginx-handshake"), "(reference)"),
+    ratio_row(f"{full}: ours vs nginx", f"{rate('ours-handshake'):.0f}/s vs {rate('nginx-handshake'):.0f}/s", lambda rd: q(rd, "ours-handshake") / q(rd, "nginx-handshake"), ">= 1.1"),
+    ratio_row(f"{full}: ours vs s_server", f"{rate('ours-handshake'):.0f}/s vs {rate('s_server-handshake'):.0f}/s", lambda rd: q(rd, "ours-handshake") / q(rd, "s_server-handshake"), ">= 2"),
+    ratio_row("Server CPU per handshake with the ECDSA certificate vs the RSA floor", f"{cpu('ours-ecdsa-handshake'):.3f} ms vs {floor:.3f} ms", vs_floor("ours-ecdsa-handshake"), "<= 0.9"),
+    ratio_row("Server CPU per handshake with the ECDSA certificate vs the ECDSA floor", f"{cpu('ours-ecdsa-handshake'):.3f} ms vs {efloor:.3f} ms", vs_floor("ours-ecdsa-handshake", "ec_ms"), "(reference)"),
+    ratio_row("Resumed vs full handshakes (ours), rate", f"{rate('ours-resumed'):.0f}/s vs {rate('ours-handshake'):.0f}/s", lambda rd: q(rd, "ours-resumed") / q(rd, "ours-handshake"), ">= 6"),
+    ratio_row("Resumed vs full handshakes (ours), server CPU", f"{cpu('ours-resumed'):.3f} ms vs {cpu('ours-handshake'):.3f} ms", lambda rd: c(rd, "ours-handshake") / c(rd, "ours-resumed"), "(reference)"),
+    ratio_row("Legacy exchange with login vs handshake floor + one PBKDF2", f"{cpu('ours-full'):.2f} ms vs {floor + hash_ms:.2f} ms", lambda rd: c(rd, "ours-full") / (rd["floor"]["rsa_ms"] + rd["floor"]["hash_ms"]), "<= 1.05"),
     (f"{conns} connections held, then each served", f"{r['ours-idle']['held']} held, {r['ours-idle']['operations']} served, {per_conn:.1f} KiB each", per_conn / 50, "< 1 (50 KiB)"),
     (f"view on a persistent session, {clients} clients", f"server CPU {cpu('ours-session'):.3f} ms per view; {rate('ours-session'):.0f}/s, p99 {r['ours-session']['latency_ms']['p99']:.2f} ms", None, "(reported)"),
     (f"Logins (handshake, login, logout), {clients} clients: PostgreSQL vs SQLite", f"{rate('pg-login'):.0f}/s vs {rate('ours-login'):.0f}/s", rate("pg-login") / rate("ours-login"), "(reference)"),
     (f"view on persistent sessions, {clients} clients: PostgreSQL vs SQLite", f"{rate('pg-session'):.0f}/s vs {rate('ours-session'):.0f}/s, server CPU {cpu('pg-session'):.3f} vs {cpu('ours-session'):.3f} ms", rate("pg-session") / rate("ours-session"), "(reference)"),
-    (f"Full handshakes, {clients} clients: through HAProxy to two instances vs one instance directly", f"{rate('fleet-handshake'):.0f}/s vs {rate('ours-handshake'):.0f}/s (HAProxy CPU {cpu('fleet-handshake'):.3f} ms per handshake)", rate("fleet-handshake") / rate("ours-handshake"), "(two instances share these two cores)"),
+    (f"Full handshakes, {clients} clients: through HAProxy to two instances vs one instance directly", f"{rate('fleet-handshake'):.0f}/s vs {rate('ours-handshake'):.0f}/s (HAProxy CPU {cpu('fleet-handshake'):.3f} ms per handshake)", rate("fleet-handshake") / rate("ours-handshake"), f"(two instances share these {cores} cores)"),
     ("Handshakes with a silent client held open vs without", f"{rate('ours-handshake-silent'):.0f}/s vs {rate('ours-handshake'):.0f}/s", rate("ours-handshake-silent") / rate("ours-handshake"), "~1.0"),
 ]
-per_core = lambda total: float(total) / cores
-print(f"Crypto floor (openssl speed -multi {cores}, the rates of one core with every core busy; "
-      f"load average {load} before it, on {cores} cores): "
-      f"RSA-2048 sign {per_core(rsa_sign):.0f}/s, ECDSA P-256 sign {per_core(ecdsa_sign):.0f}/s, "
-      f"X25519 {per_core(x25519):.0f}/s -> {floor:.3f} ms per RSA handshake, {ec_floor:.3f} ms per "
+per_core = lambda key: med(rd["floor"][key] for rd in R) / cores
+loads = ", ".join(f"{rd['floor']['load']:.2f}" for rd in R)
+print(f"Crypto floor (openssl speed -multi {cores}, the rates of one core with every core busy, "
+      f"medians of {rounds} rounds; load average {loads} before each, on {cores} cores): "
+      f"RSA-2048 sign {per_core('rsa_sign'):.0f}/s, ECDSA P-256 sign {per_core('ecdsa_sign'):.0f}/s, "
+      f"X25519 {per_core('x25519'):.0f}/s -> {floor:.3f} ms per RSA handshake, {efloor:.3f} ms per "
       f"ECDSA handshake; PBKDF2-HMAC-SHA512 at 220,000 iterations: {hash_ms:.1f} ms\n")
 print("| measure | figures | ratio | goal |\n|---|---|---|---|")
 for name, figures, ratio, goal in rows:
     print(f"| {name} | {figures} | {'-' if ratio is None else f'{ratio:.2f}'} | {goal} |")
-suites = lambda n: ", ".join(sorted(r[n]["ciphers"])) or "none"
+runs = dict(r, **{f"{n}.{i}": rd[n] for i, rd in enumerate(R, 1) for n in per_round})
+suites = lambda names: ", ".join(sorted(set().union(*(runs[n]["ciphers"] for n in names)))) or "none"
+of = lambda n: [f"{n}.{i}" for i in range(1, rounds + 1)] if n in per_round else [n]
 peers = {"ours": "ours-handshake", "ours with the ECDSA certificate": "ours-ecdsa-handshake",
          "nginx": "nginx-handshake", "s_server": "s_server-handshake", "HAProxy": "fleet-handshake"}
-print("\nCipher suites: " + "; ".join(f"{peer} {suites(n)}" for peer, n in peers.items()))
-errors = {n: d["errors"] for n, d in r.items() if d["errors"]}
+print("\nCipher suites: " + "; ".join(f"{peer} {suites(of(n))}" for peer, n in peers.items()))
+errors = {n: d["errors"] for n, d in runs.items() if d["errors"]}
 print(f"\nErrors: {errors or 'none'}")
 # Ratios between servers mean something only when they did the same work.
 problems = []
 rsa_runs = ["ours-handshake", "nginx-handshake", "s_server-handshake", "fleet-handshake"]
-if len({suites(n) for n in rsa_runs}) != 1:
+if len({suites(of(n)) for n in rsa_runs}) != 1:
     problems.append("the RSA peers negotiated different cipher suites: their ratios compare different work")
-if any("-ECDSA-" not in suite for suite in r["ours-ecdsa-handshake"]["ciphers"]) or not r["ours-ecdsa-handshake"]["ciphers"]:
-    problems.append(f"the ECDSA run negotiated {suites('ours-ecdsa-handshake')}, not an ECDSA suite")
+ecdsa_suites = set().union(*(runs[n]["ciphers"] for n in of("ours-ecdsa-handshake")))
+if not ecdsa_suites or any("-ECDSA-" not in suite for suite in ecdsa_suites):
+    problems.append(f"the ECDSA run negotiated {suites(of('ours-ecdsa-handshake'))}, not an ECDSA suite")
 for problem in problems:
     print(f"\nbench: {problem}")
 sys.exit(1 if problems else 0)
