@@ -45,6 +45,7 @@ mod ticket_keys;
 mod tls_context;
 mod workers;
 
+use std::io::Write;
 use std::net::TcpListener;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -132,10 +133,10 @@ pub fn run(
     } else {
         ""
     };
-    eprintln!(
+    say(&format!(
         "server: accounts in {}; listening on {every}{local}",
         config.db
-    );
+    ));
     let connections = Arc::new(Connections::new(config.connections));
     let threads = ClientThreads::new();
 
@@ -209,11 +210,11 @@ pub fn run(
     // Refuse new connections at once instead of leaving them queued.
     drop(listener);
     let open = connections.open();
-    eprintln!(
+    say(&format!(
         "stopping: waiting up to {} s for {open} connection{} (signal again to stop now)",
         config.grace.as_secs(),
         if open == 1 { "" } else { "s" }
-    );
+    ));
     let unfinished = connections.wait_idle(config.grace);
     if unfinished > 0 {
         log::warn!("stopped with {unfinished} exchange(s) unfinished");
@@ -223,6 +224,13 @@ pub fn run(
     Ok(())
 }
 
+/// Writes `line` and a newline to stderr in one piece: `eprintln!` writes each part of its
+/// format apart (fourteen `write` calls for the start line), which other threads' log lines
+/// could come between.
+fn say(line: &str) {
+    let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
+}
+
 /// Makes sure the original's account exists, and warns that it is served.
 fn ensure_demo_account(store: &AccountStore) -> Result<()> {
     match store.create_account(DEMO_USERNAME, DEMO_PASSWORD.as_bytes(), &[]) {
@@ -230,10 +238,10 @@ fn ensure_demo_account(store: &AccountStore) -> Result<()> {
         Err(Error::UserExists(_)) => {}
         Err(e) => return Err(e),
     }
-    eprintln!(
+    say(&format!(
         "warning: --demo: the account {DEMO_USERNAME:?} with the original's weak password is \
          active; do not use --demo where others can connect"
-    );
+    ));
     Ok(())
 }
 
@@ -271,7 +279,7 @@ fn stop_on_signals(shutdown: &Shutdown) -> Result<()> {
                 shutdown.request();
             }
             if seen.next().is_some() {
-                eprintln!("second signal: exiting without waiting");
+                say("second signal: exiting without waiting");
                 std::process::exit(1);
             }
         })
