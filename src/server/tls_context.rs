@@ -142,15 +142,19 @@ pub(crate) fn load_certificates(
             .map_err(|e| Error::tls(format!("cannot read the key of {}", cert.display()), e))?
             .id();
         if let Some((_, first)) = loaded.iter().find(|(seen, _)| *seen == kind) {
-            let files = if first == cert {
-                format!("{} is given twice as --cert:", cert.display())
+            let what = if first == cert {
+                format!("{} is given twice as --cert", cert.display())
             } else {
-                format!("{} and {} are both", first.display(), cert.display())
+                format!(
+                    "{} and {} are both {} certificates",
+                    first.display(),
+                    cert.display(),
+                    key_type_name(kind)
+                )
             };
             return Err(Error::Config(format!(
-                "{files} {} certificates; give at most one certificate per key type (an RSA \
-                 and an ECDSA one: `make cert KEY=ec` writes mycert-ec.pem)",
-                key_type_name(kind)
+                "{what}; give at most one certificate per key type (an RSA and an ECDSA one: \
+                 `make cert KEY=ec` writes mycert-ec.pem)"
             )));
         }
         let mismatch = || {
@@ -369,7 +373,7 @@ mod tests {
         let twice = error(&[(&ec_pem, &ec_pem), (&ec_pem, &ec_pem)]);
         assert!(
             twice.starts_with(&format!(
-                "{} is given twice as --cert: ECDSA certificates",
+                "{} is given twice as --cert; give at most one certificate per key type",
                 ec_pem.display()
             )),
             "{twice}"

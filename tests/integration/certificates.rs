@@ -220,7 +220,7 @@ fn two_certificates_of_one_key_type_are_refused_naming_both() {
         ),
         (
             &["--cert", "mycert-ec.pem", "--cert", "mycert-ec.pem"],
-            "mycert-ec.pem is given twice as --cert",
+            "mycert-ec.pem is given twice as --cert; give at most one certificate per key type",
         ),
     ] {
         let mut args = args.to_vec();
