@@ -317,7 +317,7 @@ fn list(store: &AccountStore, listing: Listing, now: f64) -> Result<String> {
 
 fn show(store: &AccountStore, name: &str, now: f64) -> Result<String> {
     let account = store.account_named(name)?;
-    let view = store.view(account.id)?;
+    let view = store.operator_view(account.id)?;
     let counts = store.failure_counts()?;
     let mut lines = vec![
         ("name", view.username.clone()),

@@ -10,6 +10,7 @@
 
 mod hash_gate;
 mod postgres;
+mod sql;
 mod sqlite;
 mod throttle;
 
@@ -24,11 +25,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::address::address_key;
 use crate::error::{Error, Result};
 use crate::password::{self, PasswordHash, Pbkdf2Params};
-use crate::xml::account::{AccountView, Field};
+use crate::xml::account::{AccountView, Field, check_username};
 
 use hash_gate::{HashGate, HashTurn};
+use throttle::{Attempt, ThrottleKeys};
 pub(crate) use throttle::{FailureCount, ThrottlePolicy};
-use throttle::{FailureCounts, ThrottleKeys};
 
 /// The database's identifier of an account. Ids are never reused: a session holds its
 /// account's id, and must not act on a later account after its own was deleted.
@@ -134,18 +135,30 @@ pub(crate) struct LoginRecord {
     pub(crate) hash: String,
     /// Whether the operator locked it.
     pub(crate) locked: bool,
-    /// Its credentials' generation (see [`SessionState`]).
+    /// Its credentials' generation (see [`SessionAccount`]).
     pub(crate) generation: i64,
 }
 
-/// What a logged-in session checks before each command: the account's credentials'
-/// generation (one more at each operator's password reset) and whether it is locked.
+/// An account's credentials' generation (one more at each password reset by the operator) and
+/// whether the operator locked it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct SessionState {
     /// One more at each password reset by the operator.
     pub(crate) generation: i64,
     /// Whether the operator locked the account.
     pub(crate) locked: bool,
+}
+
+/// The account a logged-in session acts for: its id, and its credentials' generation when
+/// the session logged in. Every statement of a session's command carries both in its
+/// condition, with "not locked", so an operator's password reset or lock ends the session at
+/// its next command, in any server instance, with no read of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SessionAccount {
+    /// The account's id.
+    pub(crate) id: AccountId,
+    /// Its credentials' generation when the session logged in.
+    pub(crate) generation: i64,
 }
 
 /// An account as the operator lists it.
@@ -174,10 +187,34 @@ pub(crate) struct AccountTotals {
     pub(crate) logged_in_last_day: i64,
 }
 
-/// What a storage backend does: each method is one transaction, committed before it returns
-/// (so a write is acknowledged only once it is durable). User names are unique regardless of
-/// letter case, ids are never reused, and every change of an account's information adds one
-/// to its version.
+/// What counting an attempt came to.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Counted {
+    /// Refused until then (seconds since the Unix epoch); nothing was counted.
+    Refused(f64),
+    /// Counted; with what the password check needs of the account looked up, if there is one.
+    Counted(Option<LoginRecord>),
+}
+
+/// A login to record with a successful password check: the hash checked and its replacement,
+/// if it is to be remade at the store's cost.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LoginUpdate<'a> {
+    /// The hash that was checked, and the one to store instead (unless it changed meanwhile).
+    pub(crate) rehash: Option<(&'a str, &'a str)>,
+}
+
+/// What a storage backend does.
+///
+/// Each method is one transaction, committed before it returns (a write is acknowledged only
+/// once it is durable); on PostgreSQL most are one statement, and so one round trip (see
+/// docs/SCALING.md). A transaction that PostgreSQL aborts for serialization or a deadlock is
+/// run again, whole: a closure given to a method ([`Backend::clear_failure_counts`]'s) may be
+/// called more than once. User names are unique regardless of letter case, ids are never
+/// reused, and every change of an account's information adds one to its version. Methods that
+/// act for a session ([`SessionAccount`]) find no account (`None` or `false`) when its
+/// credentials' generation changed or it was locked; the store tells why
+/// ([`AccountStore::missed`]).
 pub(crate) trait Backend: Send + Sync {
     /// Stores a new account; [`Error::UserExists`] if the name is taken in any letter case.
     fn insert_account(
@@ -190,19 +227,18 @@ pub(crate) trait Backend: Send + Sync {
     /// What a login needs of the account called `username` (in any letter case).
     fn find_login(&self, username: &str) -> Result<Option<LoginRecord>>;
 
-    /// Account `id`'s credentials' generation and lock; [`Error::NoSuchAccount`] if none.
-    fn session_state(&self, id: AccountId) -> Result<SessionState>;
+    /// Account `id`'s credentials' generation and lock, if it exists.
+    fn session_state(&self, id: AccountId) -> Result<Option<SessionState>>;
 
     /// Every account, by name, or only the one called `username` (in any letter case).
     fn accounts(&self, username: Option<&str>) -> Result<Vec<AccountSummary>>;
 
-    /// Locks (from now, unless locked already) or unlocks account `id`;
-    /// [`Error::NoSuchAccount`] if none.
-    fn set_locked(&self, id: AccountId, locked: bool) -> Result<()>;
+    /// Locks account `id` from now, unless locked already; false if there is none.
+    fn lock(&self, id: AccountId) -> Result<bool>;
 
     /// Replaces account `id`'s password hash, whatever it was, and adds one to its credentials'
-    /// generation; [`Error::NoSuchAccount`] if none.
-    fn reset_password_hash(&self, id: AccountId, hash: &str) -> Result<()>;
+    /// generation; false if there is none.
+    fn reset_password_hash(&self, id: AccountId, hash: &str) -> Result<bool>;
 
     /// Counts over every account.
     fn account_totals(&self) -> Result<AccountTotals>;
@@ -211,39 +247,58 @@ pub(crate) trait Backend: Send + Sync {
     /// (seconds since the Unix epoch), newest first.
     fn known_addresses(&self, id: AccountId) -> Result<Vec<(String, f64)>>;
 
-    /// The user name and stored password hash of account `id`; [`Error::NoSuchAccount`] if
-    /// there is none.
-    fn credentials(&self, id: AccountId) -> Result<(String, String)>;
+    /// Everything stored about account `id` but its password hash; with `generation`, only
+    /// while the account is at that credentials' generation and unlocked.
+    fn account(&self, id: AccountId, generation: Option<i64>) -> Result<Option<AccountView>>;
 
-    /// Records a successful login of `id` now; with `rehash` (the hash checked, its
-    /// replacement), also replaces the hash, unless it changed meanwhile.
-    fn record_login(&self, id: AccountId, rehash: Option<(&str, &str)>) -> Result<()>;
+    /// The user name and stored password hash of the session's account.
+    fn credentials(&self, session: SessionAccount) -> Result<Option<(String, String)>>;
 
-    /// Everything stored about account `id` but its password hash.
-    fn account(&self, id: AccountId) -> Result<AccountView>;
-
-    /// Changes some of the account's information and gives its new version;
-    /// [`Error::Conflict`] if `expected_version` is given and the account is not at it.
+    /// Changes some of the session's account's information and gives it as it is then;
+    /// `None` also if `expected_version` is given and the account is not at it.
     fn update_account(
         &self,
-        id: AccountId,
+        session: SessionAccount,
         changes: &[(Field, String)],
         expected_version: Option<i64>,
-    ) -> Result<i64>;
+    ) -> Result<Option<AccountView>>;
 
-    /// Replaces the password hash `old` by `new`; [`Error::Conflict`] if it is no longer `old`.
-    fn replace_password_hash(&self, id: AccountId, old: &str, new: &str) -> Result<()>;
+    /// Replaces the session's account's password hash `old` by `new`; false also if it is no
+    /// longer `old`.
+    fn replace_password_hash(&self, session: SessionAccount, old: &str, new: &str) -> Result<bool>;
 
-    /// Deletes the account and everything stored with it; [`Error::Conflict`] if its password
-    /// hash is no longer `hash`.
-    fn delete_account(&self, id: AccountId, hash: &str) -> Result<()>;
+    /// Deletes account `id` and everything stored with it, if its password hash is still
+    /// `hash` (and, with `generation`, while it is at that generation and unlocked).
+    fn delete_account(&self, id: AccountId, generation: Option<i64>, hash: &str) -> Result<bool>;
 
-    /// Runs `f` on the failed-login counts in one transaction, committed if `f` succeeds: reads
-    /// and writes by several server instances at once are serialised.
-    fn with_failure_counts(
+    /// Counts `attempt` ([`throttle::count_attempt`]'s rules) and, unless it is refused,
+    /// reads what a login needs of the account called `lookup` (a name in lower case that
+    /// passed the name rules): one transaction, serialised with every other count, forgiveness
+    /// and clearing of the same keys, by any server instance.
+    fn count_attempt(&self, attempt: &Attempt<'_>, lookup: Option<&str>) -> Result<Counted>;
+
+    /// Takes back `attempt`'s count after its password check succeeded for account `id`
+    /// ([`throttle::forgive`]'s rules) and, with `login`, records a login now: one
+    /// transaction.
+    fn forgive(
         &self,
-        f: &mut dyn FnMut(&mut dyn FailureCounts) -> Result<()>,
+        attempt: &Attempt<'_>,
+        id: AccountId,
+        login: Option<LoginUpdate<'_>>,
     ) -> Result<()>;
+
+    /// Every failure count, by key.
+    fn failure_counts(&self) -> Result<Vec<(String, FailureCount)>>;
+
+    /// Removes the failure counts whose keys `matches` picks, after any attempt under them
+    /// in flight, and gives how many; with `unlock`, also unlocks that account, in the same
+    /// transaction (`None` if it does not exist, and nothing is cleared). `matches` may be
+    /// called again if the transaction is run again.
+    fn clear_failure_counts(
+        &self,
+        matches: &dyn Fn(&str) -> bool,
+        unlock: Option<AccountId>,
+    ) -> Result<Option<usize>>;
 
     /// A round trip to the database: `Ok` if it answers.
     fn ping(&self) -> Result<()>;
@@ -302,27 +357,35 @@ impl AccountStore {
         info: &[(Field, String)],
         from: IpAddr,
     ) -> Result<AccountId> {
-        self.count_attempt(&ThrottleKeys::signup(from, &self.throttle))?;
+        let keys = ThrottleKeys::signup(from, &self.throttle);
+        self.count_attempt(&self.attempt(&keys), None)?;
         self.create_account(username, password, info)
     }
 
-    /// Checks a user name and password. `Some(id)` on success, `None` for an unknown user or a
-    /// wrong password; both take about the same time. A success records the login time and
-    /// remakes the hash if it was made at a lower cost than the store's. (Logins go through
-    /// [`Self::sign_in`], which also counts and refuses; the tests check passwords with this.)
+    /// Checks a user name and password, counting nothing. `Some(id)` on success, `None` for an
+    /// unknown user or a wrong password. A success records the login as [`Self::sign_in`]
+    /// does, from the unspecified address. (Logins go through [`Self::sign_in`], which also
+    /// counts and refuses; the tests check passwords with this.)
     #[cfg(test)]
     fn authenticate(&self, username: &str, password: &[u8]) -> Result<Option<AccountId>> {
-        let Some(record) = self.check_password(username, password)? else {
+        let record = self.backend.find_login(username)?;
+        let Some(record) = self.check_password(record, password)? else {
             return Ok(None);
         };
-        self.record_login(&record, password)?;
+        let keys =
+            ThrottleKeys::password_check(username, IpAddr::from([0, 0, 0, 0]), &self.throttle);
+        self.record_login(&self.attempt(&keys), &record, password);
         Ok(Some(record.id))
     }
 
-    /// The account called `username` if `password` is its password (locked or not); `None`
-    /// for an unknown user or a wrong password, both after about the same time.
-    fn check_password(&self, username: &str, password: &[u8]) -> Result<Option<LoginRecord>> {
-        let Some(record) = self.backend.find_login(username)? else {
+    /// `record` if `password` is its password (locked or not); `None` for no account or a
+    /// wrong password, both after about the same time.
+    fn check_password(
+        &self,
+        record: Option<LoginRecord>,
+        password: &[u8],
+    ) -> Result<Option<LoginRecord>> {
+        let Some(record) = record else {
             self.hashing(HashTurn::Check, || {
                 password::spend_verification_time(password, self.params)
             })?;
@@ -335,78 +398,126 @@ impl AccountStore {
         Ok(Some(record))
     }
 
-    /// Records a successful login, remaking the hash if it was made at a lower cost than the
-    /// store's.
-    fn record_login(&self, record: &LoginRecord, password: &[u8]) -> Result<()> {
-        let hash = PasswordHash::parse(&record.hash)?;
-        let upgraded = if hash.needs_upgrade(self.params) {
+    /// Takes back a successful password check's count and records the login, remaking the
+    /// hash if it was made at a lower cost than the store's: one transaction. Bookkeeping: a
+    /// failure here must not turn a good login into an error.
+    fn record_login(&self, attempt: &Attempt<'_>, record: &LoginRecord, password: &[u8]) {
+        let upgraded = match PasswordHash::parse(&record.hash) {
             // Part of a login: it goes before signups too.
-            Some(self.new_hash(password, HashTurn::Check)?)
-        } else {
-            None
+            Ok(hash) if hash.needs_upgrade(self.params) => {
+                self.new_hash(password, HashTurn::Check).ok()
+            }
+            _ => None,
         };
-        // Bookkeeping: a failure here must not turn a good login into an error.
-        let rehash = upgraded.as_deref().map(|new| (record.hash.as_str(), new));
-        if let Err(e) = self.backend.record_login(record.id, rehash) {
-            log::warn!(
-                "could not record the login time of account {}: {e}",
-                record.id
-            );
+        let login = LoginUpdate {
+            rehash: upgraded.as_deref().map(|new| (record.hash.as_str(), new)),
+        };
+        if let Err(e) = self.backend.forgive(attempt, record.id, Some(login)) {
+            log::warn!("could not record the login of account {}: {e}", record.id);
         }
-        Ok(())
     }
 
-    /// Everything stored about an account but its password hash.
-    pub(crate) fn view(&self, id: AccountId) -> Result<AccountView> {
-        self.backend.account(id)
+    /// Everything stored about the session's account but its password hash.
+    pub(crate) fn view(&self, session: SessionAccount) -> Result<AccountView> {
+        self.backend
+            .account(session.id, Some(session.generation))?
+            .ok_or_else(|| self.missed(session))
     }
 
-    /// Changes some of an account's information in one transaction and gives the new version.
-    /// With `expected_version`, refuses with [`Error::Conflict`] if the account is no longer
-    /// at that version.
+    /// Changes some of the session's account's information in one transaction and gives the
+    /// account as it is then. With `expected_version`, refuses with [`Error::Conflict`] if the
+    /// account is no longer at that version.
     pub(crate) fn update(
         &self,
-        id: AccountId,
+        session: SessionAccount,
         changes: &[(Field, String)],
         expected_version: Option<i64>,
-    ) -> Result<i64> {
-        self.backend.update_account(id, changes, expected_version)
+    ) -> Result<AccountView> {
+        self.backend
+            .update_account(session, changes, expected_version)?
+            .ok_or_else(|| self.missed(session))
     }
 
     /// Replaces the password, given the current one, by a client at `from`: a wrong current
     /// password counts as a failed login (see [`Self::confirm_password`]).
     pub(crate) fn change_password(
         &self,
-        id: AccountId,
+        session: SessionAccount,
         current: &[u8],
         new: &[u8],
         from: IpAddr,
     ) -> Result<()> {
-        let stored = self.confirm_password(id, current, from)?;
+        let stored = self.confirm_password(session, current, from)?;
         let new_hash = self.new_hash(new, HashTurn::Create)?;
-        self.backend.replace_password_hash(id, &stored, &new_hash)
+        if !self
+            .backend
+            .replace_password_hash(session, &stored, &new_hash)?
+        {
+            return Err(self.missed(session));
+        }
+        Ok(())
     }
 
     /// Deletes the account and everything stored with it, given its password, by a client at
     /// `from`: a wrong password counts as a failed login (see [`Self::confirm_password`]).
-    pub(crate) fn delete(&self, id: AccountId, password: &[u8], from: IpAddr) -> Result<()> {
-        let stored = self.confirm_password(id, password, from)?;
-        self.backend.delete_account(id, &stored)
+    pub(crate) fn delete(
+        &self,
+        session: SessionAccount,
+        password: &[u8],
+        from: IpAddr,
+    ) -> Result<()> {
+        let stored = self.confirm_password(session, password, from)?;
+        if !self
+            .backend
+            .delete_account(session.id, Some(session.generation), &stored)?
+        {
+            return Err(self.missed(session));
+        }
+        Ok(())
     }
 
-    /// The stored hash of account `id` if `password` matches it: [`Error::WrongPassword`] if
-    /// not, and [`Error::Throttled`] without checking while the account's name or the client
-    /// at `from` is refused. Counted and forgiven as a login is.
-    fn confirm_password(&self, id: AccountId, password: &[u8], from: IpAddr) -> Result<String> {
-        let (username, stored) = self.backend.credentials(id)?;
+    /// The stored hash of the session's account if `password` matches it:
+    /// [`Error::WrongPassword`] if not, and [`Error::Throttled`] without checking while the
+    /// account's name or the client at `from` is refused. Counted and forgiven as a login is.
+    fn confirm_password(
+        &self,
+        session: SessionAccount,
+        password: &[u8],
+        from: IpAddr,
+    ) -> Result<String> {
+        let (username, stored) = self
+            .backend
+            .credentials(session)?
+            .ok_or_else(|| self.missed(session))?;
         let keys = ThrottleKeys::password_check(&username, from, &self.throttle);
-        self.count_attempt(&keys)?;
+        let attempt = self.attempt(&keys);
+        self.count_attempt(&attempt, None)?;
         let hash = PasswordHash::parse(&stored)?;
         if !self.hashing(HashTurn::Check, || hash.verify(password))? {
             return Err(Error::WrongPassword);
         }
-        self.forgive(&keys, id);
+        if let Err(e) = self.backend.forgive(&attempt, session.id, None) {
+            log::warn!("could not clear the failed-login count after a password check: {e}");
+        }
         Ok(stored)
+    }
+
+    /// Why a statement for `session` found no account (the rule for every such miss): the
+    /// account is gone, or its password was reset or it was locked since the session logged
+    /// in ([`Error::SessionEnded`]); else the statement's own condition failed
+    /// ([`Error::Conflict`]). One more read, on this path only.
+    fn missed(&self, session: SessionAccount) -> Error {
+        match self.backend.session_state(session.id) {
+            Ok(None) => Error::SessionEnded("the account no longer exists"),
+            Ok(Some(state)) if state.generation != session.generation => {
+                Error::SessionEnded("the password was reset")
+            }
+            Ok(Some(state)) if state.locked => {
+                Error::SessionEnded("the account was locked by the operator")
+            }
+            Ok(Some(_)) => Error::Conflict,
+            Err(e) => e,
+        }
     }
 
     /// A login attempt by `username` from `from`, refused without checking the password while
@@ -422,10 +533,10 @@ impl AccountStore {
     }
 
     /// [`Self::login`], with the account's credentials' generation on success, as read with
-    /// the hash that was checked: a session compares it with [`Self::session_state`] before
-    /// each command, so a password reset after the check ends it. A locked account's right
+    /// the hash that was checked: the session's [`SessionAccount`]. A locked account's right
     /// password gives [`LoginOutcome::Locked`] (and counts as a right password); a wrong one
-    /// the usual failure.
+    /// the usual failure. A name that breaks the name rules is never looked up: it is a
+    /// failure, counted under the address only.
     pub(crate) fn sign_in(
         &self,
         username: &str,
@@ -433,26 +544,29 @@ impl AccountStore {
         from: IpAddr,
     ) -> Result<(LoginOutcome, i64)> {
         let keys = ThrottleKeys::password_check(username, from, &self.throttle);
-        match self.count_attempt(&keys) {
-            Ok(()) => {}
+        let attempt = self.attempt(&keys);
+        let record = match self.count_attempt(&attempt, keys.username()) {
+            Ok(record) => record,
             Err(Error::Throttled(wait)) => return Ok((LoginOutcome::Throttled(wait), 0)),
             Err(e) => return Err(e),
-        }
-        let Some(record) = self.check_password(username, password)? else {
+        };
+        let Some(record) = self.check_password(record, password)? else {
             return Ok((LoginOutcome::Failed, 0));
         };
-        self.forgive(&keys, record.id);
         if record.locked {
+            if let Err(e) = self.backend.forgive(&attempt, record.id, None) {
+                log::warn!("could not clear the failed-login count after a login: {e}");
+            }
             return Ok((LoginOutcome::Locked, 0));
         }
-        self.record_login(&record, password)?;
+        self.record_login(&attempt, &record, password);
         Ok((LoginOutcome::Success(record.id), record.generation))
     }
 
-    /// Account `id`'s credentials' generation and lock, for a session's check before each
-    /// command.
-    pub(crate) fn session_state(&self, id: AccountId) -> Result<SessionState> {
-        self.backend.session_state(id)
+    /// Account `id`'s credentials' generation and lock.
+    #[cfg(test)]
+    fn session_state(&self, id: AccountId) -> Result<SessionState> {
+        self.backend.session_state(id)?.ok_or(Error::NoSuchAccount)
     }
 
     /// Every account, by name.
@@ -460,8 +574,10 @@ impl AccountStore {
         self.backend.accounts(None)
     }
 
-    /// The account called `username` (in any letter case); [`Error::NoSuchAccount`] if none.
+    /// The account called `username` (in any letter case); [`Error::NoSuchAccount`] if none,
+    /// or if the name breaks the name rules (such a name is never looked up).
     pub(crate) fn account_named(&self, username: &str) -> Result<AccountSummary> {
+        check_username(username).map_err(|_| Error::NoSuchAccount)?;
         self.backend
             .accounts(Some(username))?
             .into_iter()
@@ -469,13 +585,25 @@ impl AccountStore {
             .ok_or(Error::NoSuchAccount)
     }
 
+    /// Everything stored about account `id` but its password hash, for the operator.
+    pub(crate) fn operator_view(&self, id: AccountId) -> Result<AccountView> {
+        self.backend.account(id, None)?.ok_or(Error::NoSuchAccount)
+    }
+
     /// Locks or unlocks the account called `username`. Unlocking also clears the failure
-    /// counts of its name and of its name at every address.
+    /// counts of its name and of its name at every address, in the same transaction.
     pub(crate) fn set_locked(&self, username: &str, locked: bool) -> Result<()> {
         let account = self.account_named(username)?;
-        self.backend.set_locked(account.id, locked)?;
-        if !locked {
-            self.clear_failure_counts(&account.username)?;
+        let done = if locked {
+            self.backend.lock(account.id)?
+        } else {
+            let matches = count_keys_of(&account.username);
+            self.backend
+                .clear_failure_counts(&*matches, Some(account.id))?
+                .is_some()
+        };
+        if !done {
+            return Err(Error::NoSuchAccount);
         }
         Ok(())
     }
@@ -485,65 +613,49 @@ impl AccountStore {
     pub(crate) fn reset_password(&self, username: &str, password: &[u8]) -> Result<()> {
         let account = self.account_named(username)?;
         let hash = self.new_hash(password, HashTurn::Create)?;
-        self.backend.reset_password_hash(account.id, &hash)
+        if !self.backend.reset_password_hash(account.id, &hash)? {
+            return Err(Error::NoSuchAccount);
+        }
+        Ok(())
     }
 
     /// Deletes the account called `username` and everything stored with it;
     /// [`Error::Conflict`] if its password changed while this ran.
     pub(crate) fn remove(&self, username: &str) -> Result<()> {
+        let account = self.account_named(username)?;
         let record = self
             .backend
-            .find_login(username)?
+            .find_login(&account.username)?
             .ok_or(Error::NoSuchAccount)?;
-        self.backend.delete_account(record.id, &record.hash)
+        if !self.backend.delete_account(record.id, None, &record.hash)? {
+            return Err(match self.backend.session_state(record.id)? {
+                Some(_) => Error::Conflict,
+                None => Error::NoSuchAccount,
+            });
+        }
+        Ok(())
     }
 
     /// Every failure count, by key (`user:NAME`, `pair:NAME@ADDRESS`, `addr:ADDRESS`,
     /// `signup:ADDRESS`).
     pub(crate) fn failure_counts(&self) -> Result<Vec<(String, FailureCount)>> {
-        let mut all = Vec::new();
-        self.backend.with_failure_counts(&mut |counts| {
-            all = counts.all()?;
-            Ok(())
-        })?;
-        Ok(all)
+        self.backend.failure_counts()
     }
 
     /// Clears, in one transaction, the failure counts of `target`: an address (its
     /// `addr:`, `signup:` and `pair:...@` keys, for the address as counted: an IPv6 /64, which
-    /// may be given as `PREFIX::/64`) or an
-    /// account name (its `user:` and `pair:` keys, in any letter case). Gives how many were
-    /// cleared.
+    /// may be given as `PREFIX::/64`) or an account name (its `user:` and `pair:` keys, in any
+    /// letter case). Gives how many were cleared.
     pub(crate) fn clear_failure_counts(&self, target: &str) -> Result<usize> {
         let as_address = target.strip_suffix("/64").unwrap_or(target);
-        let matches: Box<dyn Fn(&str) -> bool> = match as_address.parse::<IpAddr>() {
-            Ok(ip) => {
-                let address = address_key(ip);
-                Box::new(move |key: &str| {
-                    key == format!("addr:{address}")
-                        || key == format!("signup:{address}")
-                        || (key.starts_with("pair:") && key.ends_with(&format!("@{address}")))
-                })
-            }
-            Err(_) => {
-                let name = target.to_lowercase();
-                Box::new(move |key: &str| {
-                    key == format!("user:{name}") || key.starts_with(&format!("pair:{name}@"))
-                })
-            }
+        let matches = match as_address.parse::<IpAddr>() {
+            Ok(ip) => count_keys_at(ip),
+            Err(_) => count_keys_of(target),
         };
-        let mut cleared = 0;
-        self.backend.with_failure_counts(&mut |counts| {
-            cleared = 0;
-            for (key, _) in counts.all()? {
-                if matches(&key) {
-                    counts.remove(&key)?;
-                    cleared += 1;
-                }
-            }
-            Ok(())
-        })?;
-        Ok(cleared)
+        Ok(self
+            .backend
+            .clear_failure_counts(&*matches, None)?
+            .unwrap_or(0))
     }
 
     /// Counts over every account.
@@ -557,31 +669,28 @@ impl AccountStore {
         self.backend.known_addresses(id)
     }
 
-    /// Checks and counts an attempt under `keys` in one transaction, before the slow hash:
-    /// attempts sent at once are all counted, so a burst cannot pass the limit.
-    /// [`Error::Throttled`] while a key refuses.
-    fn count_attempt(&self, keys: &ThrottleKeys) -> Result<()> {
-        let now = unix_now();
-        let mut blocked_until = None;
-        self.backend.with_failure_counts(&mut |counts| {
-            blocked_until = self.throttle.count_attempt(counts, keys, now)?;
-            Ok(())
-        })?;
-        match blocked_until {
-            Some(until) => Err(Error::Throttled(Duration::from_secs_f64(until - now))),
-            None => Ok(()),
+    /// An attempt under `keys` now, under the store's policy.
+    fn attempt<'a>(&'a self, keys: &'a ThrottleKeys) -> Attempt<'a> {
+        Attempt {
+            policy: &self.throttle,
+            keys,
+            now: unix_now(),
         }
     }
 
-    /// Takes back a successful password check's count. Bookkeeping: a failure here must not
-    /// turn a good login into an error.
-    fn forgive(&self, keys: &ThrottleKeys, id: AccountId) {
-        let now = unix_now();
-        let forgiven = self
-            .backend
-            .with_failure_counts(&mut |counts| self.throttle.forgive(counts, keys, id, now));
-        if let Err(e) = forgiven {
-            log::warn!("could not clear the failed-login count after a login: {e}");
+    /// Checks and counts `attempt` before the slow hash, reading the login record of `lookup`
+    /// with it: attempts sent at once are all counted, so a burst cannot pass the limit.
+    /// [`Error::Throttled`] while a key refuses.
+    fn count_attempt(
+        &self,
+        attempt: &Attempt<'_>,
+        lookup: Option<&str>,
+    ) -> Result<Option<LoginRecord>> {
+        match self.backend.count_attempt(attempt, lookup)? {
+            Counted::Refused(until) => Err(Error::Throttled(Duration::from_secs_f64(
+                (until - attempt.now).max(0.0),
+            ))),
+            Counted::Counted(record) => Ok(record),
         }
     }
 
@@ -614,6 +723,36 @@ impl AccountStore {
             .run(turn, hash)
             .map_err(|hash_gate::Busy| Error::Busy)
     }
+}
+
+/// Which failure counts are an account name's: its `user:` and `pair:` keys, in any letter
+/// case.
+fn count_keys_of(name: &str) -> Box<dyn Fn(&str) -> bool> {
+    let name = name.to_lowercase();
+    let (user, pair) = (format!("user:{name}"), format!("pair:{name}@"));
+    Box::new(move |key: &str| key == user || key.starts_with(&pair))
+}
+
+/// Which failure counts are an address's (as counted: an IPv6 /64): its `addr:`, `signup:`
+/// and `pair:...@` keys.
+fn count_keys_at(ip: IpAddr) -> Box<dyn Fn(&str) -> bool> {
+    let address = address_key(ip);
+    let (addr, signup, at) = (
+        format!("addr:{address}"),
+        format!("signup:{address}"),
+        format!("@{address}"),
+    );
+    Box::new(move |key: &str| {
+        key == addr || key == signup || (key.starts_with("pair:") && key.ends_with(&at))
+    })
+}
+
+/// The value of `field` among `values`, if given.
+fn value_of(values: &[(Field, String)], field: Field) -> Option<&str> {
+    values
+        .iter()
+        .find(|(f, _)| *f == field)
+        .map(|(_, v)| v.as_str())
 }
 
 /// Seconds since the Unix epoch.

@@ -35,6 +35,9 @@ pub enum Error {
     WrongPassword,
     /// The account changed since the version the caller saw.
     Conflict,
+    /// A session's account is gone, or the operator reset its password or locked it, since
+    /// the session logged in; the text says which.
+    SessionEnded(&'static str),
     /// Too many password hashes are being computed; the wait for a turn ran out.
     Busy,
     /// Too many failed password checks or signups: try again after this long.
@@ -87,6 +90,7 @@ impl fmt::Display for Error {
             Error::NoSuchAccount => f.write_str("the account does not exist"),
             Error::WrongPassword => f.write_str("the password is wrong"),
             Error::Conflict => f.write_str("the account was changed meanwhile"),
+            Error::SessionEnded(why) => write!(f, "the session ended: {why}"),
             Error::Busy => f.write_str("the server is busy hashing passwords"),
             Error::Throttled(wait) => write!(
                 f,

@@ -7,11 +7,10 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use super::throttle::FailureCounts;
-use super::{AccountStore, LoginOutcome, StoreOptions};
+use super::{AccountId, AccountStore, LoginOutcome, SessionAccount, StoreOptions};
 use crate::error::{Error, Result};
 use crate::password::{MIN_ITERATIONS, Pbkdf2Params};
-use crate::xml::account::Field;
+use crate::xml::account::{AccountView, Field};
 
 /// One fresh database of the backend under test.
 pub(crate) trait TestDatabase {
@@ -71,6 +70,11 @@ fn ip(text: &str) -> IpAddr {
     text.parse().unwrap()
 }
 
+/// A session of account `id` at its first credentials' generation.
+pub(crate) fn session(id: AccountId) -> SessionAccount {
+    SessionAccount { id, generation: 0 }
+}
+
 /// The address the account's owner uses in tests that do not care about addresses.
 fn here() -> IpAddr {
     ip("198.51.100.200")
@@ -103,7 +107,7 @@ pub(crate) fn names_are_unique_in_any_letter_case(db: &impl TestDatabase) -> Res
         Err(Error::UserExists(_))
     ));
     assert_eq!(
-        s.view(s.authenticate("ALICE", b"secret-1")?.unwrap())?
+        s.view(session(s.authenticate("ALICE", b"secret-1")?.unwrap()))?
             .username,
         "Alice"
     );
@@ -141,11 +145,11 @@ pub(crate) fn hashes_are_salted_and_upgraded_at_login(db: &impl TestDatabase) ->
 pub(crate) fn logins_are_recorded(db: &impl TestDatabase) -> Result<()> {
     let s = db.open(fast());
     let id = s.create_account("dave", b"pw-dave", &[])?;
-    let before = s.view(id)?;
+    let before = s.view(session(id))?;
     assert_eq!(before.last_login_at, None);
     assert!(before.created_at.ends_with('Z'), "{}", before.created_at);
     s.authenticate("dave", b"pw-dave")?;
-    let last = s.view(id)?.last_login_at;
+    let last = s.view(session(id))?.last_login_at;
     assert!(last.as_ref().is_some_and(|t| t.ends_with('Z')), "{last:?}");
     Ok(())
 }
@@ -157,28 +161,33 @@ pub(crate) fn versions_guard_updates(db: &impl TestDatabase) -> Result<()> {
         b"pw-erin-1",
         &[(Field::Email, "erin@example.org".into())],
     )?;
-    let v1 = s.view(id)?;
+    let v1 = s.view(session(id))?;
     assert_eq!(v1.username, "erin");
     assert_eq!(v1.get(Field::Email), "erin@example.org");
     assert_eq!(v1.get(Field::Phone), "");
     assert_eq!(v1.version, 1);
 
     assert_eq!(
-        s.update(id, &[(Field::Phone, "555 0100".into())], Some(1))?,
+        s.update(session(id), &[(Field::Phone, "555 0100".into())], Some(1))?
+            .version,
         2
     );
     // A second writer that saw version 1 loses; nothing it sent is stored.
     assert!(matches!(
-        s.update(id, &[(Field::Phone, "999".into())], Some(1)),
+        s.update(session(id), &[(Field::Phone, "999".into())], Some(1)),
         Err(Error::Conflict)
     ));
-    let now = s.view(id)?;
+    let now = s.view(session(id))?;
     assert_eq!(now.get(Field::Phone), "555 0100");
     assert_eq!(now.get(Field::Email), "erin@example.org");
     assert_eq!(now.version, 2);
     // Without a version: last writer wins; an empty value clears.
-    assert_eq!(s.update(id, &[(Field::Email, String::new())], None)?, 3);
-    assert_eq!(s.view(id)?.get(Field::Email), "");
+    assert_eq!(
+        s.update(session(id), &[(Field::Email, String::new())], None)?
+            .version,
+        3
+    );
+    assert_eq!(s.view(session(id))?.get(Field::Email), "");
     Ok(())
 }
 
@@ -186,22 +195,25 @@ pub(crate) fn password_change_and_delete_need_the_password(db: &impl TestDatabas
     let s = db.open(fast());
     let id = s.create_account("frank", b"pw-frank-1", &[])?;
     assert!(matches!(
-        s.change_password(id, b"wrong", b"pw-frank-2", here()),
+        s.change_password(session(id), b"wrong", b"pw-frank-2", here()),
         Err(Error::WrongPassword)
     ));
-    s.change_password(id, b"pw-frank-1", b"pw-frank-2", here())?;
+    s.change_password(session(id), b"pw-frank-1", b"pw-frank-2", here())?;
     assert_eq!(s.authenticate("frank", b"pw-frank-1")?, None);
     assert_eq!(s.authenticate("frank", b"pw-frank-2")?, Some(id));
     assert!(matches!(
-        s.delete(id, b"pw-frank-1", here()),
+        s.delete(session(id), b"pw-frank-1", here()),
         Err(Error::WrongPassword)
     ));
-    s.delete(id, b"pw-frank-2", here())?;
-    assert!(matches!(s.view(id), Err(Error::NoSuchAccount)));
+    s.delete(session(id), b"pw-frank-2", here())?;
+    assert!(matches!(
+        s.view(session(id)),
+        Err(Error::SessionEnded("the account no longer exists"))
+    ));
     assert_eq!(s.authenticate("frank", b"pw-frank-2")?, None);
     assert!(matches!(
-        s.delete(id, b"pw-frank-2", here()),
-        Err(Error::NoSuchAccount)
+        s.delete(session(id), b"pw-frank-2", here()),
+        Err(Error::SessionEnded("the account no longer exists"))
     ));
     Ok(())
 }
@@ -209,13 +221,16 @@ pub(crate) fn password_change_and_delete_need_the_password(db: &impl TestDatabas
 pub(crate) fn ids_are_never_reused(db: &impl TestDatabase) -> Result<()> {
     let s = db.open(fast());
     let first = s.create_account("ivan", b"pw-ivan-1", &[])?;
-    s.delete(first, b"pw-ivan-1", here())?;
+    s.delete(session(first), b"pw-ivan-1", here())?;
     let second = s.create_account("judy", b"pw-judy-1", &[])?;
     assert_ne!(
         first, second,
         "a session bound to {first} would act on judy"
     );
-    assert!(matches!(s.view(first), Err(Error::NoSuchAccount)));
+    assert!(matches!(
+        s.view(session(first)),
+        Err(Error::SessionEnded("the account no longer exists"))
+    ));
     Ok(())
 }
 
@@ -301,12 +316,9 @@ pub(crate) fn names_no_account_can_have_are_not_counted(db: &impl TestDatabase) 
         s.login(&junk, b"guess", ip("192.0.2.10"))?,
         LoginOutcome::Failed
     );
-    let mut counts = Vec::new();
-    s.backend
-        .with_failure_counts(&mut |c: &mut dyn FailureCounts| {
-            counts = vec![c.get(&format!("user:{junk}"))?, c.get("addr:192.0.2.10")?];
-            Ok(())
-        })?;
+    let counts = s.failure_counts()?;
+    let count = |key: &str| counts.iter().find(|(k, _)| k == key).map(|(_, c)| *c);
+    let counts = [count(&format!("user:{junk}")), count("addr:192.0.2.10")];
     assert_eq!(counts[0], None);
     assert_eq!(counts[1].map(|c| c.failures), Some(1));
     Ok(())
@@ -364,13 +376,15 @@ pub(crate) fn concurrent_writers_of_one_name(db: &impl TestDatabase) -> Result<(
     let updates: Vec<_> = (0..16)
         .map(|n| {
             let s = Arc::clone(&stores[n % stores.len()]);
-            thread::spawn(move || s.update(id, &[(Field::Phone, format!("555 {n:04}"))], None))
+            thread::spawn(move || {
+                s.update(session(id), &[(Field::Phone, format!("555 {n:04}"))], None)
+            })
         })
         .collect();
     for t in updates {
         t.join().unwrap()?;
     }
-    assert_eq!(stores[0].view(id)?.version, 17);
+    assert_eq!(stores[0].view(session(id))?.version, 17);
     Ok(())
 }
 
@@ -428,7 +442,7 @@ pub(crate) fn known_addresses_go_with_the_account(db: &impl TestDatabase) -> Res
         s.login("petra", b"pw-petra-1", home)?,
         LoginOutcome::Success(first)
     );
-    s.delete(first, b"pw-petra-1", home)?;
+    s.delete(session(first), b"pw-petra-1", home)?;
     let second = s.create_account("petra", b"pw-petra-2", &[])?;
     for n in 1..=5 {
         s.login("petra", b"guess", ip(&format!("203.0.113.{n}")))?;
@@ -452,16 +466,16 @@ pub(crate) fn wrong_current_passwords_are_throttled(db: &impl TestDatabase) -> R
     let from = ip("192.0.2.60");
     for _ in 0..5 {
         assert!(matches!(
-            s.change_password(id, b"guess", b"pw-quinn-2", from),
+            s.change_password(session(id), b"guess", b"pw-quinn-2", from),
             Err(Error::WrongPassword)
         ));
     }
     assert!(matches!(
-        s.change_password(id, b"pw-quinn-1", b"pw-quinn-2", from),
+        s.change_password(session(id), b"pw-quinn-1", b"pw-quinn-2", from),
         Err(Error::Throttled(_))
     ));
     assert!(matches!(
-        s.delete(id, b"pw-quinn-1", from),
+        s.delete(session(id), b"pw-quinn-1", from),
         Err(Error::Throttled(_))
     ));
     // The same counts as logins: the name is refused there too.
@@ -470,7 +484,7 @@ pub(crate) fn wrong_current_passwords_are_throttled(db: &impl TestDatabase) -> R
         LoginOutcome::Throttled(_)
     ));
     thread::sleep(Duration::from_millis(1100));
-    s.change_password(id, b"pw-quinn-1", b"pw-quinn-2", from)?;
+    s.change_password(session(id), b"pw-quinn-1", b"pw-quinn-2", from)?;
     assert_eq!(
         s.login("quinn", b"pw-quinn-2", from)?,
         LoginOutcome::Success(id)
@@ -542,16 +556,54 @@ pub(crate) fn a_password_reset_changes_the_credentials_generation(
     let (outcome, generation) = s.sign_in("mona", b"pw-mona-1", here())?;
     assert_eq!(outcome, LoginOutcome::Success(id));
     assert_eq!(s.session_state(id)?.generation, generation);
+    let before = SessionAccount { id, generation };
     db.open(fast()).reset_password("MONA", b"pw-mona-2")?;
     assert_eq!(s.session_state(id)?.generation, generation + 1);
+    // A session from before the reset is refused by each of its commands' own statements.
+    let reset = |r: Result<()>| matches!(r, Err(Error::SessionEnded("the password was reset")));
+    assert!(reset(s.view(before).map(drop)));
+    assert!(reset(
+        s.update(before, &[(Field::Phone, "1".into())], None)
+            .map(drop)
+    ));
+    assert!(reset(s.change_password(
+        before,
+        b"pw-mona-2",
+        b"pw-mona-9",
+        here()
+    )));
+    assert!(reset(s.delete(before, b"pw-mona-2", here())));
     assert_eq!(s.login("mona", b"pw-mona-1", here())?, LoginOutcome::Failed);
-    assert_eq!(
-        s.sign_in("mona", b"pw-mona-2", here())?,
-        (LoginOutcome::Success(id), generation + 1)
-    );
+    let (outcome, generation) = s.sign_in("mona", b"pw-mona-2", here())?;
+    assert_eq!(outcome, LoginOutcome::Success(id));
+    assert_eq!(generation, before.generation + 1);
+    let after = SessionAccount { id, generation };
     // The owner's own password change is not a reset: his sessions go on.
-    s.change_password(id, b"pw-mona-2", b"pw-mona-3", here())?;
-    assert_eq!(s.session_state(id)?.generation, generation + 1);
+    s.change_password(after, b"pw-mona-2", b"pw-mona-3", here())?;
+    assert_eq!(s.view(after)?.username, "mona");
+    // A lock ends them, and so does the account's end.
+    s.set_locked("mona", true)?;
+    let locked = |r: Result<AccountView>| {
+        matches!(
+            r,
+            Err(Error::SessionEnded(
+                "the account was locked by the operator"
+            ))
+        )
+    };
+    assert!(locked(s.view(after)));
+    assert!(locked(s.update(after, &[], None)));
+    s.set_locked("mona", false)?;
+    assert_eq!(s.update(after, &[], Some(1))?.version, 2);
+    assert!(matches!(
+        s.update(after, &[], Some(1)),
+        Err(Error::Conflict)
+    ));
+    s.remove("mona")?;
+    assert!(matches!(
+        s.view(after),
+        Err(Error::SessionEnded("the account no longer exists"))
+    ));
     assert!(matches!(
         s.reset_password("nobody", b"pw-nobody-1"),
         Err(Error::NoSuchAccount)
@@ -604,7 +656,10 @@ pub(crate) fn the_operator_lists_counts_unthrottles_and_deletes(
     assert_eq!(s.clear_failure_counts("198.51.100.200")?, 1);
     assert!(s.failure_counts()?.is_empty());
     s.remove("NILS")?;
-    assert!(matches!(s.view(nils), Err(Error::NoSuchAccount)));
+    assert!(matches!(
+        s.view(session(nils)),
+        Err(Error::SessionEnded("the account no longer exists"))
+    ));
     assert!(matches!(s.remove("nils"), Err(Error::NoSuchAccount)));
     assert!(matches!(s.account_named("nils"), Err(Error::NoSuchAccount)));
     Ok(())

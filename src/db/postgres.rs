@@ -3,22 +3,46 @@
 //!
 //! The schema has the same versions as SQLite's ([`MIGRATIONS`], recorded in
 //! `schema_version`), applied in one transaction under an advisory lock, so instances that
-//! start together do not race. Each method is one transaction, committed before it returns;
-//! one that PostgreSQL aborts for serialization or a deadlock is run again. Failure counts are
-//! read and written under a transaction-scoped advisory lock per key, so that attempts counted
-//! at once by several instances are all counted.
+//! start together do not race.
+//!
+//! Every statement is sent unnamed, with its parameters' types, in one flight (Parse, Bind,
+//! Describe, Execute, Sync: one round trip), so nothing is prepared per connection and the
+//! store works through PgBouncer in transaction pooling, where a connection's named
+//! statements are gone at the next transaction. Most methods are one statement, so one round
+//! trip; counting, forgiving and clearing failed logins are functions installed by migration 7
+//! that take a transaction-scoped advisory lock per key (always in one order: by the key's
+//! hash), so that attempts counted at once by several instances are all counted and a clear
+//! is never undone by an attempt in flight. A statement or transaction that PostgreSQL aborts
+//! for serialization or a deadlock is run again.
 
 use std::time::Duration;
 
 use postgres::error::SqlState;
-use postgres::{NoTls, Transaction};
+use postgres::types::{ToSql, Type};
+use postgres::{GenericClient, NoTls, Row, Transaction};
 use r2d2::{NopErrorHandler, Pool, PooledConnection};
 use r2d2_postgres::PostgresConnectionManager;
 
-use super::throttle::{FailureCount, FailureCounts};
-use super::{AccountId, AccountSummary, AccountTotals, Backend, LoginRecord, SessionState};
+use super::sql::{
+    self, ACCOUNT_SUMMARY, ACCOUNT_VIEW, Columns, FAILURE_COUNT, LOGIN_RECORD, SESSION_STATE,
+    SchemaVersions, account_summary, account_view, failure_count, login_record, session_state,
+};
+use super::throttle::{Attempt, FailureCount, PRUNE_BATCH};
+use super::{
+    AccountId, AccountSummary, AccountTotals, Backend, Counted, LoginRecord, LoginUpdate,
+    SessionAccount, SessionState, value_of,
+};
 use crate::error::{Error, Result};
 use crate::xml::account::{AccountView, Field};
+
+/// Current time as stored: ISO 8601 UTC with milliseconds, as SQLite writes it (a macro, for
+/// the migrations' `concat!`).
+macro_rules! now {
+    () => {
+        r#"to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"#
+    };
+}
+const NOW: &str = now!();
 
 /// Schema migrations, in order: entry `n` takes the schema from version `n` to `n + 1`. The
 /// versions are SQLite's (`sqlite.rs`), written for PostgreSQL.
@@ -61,24 +85,137 @@ const MIGRATIONS: &[&str] = &[
     // password reset by the operator).
     "ALTER TABLE accounts ADD COLUMN locked_at TEXT,
                           ADD COLUMN credentials_generation BIGINT NOT NULL DEFAULT 0;",
-];
+    // Version 7: stale failure counts found by their time, and the failure counts' rules
+    // (`throttle.rs`, which SQLite runs in Rust) as functions, each one round trip.
+    concat!(
+        "CREATE INDEX login_failures_by_time ON login_failures (last_failure_at);
 
-/// Current time as stored: ISO 8601 UTC with milliseconds, as SQLite writes it.
-const NOW: &str = "to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')";
+     -- Locks the counts of p_keys to the end of the transaction, in the one order every
+     -- caller takes them (by hash), so that no two callers wait for each other in a circle.
+     CREATE FUNCTION throttle_lock_keys(p_keys TEXT[]) RETURNS VOID LANGUAGE plpgsql AS $$
+     DECLARE
+         h BIGINT;
+     BEGIN
+         FOR h IN SELECT DISTINCT hashtextextended(k, 0) FROM unnest(p_keys) AS k ORDER BY 1
+         LOOP
+             PERFORM pg_advisory_xact_lock(h);
+         END LOOP;
+     END
+     $$;
+
+     -- throttle::count_attempt: refused until r_refused_until if that is after p_now (and
+     -- nothing counted); else each key's count is one more (or 1, if stale), refusing for
+     -- p_first_block doubled per failure past its threshold, up to p_longest_block; then a
+     -- few stale counts and known addresses are removed. The account p_lookup (a lower-case
+     -- name that passed the name rules) is read with it.
+     CREATE FUNCTION throttle_count(
+         p_keys TEXT[], p_thresholds INTEGER[], p_name_key TEXT, p_lookup TEXT,
+         p_address TEXT, p_now DOUBLE PRECISION, p_forget_after DOUBLE PRECISION,
+         p_known_since DOUBLE PRECISION, p_first_block DOUBLE PRECISION,
+         p_longest_block DOUBLE PRECISION, p_prune INTEGER,
+         OUT r_refused_until DOUBLE PRECISION, OUT r_id BIGINT, OUT r_hash TEXT,
+         OUT r_locked BOOLEAN, OUT r_generation BIGINT)
+     LANGUAGE plpgsql SET lock_timeout = '5s' AS $$
+     DECLARE
+         v_known BOOLEAN := FALSE;
+     BEGIN
+         PERFORM throttle_lock_keys(p_keys);
+         IF p_lookup IS NOT NULL THEN
+             SELECT a.id, a.password_hash, a.locked_at IS NOT NULL, a.credentials_generation
+               INTO r_id, r_hash, r_locked, r_generation
+               FROM accounts a WHERE lower(a.username) = p_lookup;
+             v_known := r_id IS NOT NULL AND EXISTS (
+                 SELECT 1 FROM known_addresses k
+                  WHERE k.account_id = r_id AND k.address = p_address
+                    AND k.last_login_at >= p_known_since);
+         END IF;
+         SELECT coalesce(max(f.blocked_until), 0) INTO r_refused_until
+           FROM login_failures f
+          WHERE f.key = ANY (p_keys) AND NOT (v_known AND f.key = p_name_key);
+         IF r_refused_until > p_now THEN
+             RETURN;
+         END IF;
+         INSERT INTO login_failures AS f (key, failures, last_failure_at, blocked_until)
+         SELECT k.key, c.failures, p_now,
+                CASE WHEN c.failures >= k.threshold
+                     THEN p_now + least(p_first_block
+                                        * power(2, least(c.failures - k.threshold, 20)),
+                                        p_longest_block)
+                     ELSE 0 END
+           FROM unnest(p_keys, p_thresholds) AS k (key, threshold)
+           LEFT JOIN login_failures old ON old.key = k.key
+          CROSS JOIN LATERAL (
+                SELECT CASE WHEN p_now - old.last_failure_at < p_forget_after
+                            THEN old.failures + 1 ELSE 1 END AS failures) c
+             ON CONFLICT (key) DO UPDATE
+                SET failures = excluded.failures, last_failure_at = excluded.last_failure_at,
+                    blocked_until = excluded.blocked_until;
+         -- Rows another transaction holds are left for a later attempt: this never waits.
+         DELETE FROM login_failures WHERE key IN (
+             SELECT s.key FROM login_failures s
+              WHERE s.last_failure_at < p_now - p_forget_after AND s.blocked_until < p_now
+              ORDER BY s.last_failure_at LIMIT p_prune FOR UPDATE SKIP LOCKED);
+         DELETE FROM known_addresses WHERE (account_id, address) IN (
+             SELECT s.account_id, s.address FROM known_addresses s
+              WHERE s.last_login_at < p_known_since
+              ORDER BY s.last_login_at LIMIT p_prune FOR UPDATE SKIP LOCKED);
+     END
+     $$;
+
+     -- throttle::forgive, after a successful password check for p_account: the keys
+     -- p_cleared are cleared, p_lowered lowered by one (and its refusal lifted below
+     -- p_lowered_threshold), the address becomes known; with p_login, the login is recorded
+     -- and the hash replaced by p_new_hash if it is still p_old_hash.
+     CREATE FUNCTION throttle_forgive(
+         p_keys TEXT[], p_cleared TEXT[], p_lowered TEXT, p_lowered_threshold INTEGER,
+         p_account BIGINT, p_address TEXT, p_now DOUBLE PRECISION, p_login BOOLEAN,
+         p_old_hash TEXT, p_new_hash TEXT)
+     RETURNS VOID LANGUAGE plpgsql SET lock_timeout = '5s' AS $$
+     BEGIN
+         PERFORM throttle_lock_keys(p_keys);
+         DELETE FROM login_failures WHERE key = ANY (p_cleared);
+         UPDATE login_failures
+            SET failures = greatest(failures - 1, 0),
+                blocked_until = CASE WHEN greatest(failures - 1, 0) < p_lowered_threshold
+                                     THEN 0 ELSE blocked_until END
+          WHERE key = p_lowered;
+         INSERT INTO known_addresses (account_id, address, last_login_at)
+         VALUES (p_account, p_address, p_now)
+             ON CONFLICT (account_id, address) DO UPDATE SET last_login_at = p_now;
+         IF p_login THEN
+             UPDATE accounts
+                SET last_login_at = ",
+        now!(),
+        ",
+                    password_hash = CASE WHEN p_new_hash IS NOT NULL
+                                          AND password_hash = p_old_hash
+                                         THEN p_new_hash ELSE password_hash END
+              WHERE id = p_account;
+         END IF;
+     END
+     $$;"
+    ),
+];
 
 /// The advisory lock that serialises migrations (any number; ours).
 const MIGRATION_LOCK: i64 = 0x5353_4c53_5256;
 
-/// How long connecting, a free connection from the pool, and a statement may take: a
-/// database that does not answer gives an error within seconds, never a hang.
+/// How long connecting and a free connection from the pool may take: a database that does
+/// not answer gives an error within seconds, never a hang.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-const STATEMENT_TIMEOUT_MS: u32 = 5_000;
+
+/// How long the kernel may hold unacknowledged data on a connection before it drops it.
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// Connections kept at most; more threads wait for one (up to [`CONNECT_TIMEOUT`]).
 const MAX_CONNECTIONS: u32 = 32;
 
 /// How many times a transaction aborted for serialization or a deadlock is run.
 const ATTEMPTS: usize = 5;
+
+/// A statement's parameters, each with its type (sent with the statement, so that it needs
+/// no Parse of its own).
+type Params<'a> = [(&'a (dyn ToSql + Sync), Type)];
 
 impl From<postgres::Error> for Error {
     fn from(e: postgres::Error) -> Self {
@@ -89,6 +226,24 @@ impl From<postgres::Error> for Error {
 impl From<r2d2::Error> for Error {
     fn from(e: r2d2::Error) -> Self {
         Error::Store(format!("no connection to the database: {e}").into())
+    }
+}
+
+impl Columns for Row {
+    fn text(&self, i: usize) -> Result<String> {
+        Ok(self.try_get(i)?)
+    }
+    fn optional_text(&self, i: usize) -> Result<Option<String>> {
+        Ok(self.try_get(i)?)
+    }
+    fn integer(&self, i: usize) -> Result<i64> {
+        Ok(self.try_get(i)?)
+    }
+    fn real(&self, i: usize) -> Result<f64> {
+        Ok(self.try_get(i)?)
+    }
+    fn boolean(&self, i: usize) -> Result<bool> {
+        Ok(self.try_get(i)?)
     }
 }
 
@@ -116,22 +271,32 @@ impl PostgresBackend {
         {
             config.password(password.as_encoded_bytes());
         }
+        // No startup `options` (PgBouncer refuses them): only settings it passes on.
         config
             .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_user_timeout(CONNECT_TIMEOUT + Duration::from_millis(STATEMENT_TIMEOUT_MS.into()))
+            .tcp_user_timeout(TCP_USER_TIMEOUT)
             .keepalives(true)
-            .options(&format!("-c statement_timeout={STATEMENT_TIMEOUT_MS}"))
             .application_name(env!("CARGO_PKG_NAME"));
         let pool = Pool::builder()
             .max_size(MAX_CONNECTIONS)
             .min_idle(Some(0))
             .connection_timeout(CONNECT_TIMEOUT)
+            // No query of r2d2's own before each use: a broken connection is seen as closed
+            // when it comes back (`has_broken`) and dropped then.
+            .test_on_check_out(false)
             // Failures reach the caller as errors; r2d2 would also log each attempt.
             .error_handler(Box::new(NopErrorHandler))
             .build_unchecked(PostgresConnectionManager::new(config, NoTls));
         let backend = PostgresBackend { pool };
         backend
-            .transaction(migrate)
+            .transaction(|tx| {
+                execute(
+                    tx,
+                    "SELECT pg_advisory_xact_lock($1)",
+                    &[(&MIGRATION_LOCK, Type::INT8)],
+                )?;
+                sql::migrate(tx, MIGRATIONS)
+            })
             .map_err(|e| Error::Config(format!("cannot open the account database: {e}")))?;
         Ok(backend)
     }
@@ -140,18 +305,13 @@ impl PostgresBackend {
         Ok(self.pool.get()?)
     }
 
-    /// Runs `f` in a transaction, committed if it succeeds; again, up to [`ATTEMPTS`] times,
-    /// if PostgreSQL aborts it for serialization or a deadlock (at any statement or at the
-    /// commit).
-    fn transaction<T>(&self, mut f: impl FnMut(&mut Transaction<'_>) -> Result<T>) -> Result<T> {
+    /// Runs `f` on a pooled connection; again, up to [`ATTEMPTS`] times, if PostgreSQL aborts
+    /// it for serialization or a deadlock.
+    fn run<T>(&self, mut f: impl FnMut(&mut postgres::Client) -> Result<T>) -> Result<T> {
         let mut attempt = 1;
         loop {
             let mut conn = self.connection()?;
-            let outcome = conn.transaction().map_err(Error::from).and_then(|mut tx| {
-                let value = f(&mut tx)?;
-                tx.commit()?;
-                Ok(value)
-            });
+            let outcome = f(&mut conn);
             match outcome {
                 Err(e) if attempt < ATTEMPTS && retryable(&e) => {
                     log::debug!("transaction retried: {e}");
@@ -161,6 +321,42 @@ impl PostgresBackend {
             }
         }
     }
+
+    /// Runs `f` in a transaction, committed if it succeeds; run again as [`Self::run`] says
+    /// (an abort may come at any statement or at the commit).
+    fn transaction<T>(&self, mut f: impl FnMut(&mut Transaction<'_>) -> Result<T>) -> Result<T> {
+        self.run(|conn| {
+            let mut tx = conn.transaction()?;
+            let value = f(&mut tx)?;
+            tx.commit()?;
+            Ok(value)
+        })
+    }
+
+    /// The rows of one statement, on a pooled connection.
+    fn query(&self, statement: &str, params: &Params<'_>) -> Result<Vec<Row>> {
+        self.run(|conn| query(conn, statement, params))
+    }
+
+    /// The first row of one statement, if any, on a pooled connection.
+    fn first_row(&self, statement: &str, params: &Params<'_>) -> Result<Option<Row>> {
+        Ok(self.query(statement, params)?.into_iter().next())
+    }
+
+    /// How many rows one statement changed, on a pooled connection.
+    fn execute(&self, statement: &str, params: &Params<'_>) -> Result<u64> {
+        self.run(|conn| execute(conn, statement, params))
+    }
+}
+
+/// The rows of `statement`: one round trip, no named statement.
+fn query(conn: &mut impl GenericClient, statement: &str, params: &Params<'_>) -> Result<Vec<Row>> {
+    Ok(conn.query_typed(statement, params)?)
+}
+
+/// How many rows `statement` changed: one round trip, no named statement.
+fn execute(conn: &mut impl GenericClient, statement: &str, params: &Params<'_>) -> Result<u64> {
+    Ok(conn.execute_typed(statement, params)?)
 }
 
 /// Whether `e` is PostgreSQL's abort of a transaction that may succeed if run again.
@@ -176,46 +372,36 @@ fn retryable(e: &Error) -> bool {
         })
 }
 
-/// Whether `e` is a unique-constraint violation.
-fn is_unique_violation(e: &postgres::Error) -> bool {
-    e.code() == Some(&SqlState::UNIQUE_VIOLATION)
-}
-
-/// Brings the schema up to the newest version, under the migration lock.
-fn migrate(tx: &mut Transaction<'_>) -> Result<()> {
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
-    tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
-    let version: i32 = tx
-        .query_opt("SELECT version FROM schema_version", &[])?
-        .map_or(0, |row| row.get(0));
-    let known = MIGRATIONS.len() as i32;
-    if !(0..=known).contains(&version) {
-        return Err(Error::Config(format!(
-            "account database schema version {version} is newer than this program knows ({known}); \
-             use a newer server"
-        )));
+/// PostgreSQL's schema version, in the `schema_version` table (made on first use), under
+/// the migration lock the caller holds.
+impl SchemaVersions for Transaction<'_> {
+    fn version(&mut self) -> Result<i64> {
+        self.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
+        let version = query(self, "SELECT version FROM schema_version", &[])?
+            .first()
+            .map(|row| row.try_get::<_, i32>(0))
+            .transpose()?;
+        Ok(version.map_or(0, i64::from))
     }
-    for (to, sql) in (1..).zip(MIGRATIONS).skip(version as usize) {
-        tx.batch_execute(sql)?;
-        log::info!("account database migrated to schema version {to}");
+    fn apply(&mut self, sql: &str) -> Result<()> {
+        Ok(self.batch_execute(sql)?)
     }
-    if version < known {
-        tx.execute("DELETE FROM schema_version", &[])?;
-        tx.execute(
+    fn set_version(&mut self, version: i64) -> Result<()> {
+        let version = i32::try_from(version)
+            .map_err(|_| Error::Config(format!("schema version {version} out of range")))?;
+        execute(self, "DELETE FROM schema_version", &[])?;
+        execute(
+            self,
             "INSERT INTO schema_version (version) VALUES ($1)",
-            &[&known],
+            &[(&version, Type::INT4)],
         )?;
+        Ok(())
     }
-    Ok(())
 }
 
-/// The value of `field` among `values`, if given.
-fn value_of(values: &[(Field, String)], field: Field) -> Option<&str> {
-    values
-        .iter()
-        .find(|(f, _)| *f == field)
-        .map(|(_, v)| v.as_str())
-}
+/// A session's condition on account `$1` at generation `$2` (NULL: the operator's).
+const GUARD: &str =
+    "id = $1 AND ($2::BIGINT IS NULL OR (credentials_generation = $2 AND locked_at IS NULL))";
 
 impl Backend for PostgresBackend {
     fn insert_account(
@@ -225,245 +411,319 @@ impl Backend for PostgresBackend {
         info: &[(Field, String)],
     ) -> Result<AccountId> {
         let value = |field| value_of(info, field).unwrap_or("");
-        let sql = format!(
-            "INSERT INTO accounts (username, password_hash, full_name, email, phone, address,
-                                   created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, {NOW}, {NOW}) RETURNING id"
+        let (full_name, email, phone, address) = (
+            value(Field::FullName),
+            value(Field::Email),
+            value(Field::Phone),
+            value(Field::Address),
         );
-        self.transaction(|tx| {
-            let inserted = tx.query_one(
-                &sql,
-                &[
-                    &username,
-                    &password_hash,
-                    &value(Field::FullName),
-                    &value(Field::Email),
-                    &value(Field::Phone),
-                    &value(Field::Address),
-                ],
-            );
-            match inserted {
-                Ok(row) => Ok(row.get(0)),
-                Err(e) if is_unique_violation(&e) => Err(Error::UserExists(username.to_string())),
-                Err(e) => Err(e.into()),
-            }
-        })
+        let inserted = self.first_row(
+            &format!(
+                "INSERT INTO accounts (username, password_hash, full_name, email, phone, address,
+                                       created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, {NOW}, {NOW}) RETURNING id"
+            ),
+            &[
+                (&username, Type::TEXT),
+                (&password_hash, Type::TEXT),
+                (&full_name, Type::TEXT),
+                (&email, Type::TEXT),
+                (&phone, Type::TEXT),
+                (&address, Type::TEXT),
+            ],
+        );
+        match inserted {
+            Ok(Some(row)) => row.integer(0),
+            Ok(None) => Err(Error::Store("the new account's id was not returned".into())),
+            Err(e) if is_unique_violation(&e) => Err(Error::UserExists(username.to_string())),
+            Err(e) => Err(e),
+        }
     }
 
     fn find_login(&self, username: &str) -> Result<Option<LoginRecord>> {
-        let row = self.connection()?.query_opt(
-            "SELECT id, password_hash, locked_at IS NOT NULL, credentials_generation
-             FROM accounts WHERE lower(username) = lower($1)",
-            &[&username],
-        )?;
-        Ok(row.map(|row| LoginRecord {
-            id: row.get(0),
-            hash: row.get(1),
-            locked: row.get(2),
-            generation: row.get(3),
-        }))
+        self.first_row(
+            &format!("SELECT {LOGIN_RECORD} FROM accounts WHERE lower(username) = lower($1)"),
+            &[(&username, Type::TEXT)],
+        )?
+        .map(|row| login_record(&row, 0))
+        .transpose()
     }
 
-    fn session_state(&self, id: AccountId) -> Result<SessionState> {
-        self.connection()?
-            .query_opt(
-                "SELECT credentials_generation, locked_at IS NOT NULL FROM accounts WHERE id = $1",
-                &[&id],
-            )?
-            .map(|row| SessionState {
-                generation: row.get(0),
-                locked: row.get(1),
-            })
-            .ok_or(Error::NoSuchAccount)
+    fn session_state(&self, id: AccountId) -> Result<Option<SessionState>> {
+        self.first_row(
+            &format!("SELECT {SESSION_STATE} FROM accounts WHERE id = $1"),
+            &[(&id, Type::INT8)],
+        )?
+        .map(|row| session_state(&row))
+        .transpose()
     }
 
     fn accounts(&self, username: Option<&str>) -> Result<Vec<AccountSummary>> {
-        let rows = self.connection()?.query(
-            "SELECT id, username, created_at, last_login_at, locked_at FROM accounts
-             WHERE $1::TEXT IS NULL OR lower(username) = lower($1) ORDER BY lower(username), id",
-            &[&username],
-        )?;
-        Ok(rows
-            .iter()
-            .map(|row| AccountSummary {
-                id: row.get(0),
-                username: row.get(1),
-                created_at: row.get(2),
-                last_login_at: row.get(3),
-                locked_at: row.get(4),
-            })
-            .collect())
+        self.query(
+            &format!(
+                "SELECT {ACCOUNT_SUMMARY} FROM accounts
+                 WHERE $1::TEXT IS NULL OR lower(username) = lower($1)
+                 ORDER BY lower(username), id"
+            ),
+            &[(&username, Type::TEXT)],
+        )?
+        .iter()
+        .map(account_summary)
+        .collect()
     }
 
-    fn set_locked(&self, id: AccountId, locked: bool) -> Result<()> {
-        let sql = format!(
-            "UPDATE accounts SET locked_at = CASE WHEN $1 THEN COALESCE(locked_at, {NOW})
-                                                  ELSE NULL END
-             WHERE id = $2"
-        );
-        if self.connection()?.execute(&sql, &[&locked, &id])? == 0 {
-            return Err(Error::NoSuchAccount);
-        }
-        Ok(())
+    fn lock(&self, id: AccountId) -> Result<bool> {
+        Ok(self.execute(
+            &format!("UPDATE accounts SET locked_at = COALESCE(locked_at, {NOW}) WHERE id = $1"),
+            &[(&id, Type::INT8)],
+        )? > 0)
     }
 
-    fn reset_password_hash(&self, id: AccountId, hash: &str) -> Result<()> {
-        let sql = format!(
-            "UPDATE accounts SET password_hash = $1, updated_at = {NOW},
-                                 credentials_generation = credentials_generation + 1
-             WHERE id = $2"
-        );
-        if self.connection()?.execute(&sql, &[&hash, &id])? == 0 {
-            return Err(Error::NoSuchAccount);
-        }
-        Ok(())
+    fn reset_password_hash(&self, id: AccountId, hash: &str) -> Result<bool> {
+        Ok(self.execute(
+            &format!(
+                "UPDATE accounts SET password_hash = $2, updated_at = {NOW},
+                                     credentials_generation = credentials_generation + 1
+                 WHERE id = $1"
+            ),
+            &[(&id, Type::INT8), (&hash, Type::TEXT)],
+        )? > 0)
     }
 
     fn known_addresses(&self, id: AccountId) -> Result<Vec<(String, f64)>> {
-        let rows = self.connection()?.query(
+        self.query(
             "SELECT address, last_login_at FROM known_addresses WHERE account_id = $1
              ORDER BY last_login_at DESC",
-            &[&id],
-        )?;
-        Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+            &[(&id, Type::INT8)],
+        )?
+        .iter()
+        .map(|row| Ok((row.text(0)?, row.real(1)?)))
+        .collect()
     }
 
     fn account_totals(&self) -> Result<AccountTotals> {
         let day_ago = NOW.replace("now()", "(now() - interval '1 day')");
-        let row = self.connection()?.query_one(
-            &format!(
-                "SELECT count(*), count(locked_at),
-                        count(CASE WHEN last_login_at >= {day_ago} THEN 1 END)
-                 FROM accounts"
-            ),
-            &[],
-        )?;
-        Ok(AccountTotals {
-            accounts: row.get(0),
-            locked: row.get(1),
-            logged_in_last_day: row.get(2),
-        })
-    }
-
-    fn credentials(&self, id: AccountId) -> Result<(String, String)> {
-        self.connection()?
-            .query_opt(
-                "SELECT username, password_hash FROM accounts WHERE id = $1",
-                &[&id],
-            )?
-            .map(|row| (row.get(0), row.get(1)))
-            .ok_or(Error::NoSuchAccount)
-    }
-
-    fn record_login(&self, id: AccountId, rehash: Option<(&str, &str)>) -> Result<()> {
-        let sql = format!("UPDATE accounts SET last_login_at = {NOW} WHERE id = $1");
-        self.transaction(|tx| {
-            tx.execute(&sql, &[&id])?;
-            if let Some((old, new)) = rehash {
-                // Only if nobody changed the password meanwhile.
-                tx.execute(
-                    "UPDATE accounts SET password_hash = $1 WHERE id = $2 AND password_hash = $3",
-                    &[&new, &id, &old],
-                )?;
-            }
-            Ok(())
-        })
-    }
-
-    fn account(&self, id: AccountId) -> Result<AccountView> {
         let row = self
-            .connection()?
-            .query_opt(
-                "SELECT username, full_name, email, phone, address, created_at, updated_at,
-                        last_login_at, version
-                 FROM accounts WHERE id = $1",
-                &[&id],
+            .first_row(
+                &format!(
+                    "SELECT count(*), count(locked_at),
+                            count(CASE WHEN last_login_at >= {day_ago} THEN 1 END)
+                     FROM accounts"
+                ),
+                &[],
             )?
-            .ok_or(Error::NoSuchAccount)?;
-        Ok(AccountView {
-            username: row.get(0),
-            fields: [row.get(1), row.get(2), row.get(3), row.get(4)],
-            created_at: row.get(5),
-            updated_at: row.get(6),
-            last_login_at: row.get(7),
-            version: row.get(8),
+            .ok_or_else(|| Error::Store("no totals returned".into()))?;
+        Ok(AccountTotals {
+            accounts: row.integer(0)?,
+            locked: row.integer(1)?,
+            logged_in_last_day: row.integer(2)?,
         })
+    }
+
+    fn account(&self, id: AccountId, generation: Option<i64>) -> Result<Option<AccountView>> {
+        self.first_row(
+            &format!("SELECT {ACCOUNT_VIEW} FROM accounts WHERE {GUARD}"),
+            &[(&id, Type::INT8), (&generation, Type::INT8)],
+        )?
+        .map(|row| account_view(&row))
+        .transpose()
+    }
+
+    fn credentials(&self, session: SessionAccount) -> Result<Option<(String, String)>> {
+        self.first_row(
+            &format!("SELECT username, password_hash FROM accounts WHERE {GUARD}"),
+            &[
+                (&session.id, Type::INT8),
+                (&Some(session.generation), Type::INT8),
+            ],
+        )?
+        .map(|row| Ok((row.text(0)?, row.text(1)?)))
+        .transpose()
     }
 
     fn update_account(
         &self,
-        id: AccountId,
+        session: SessionAccount,
         changes: &[(Field, String)],
         expected_version: Option<i64>,
-    ) -> Result<i64> {
+    ) -> Result<Option<AccountView>> {
         let change = |field| value_of(changes, field);
-        let sql = format!(
-            "UPDATE accounts SET full_name = COALESCE($1, full_name),
-                                 email = COALESCE($2, email),
-                                 phone = COALESCE($3, phone),
-                                 address = COALESCE($4, address),
-                                 version = version + 1,
-                                 updated_at = {NOW}
-             WHERE id = $5"
+        let (full_name, email, phone, address) = (
+            change(Field::FullName),
+            change(Field::Email),
+            change(Field::Phone),
+            change(Field::Address),
         );
-        self.transaction(|tx| {
-            let current: i64 = tx
-                .query_opt(
-                    "SELECT version FROM accounts WHERE id = $1 FOR UPDATE",
-                    &[&id],
-                )?
-                .ok_or(Error::NoSuchAccount)?
-                .get(0);
-            if expected_version.is_some_and(|v| v != current) {
-                return Err(Error::Conflict);
-            }
-            tx.execute(
-                &sql,
+        self.first_row(
+            &format!(
+                "UPDATE accounts SET full_name = COALESCE($3, full_name),
+                                     email = COALESCE($4, email),
+                                     phone = COALESCE($5, phone),
+                                     address = COALESCE($6, address),
+                                     version = version + 1,
+                                     updated_at = {NOW}
+                 WHERE {GUARD} AND ($7::BIGINT IS NULL OR version = $7)
+                 RETURNING {ACCOUNT_VIEW}"
+            ),
+            &[
+                (&session.id, Type::INT8),
+                (&Some(session.generation), Type::INT8),
+                (&full_name, Type::TEXT),
+                (&email, Type::TEXT),
+                (&phone, Type::TEXT),
+                (&address, Type::TEXT),
+                (&expected_version, Type::INT8),
+            ],
+        )?
+        .map(|row| account_view(&row))
+        .transpose()
+    }
+
+    fn replace_password_hash(&self, session: SessionAccount, old: &str, new: &str) -> Result<bool> {
+        Ok(self.execute(
+            &format!(
+                "UPDATE accounts SET password_hash = $4, updated_at = {NOW}
+                 WHERE {GUARD} AND password_hash = $3"
+            ),
+            &[
+                (&session.id, Type::INT8),
+                (&Some(session.generation), Type::INT8),
+                (&old, Type::TEXT),
+                (&new, Type::TEXT),
+            ],
+        )? > 0)
+    }
+
+    fn delete_account(&self, id: AccountId, generation: Option<i64>, hash: &str) -> Result<bool> {
+        Ok(self.execute(
+            &format!("DELETE FROM accounts WHERE {GUARD} AND password_hash = $3"),
+            &[
+                (&id, Type::INT8),
+                (&generation, Type::INT8),
+                (&hash, Type::TEXT),
+            ],
+        )? > 0)
+    }
+
+    fn count_attempt(&self, attempt: &Attempt<'_>, lookup: Option<&str>) -> Result<Counted> {
+        let keys = attempt.keys;
+        let (names, thresholds): (Vec<&str>, Vec<i32>) = keys
+            .counted()
+            .map(|(key, threshold)| (key, i32::try_from(threshold).unwrap_or(i32::MAX)))
+            .unzip();
+        let policy = attempt.policy;
+        let row = self
+            .first_row(
+                "SELECT * FROM throttle_count($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                 &[
-                    &change(Field::FullName),
-                    &change(Field::Email),
-                    &change(Field::Phone),
-                    &change(Field::Address),
-                    &id,
+                    (&names, Type::TEXT_ARRAY),
+                    (&thresholds, Type::INT4_ARRAY),
+                    (&keys.name_key(), Type::TEXT),
+                    (&lookup, Type::TEXT),
+                    (&keys.address(), Type::TEXT),
+                    (&attempt.now, Type::FLOAT8),
+                    (&attempt.forget_after(), Type::FLOAT8),
+                    (&attempt.known_since(), Type::FLOAT8),
+                    (&policy.first_block.as_secs_f64(), Type::FLOAT8),
+                    (&policy.longest_block.as_secs_f64(), Type::FLOAT8),
+                    (&(PRUNE_BATCH as i32), Type::INT4),
                 ],
+            )?
+            .ok_or_else(|| Error::Store("throttle_count returned no row".into()))?;
+        let refused_until = row.real(0)?;
+        if refused_until > attempt.now {
+            return Ok(Counted::Refused(refused_until));
+        }
+        let record = match row.try_get::<_, Option<i64>>(1)? {
+            Some(_) => Some(login_record(&row, 1)?),
+            None => None,
+        };
+        Ok(Counted::Counted(record))
+    }
+
+    fn forgive(
+        &self,
+        attempt: &Attempt<'_>,
+        id: AccountId,
+        login: Option<LoginUpdate<'_>>,
+    ) -> Result<()> {
+        let keys = attempt.keys;
+        let all: Vec<&str> = keys.counted().map(|(key, _)| key).collect();
+        let cleared: Vec<&str> = keys.cleared_on_success().collect();
+        let lowered = keys.lowered_on_success();
+        let (lowered_key, lowered_threshold) = (
+            lowered.map(|(key, _)| key),
+            lowered.map(|(_, threshold)| i32::try_from(threshold).unwrap_or(i32::MAX)),
+        );
+        let rehash = login.and_then(|login| login.rehash);
+        let (old_hash, new_hash) = (rehash.map(|(old, _)| old), rehash.map(|(_, new)| new));
+        self.execute(
+            "SELECT throttle_forgive($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            &[
+                (&all, Type::TEXT_ARRAY),
+                (&cleared, Type::TEXT_ARRAY),
+                (&lowered_key, Type::TEXT),
+                (&lowered_threshold, Type::INT4),
+                (&id, Type::INT8),
+                (&keys.address(), Type::TEXT),
+                (&attempt.now, Type::FLOAT8),
+                (&login.is_some(), Type::BOOL),
+                (&old_hash, Type::TEXT),
+                (&new_hash, Type::TEXT),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn failure_counts(&self) -> Result<Vec<(String, FailureCount)>> {
+        self.query(
+            &format!("SELECT {FAILURE_COUNT} FROM login_failures ORDER BY key COLLATE \"C\""),
+            &[],
+        )?
+        .iter()
+        .map(failure_count)
+        .collect()
+    }
+
+    fn clear_failure_counts(
+        &self,
+        matches: &dyn Fn(&str) -> bool,
+        unlock: Option<AccountId>,
+    ) -> Result<Option<usize>> {
+        self.transaction(|tx| {
+            if let Some(id) = unlock
+                && execute(
+                    tx,
+                    "UPDATE accounts SET locked_at = NULL WHERE id = $1",
+                    &[(&id, Type::INT8)],
+                )? == 0
+            {
+                return Ok(None);
+            }
+            let mut keys = Vec::new();
+            for row in query(tx, "SELECT key FROM login_failures", &[])? {
+                let key = row.text(0)?;
+                if matches(&key) {
+                    keys.push(key);
+                }
+            }
+            // After every attempt in flight under these keys: none writes a count back.
+            execute(
+                tx,
+                "SELECT throttle_lock_keys($1)",
+                &[(&keys, Type::TEXT_ARRAY)],
             )?;
-            Ok(current + 1)
+            let cleared = execute(
+                tx,
+                "DELETE FROM login_failures WHERE key = ANY ($1)",
+                &[(&keys, Type::TEXT_ARRAY)],
+            )?;
+            Ok(Some(usize::try_from(cleared).unwrap_or(usize::MAX)))
         })
     }
 
-    fn replace_password_hash(&self, id: AccountId, old: &str, new: &str) -> Result<()> {
-        let sql = format!(
-            "UPDATE accounts SET password_hash = $1, updated_at = {NOW}
-             WHERE id = $2 AND password_hash = $3"
-        );
-        let changed = self.connection()?.execute(&sql, &[&new, &id, &old])?;
-        if changed == 0 {
-            return Err(Error::Conflict);
-        }
-        Ok(())
-    }
-
-    fn delete_account(&self, id: AccountId, hash: &str) -> Result<()> {
-        let deleted = self.connection()?.execute(
-            "DELETE FROM accounts WHERE id = $1 AND password_hash = $2",
-            &[&id, &hash],
-        )?;
-        if deleted == 0 {
-            return Err(Error::Conflict);
-        }
-        Ok(())
-    }
-
-    fn with_failure_counts(
-        &self,
-        f: &mut dyn FnMut(&mut dyn FailureCounts) -> Result<()>,
-    ) -> Result<()> {
-        self.transaction(|tx| f(&mut PostgresFailureCounts(tx)))
-    }
-
     fn ping(&self) -> Result<()> {
-        self.connection()?.simple_query("SELECT 1")?;
-        Ok(())
+        self.run(|conn| Ok(conn.simple_query("SELECT 1").map(drop)?))
     }
 
     /// Nothing to do: the pool's connections end when the store is dropped, and every write
@@ -471,109 +731,15 @@ impl Backend for PostgresBackend {
     fn close(&self) {}
 }
 
-/// The `login_failures` and `known_addresses` tables, inside a transaction.
-struct PostgresFailureCounts<'a, 'b>(&'a mut Transaction<'b>);
-
-impl FailureCounts for PostgresFailureCounts<'_, '_> {
-    fn get(&mut self, key: &str) -> Result<Option<FailureCount>> {
-        // Held to the end of the transaction: another instance's count of the same key waits.
-        // Keys are always taken in the same order (name, pair, address), so no deadlock.
-        self.0.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-            &[&key],
-        )?;
-        let row = self.0.query_opt(
-            "SELECT failures, last_failure_at, blocked_until FROM login_failures WHERE key = $1",
-            &[&key],
-        )?;
-        row.map(|row| {
-            let failures: i64 = row.get(0);
-            Ok(FailureCount {
-                failures: u32::try_from(failures).unwrap_or(u32::MAX),
-                last_failure_at: row.get(1),
-                blocked_until: row.get(2),
-            })
-        })
-        .transpose()
-    }
-
-    fn put(&mut self, key: &str, count: FailureCount) -> Result<()> {
-        self.0.execute(
-            "INSERT INTO login_failures (key, failures, last_failure_at, blocked_until)
-             VALUES ($1, $2, $3, $4)
-             ON CONFLICT (key) DO UPDATE SET failures = $2, last_failure_at = $3,
-                                             blocked_until = $4",
-            &[
-                &key,
-                &i64::from(count.failures),
-                &count.last_failure_at,
-                &count.blocked_until,
-            ],
-        )?;
-        Ok(())
-    }
-
-    fn remove(&mut self, key: &str) -> Result<()> {
-        self.0
-            .execute("DELETE FROM login_failures WHERE key = $1", &[&key])?;
-        Ok(())
-    }
-
-    fn all(&mut self) -> Result<Vec<(String, FailureCount)>> {
-        let rows = self.0.query(
-            "SELECT key, failures, last_failure_at, blocked_until FROM login_failures
-             ORDER BY key",
-            &[],
-        )?;
-        Ok(rows
-            .iter()
-            .map(|row| {
-                let failures: i64 = row.get(1);
-                (
-                    row.get(0),
-                    FailureCount {
-                        failures: u32::try_from(failures).unwrap_or(u32::MAX),
-                        last_failure_at: row.get(2),
-                        blocked_until: row.get(3),
-                    },
-                )
-            })
-            .collect())
-    }
-
-    fn forget(&mut self, last_failure_before: f64, now: f64, known_before: f64) -> Result<()> {
-        self.0.execute(
-            "DELETE FROM login_failures WHERE last_failure_at < $1 AND blocked_until < $2",
-            &[&last_failure_before, &now],
-        )?;
-        self.0.execute(
-            "DELETE FROM known_addresses WHERE last_login_at < $1",
-            &[&known_before],
-        )?;
-        Ok(())
-    }
-
-    fn knows(&mut self, username: &str, address: &str, since: f64) -> Result<bool> {
-        Ok(self
-            .0
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM known_addresses k JOIN accounts a ON a.id = k.account_id
-                                WHERE lower(a.username) = lower($1) AND k.address = $2
-                                  AND k.last_login_at >= $3)",
-                &[&username, &address, &since],
-            )?
-            .get(0))
-    }
-
-    fn remember(&mut self, id: AccountId, address: &str, now: f64) -> Result<()> {
-        self.0.execute(
-            "INSERT INTO known_addresses (account_id, address, last_login_at)
-             VALUES ($1, $2, $3)
-             ON CONFLICT (account_id, address) DO UPDATE SET last_login_at = $3",
-            &[&id, &address, &now],
-        )?;
-        Ok(())
-    }
+/// Whether `e` is a unique-constraint violation.
+fn is_unique_violation(e: &Error) -> bool {
+    let Error::Store(source) = e else {
+        return false;
+    };
+    source
+        .downcast_ref::<postgres::Error>()
+        .and_then(postgres::Error::code)
+        == Some(&SqlState::UNIQUE_VIOLATION)
 }
 
 #[cfg(test)]
@@ -582,9 +748,11 @@ mod test_cluster;
 
 #[cfg(test)]
 mod tests {
+    use std::net::IpAddr;
+
     use super::*;
-    use crate::db::contract::{TestDatabase, contract_tests, fast};
-    use crate::db::{AccountStore, StoreLocation, StoreOptions};
+    use crate::db::contract::{TestDatabase, contract_tests, fast, session};
+    use crate::db::{AccountStore, StoreLocation, StoreOptions, ThrottlePolicy};
 
     /// A fresh database in the test cluster.
     struct PostgresDatabase(String);
@@ -652,7 +820,7 @@ mod tests {
         own.stop_server();
         for _ in 0..2 {
             let started = std::time::Instant::now();
-            let err = store.view(id).unwrap_err();
+            let err = store.view(session(id)).unwrap_err();
             assert!(matches!(err, Error::Store(_)), "{err}");
             assert!(
                 started.elapsed() < Duration::from_secs(10),
@@ -661,7 +829,7 @@ mod tests {
             );
         }
         own.start_server();
-        assert_eq!(store.view(id).unwrap().username, "rita");
+        assert_eq!(store.view(session(id)).unwrap().username, "rita");
         assert!(store.authenticate("rita", b"pw-rita-1").unwrap().is_some());
     }
 
@@ -691,6 +859,112 @@ mod tests {
         s.set_locked("fiveuser", true)?;
         assert!(s.session_state(account.id)?.locked);
         Ok(())
+    }
+
+    /// One step of [`the_counts_rules_in_sql_are_throttle_rs`]: a password check by name
+    /// `name` (an index into its names) from address `from`, `delay` seconds after the last,
+    /// that succeeds if the account exists and `right`.
+    #[derive(Clone, Debug)]
+    struct Check {
+        name: usize,
+        from: usize,
+        delay: f64,
+        right: bool,
+        signup: bool,
+    }
+
+    fn check() -> impl proptest::strategy::Strategy<Value = Check> {
+        use proptest::prelude::*;
+        (
+            0..4usize,
+            0..3usize,
+            0.0..40.0f64,
+            any::<bool>(),
+            any::<u8>(),
+        )
+            .prop_map(|(name, from, delay, right, n)| Check {
+                name,
+                from,
+                delay,
+                right,
+                signup: n < 20,
+            })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 24,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        /// The failure counts' rules, run in Rust over SQLite (`throttle.rs`) and in SQL on
+        /// PostgreSQL (migration 7), give the same refusals, records and counts for any
+        /// sequence of checks, at the same (made-up) times.
+        #[test]
+        fn the_counts_rules_in_sql_are_throttle_rs(checks in proptest::collection::vec(check(), 1..40)) {
+            use crate::db::sqlite::SqliteBackend;
+            use crate::db::throttle::ThrottleKeys;
+            let policy = ThrottlePolicy {
+                per_account: 2,
+                per_address: 3,
+                signups_per_address: 2,
+                first_block: Duration::from_millis(1500),
+                longest_block: Duration::from_secs(20),
+                forget_after: Duration::from_secs(60),
+            };
+            let dir = tempfile::tempdir().unwrap();
+            let sqlite = SqliteBackend::open(&dir.path().join("users.db")).unwrap();
+            let postgres = PostgresBackend::open(&PostgresDatabase::new().0).unwrap();
+            let backends: [&dyn Backend; 2] = [&sqlite, &postgres];
+            let names = ["ann", "BOB", "nobody", "b\u{212A}d"];
+            for backend in backends {
+                backend.insert_account("ann", "hash-ann", &[]).unwrap();
+                backend.insert_account("bob", "hash-bob", &[]).unwrap();
+            }
+            let addresses = ["192.0.2.1", "192.0.2.2", "2001:db8::1"];
+            let mut now = 1_800_000_000.0;
+            for check in checks {
+                now += check.delay;
+                let from: IpAddr = addresses[check.from].parse().unwrap();
+                let keys = if check.signup {
+                    ThrottleKeys::signup(from, &policy)
+                } else {
+                    ThrottleKeys::password_check(names[check.name], from, &policy)
+                };
+                let attempt = Attempt { policy: &policy, keys: &keys, now };
+                let outcomes: Vec<Counted> = backends
+                    .iter()
+                    .map(|b| b.count_attempt(&attempt, keys.username()).unwrap())
+                    .collect();
+                match (&outcomes[0], &outcomes[1]) {
+                    (Counted::Refused(a), Counted::Refused(b)) => {
+                        proptest::prop_assert!((a - b).abs() < 1e-6, "{a} {b}")
+                    }
+                    (a, b) => proptest::prop_assert_eq!(a, b),
+                }
+                if let Counted::Counted(Some(record)) = &outcomes[0]
+                    && check.right
+                {
+                    for backend in backends {
+                        backend.forgive(&attempt, record.id, None).unwrap();
+                    }
+                }
+                let [a, b] = backends.map(|b| b.failure_counts().unwrap());
+                proptest::prop_assert_eq!(a.len(), b.len(), "{:?} {:?}", a, b);
+                for ((ka, ca), (kb, cb)) in a.iter().zip(&b) {
+                    proptest::prop_assert_eq!(ka, kb);
+                    proptest::prop_assert_eq!(ca.failures, cb.failures);
+                    proptest::prop_assert!((ca.last_failure_at - cb.last_failure_at).abs() < 1e-6);
+                    proptest::prop_assert!((ca.blocked_until - cb.blocked_until).abs() < 1e-6);
+                }
+                for id in [1, 2] {
+                    let [mut a, mut b] = backends.map(|b| b.known_addresses(id).unwrap());
+                    a.sort_by(|x, y| x.0.cmp(&y.0));
+                    b.sort_by(|x, y| x.0.cmp(&y.0));
+                    proptest::prop_assert_eq!(a, b);
+                }
+            }
+        }
     }
 
     #[test]

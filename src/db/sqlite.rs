@@ -12,12 +12,17 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use rusqlite::{
-    Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior, params,
-};
+use rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior, params};
 
-use super::throttle::{FailureCount, FailureCounts};
-use super::{AccountId, AccountSummary, AccountTotals, Backend, LoginRecord, SessionState};
+use super::sql::{
+    self, ACCOUNT_SUMMARY, ACCOUNT_VIEW, Columns, FAILURE_COUNT, LOGIN_RECORD, SESSION_STATE,
+    SchemaVersions, account_summary, account_view, failure_count, login_record, session_state,
+};
+use super::throttle::{self, Attempt, FailureCount, FailureCounts, PRUNE_BATCH};
+use super::{
+    AccountId, AccountSummary, AccountTotals, Backend, Counted, LoginRecord, LoginUpdate,
+    SessionAccount, SessionState, value_of,
+};
 use crate::error::{Error, Result};
 use crate::xml::account::{AccountView, Field};
 
@@ -83,6 +88,8 @@ const MIGRATIONS: &[&str] = &[
     // compares it with the one it logged in with before each command.
     "ALTER TABLE accounts ADD COLUMN locked_at TEXT;
      ALTER TABLE accounts ADD COLUMN credentials_generation INTEGER NOT NULL DEFAULT 0;",
+    // Version 7: stale failure counts are found by their time, a few at a time.
+    "CREATE INDEX login_failures_by_time ON login_failures (last_failure_at);",
 ];
 
 /// Current time as stored: ISO 8601 UTC with milliseconds.
@@ -172,6 +179,62 @@ impl SqliteBackend {
     }
 }
 
+impl Columns for rusqlite::Row<'_> {
+    fn text(&self, i: usize) -> Result<String> {
+        Ok(self.get(i)?)
+    }
+    fn optional_text(&self, i: usize) -> Result<Option<String>> {
+        Ok(self.get(i)?)
+    }
+    fn integer(&self, i: usize) -> Result<i64> {
+        Ok(self.get(i)?)
+    }
+    fn real(&self, i: usize) -> Result<f64> {
+        Ok(self.get(i)?)
+    }
+    fn boolean(&self, i: usize) -> Result<bool> {
+        Ok(self.get(i)?)
+    }
+}
+
+/// The rows of `statement` for `params`, each mapped by `map`.
+fn rows<T>(
+    statement: &mut rusqlite::Statement<'_>,
+    params: impl rusqlite::Params,
+    map: impl Fn(&rusqlite::Row<'_>) -> Result<T>,
+) -> Result<Vec<T>> {
+    let mut rows = statement.query(params)?;
+    let mut all = Vec::new();
+    while let Some(row) = rows.next()? {
+        all.push(map(row)?);
+    }
+    Ok(all)
+}
+
+/// The first row of `statement` for `params`, if any, mapped by `map`.
+fn first_row<T>(
+    statement: &mut rusqlite::Statement<'_>,
+    params: impl rusqlite::Params,
+    map: impl Fn(&rusqlite::Row<'_>) -> Result<T>,
+) -> Result<Option<T>> {
+    statement.query(params)?.next()?.map(map).transpose()
+}
+
+/// What a login needs of the account called `username` (in any letter case), inside `conn`.
+fn find_login(conn: &Connection, username: &str) -> Result<Option<LoginRecord>> {
+    first_row(
+        &mut *conn.prepare_cached(&format!(
+            "SELECT {LOGIN_RECORD} FROM accounts WHERE username = ?1"
+        ))?,
+        [username],
+        |row| login_record(row, 0),
+    )
+}
+
+/// A session's condition on account `?1` at generation `?2` (none: the operator's).
+const GUARD: &str =
+    "id = ?1 AND (?2 IS NULL OR (credentials_generation = ?2 AND locked_at IS NULL))";
+
 impl Backend for SqliteBackend {
     fn insert_account(
         &self,
@@ -179,11 +242,7 @@ impl Backend for SqliteBackend {
         password_hash: &str,
         info: &[(Field, String)],
     ) -> Result<AccountId> {
-        let value = |field: Field| {
-            info.iter()
-                .find(|(f, _)| *f == field)
-                .map_or("", |(_, v)| v.as_str())
-        };
+        let value = |field| value_of(info, field).unwrap_or("");
         self.with_connection(|conn| {
             let inserted = conn.execute(
                 &format!(
@@ -211,101 +270,68 @@ impl Backend for SqliteBackend {
     }
 
     fn find_login(&self, username: &str) -> Result<Option<LoginRecord>> {
-        self.with_connection(|conn| {
-            Ok(conn
-                .prepare_cached(
-                    "SELECT id, password_hash, locked_at IS NOT NULL, credentials_generation
-                     FROM accounts WHERE username = ?1",
-                )?
-                .query_row([username], |row| {
-                    Ok(LoginRecord {
-                        id: row.get(0)?,
-                        hash: row.get(1)?,
-                        locked: row.get(2)?,
-                        generation: row.get(3)?,
-                    })
-                })
-                .optional()?)
-        })
+        self.with_connection(|conn| find_login(conn, username))
     }
 
-    fn session_state(&self, id: AccountId) -> Result<SessionState> {
+    fn session_state(&self, id: AccountId) -> Result<Option<SessionState>> {
         self.with_connection(|conn| {
-            conn.prepare_cached(
-                "SELECT credentials_generation, locked_at IS NOT NULL FROM accounts WHERE id = ?1",
-            )?
-            .query_row([id], |row| {
-                Ok(SessionState {
-                    generation: row.get(0)?,
-                    locked: row.get(1)?,
-                })
-            })
-            .optional()?
-            .ok_or(Error::NoSuchAccount)
+            first_row(
+                &mut *conn.prepare_cached(&format!(
+                    "SELECT {SESSION_STATE} FROM accounts WHERE id = ?1"
+                ))?,
+                [id],
+                |row| session_state(row),
+            )
         })
     }
 
     fn accounts(&self, username: Option<&str>) -> Result<Vec<AccountSummary>> {
         self.with_connection(|conn| {
-            let mut statement = conn.prepare(
-                "SELECT id, username, created_at, last_login_at, locked_at FROM accounts
-                 WHERE ?1 IS NULL OR username = ?1 ORDER BY username COLLATE NOCASE, id",
-            )?;
-            let rows = statement.query_map([username], |row| {
-                Ok(AccountSummary {
-                    id: row.get(0)?,
-                    username: row.get(1)?,
-                    created_at: row.get(2)?,
-                    last_login_at: row.get(3)?,
-                    locked_at: row.get(4)?,
-                })
-            })?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            rows(
+                &mut conn.prepare(&format!(
+                    "SELECT {ACCOUNT_SUMMARY} FROM accounts
+                     WHERE ?1 IS NULL OR username = ?1 ORDER BY username COLLATE NOCASE, id"
+                ))?,
+                [username],
+                |row| account_summary(row),
+            )
         })
     }
 
-    fn set_locked(&self, id: AccountId, locked: bool) -> Result<()> {
+    fn lock(&self, id: AccountId) -> Result<bool> {
         self.with_connection(|conn| {
-            let changed = conn.execute(
+            Ok(conn.execute(
                 &format!(
-                    "UPDATE accounts SET locked_at = CASE WHEN ?1 THEN COALESCE(locked_at, {NOW})
-                                                          ELSE NULL END
-                     WHERE id = ?2"
+                    "UPDATE accounts SET locked_at = COALESCE(locked_at, {NOW}) WHERE id = ?1"
                 ),
-                params![locked, id],
-            )?;
-            if changed == 0 {
-                return Err(Error::NoSuchAccount);
-            }
-            Ok(())
+                [id],
+            )? > 0)
         })
     }
 
-    fn reset_password_hash(&self, id: AccountId, hash: &str) -> Result<()> {
+    fn reset_password_hash(&self, id: AccountId, hash: &str) -> Result<bool> {
         self.with_connection(|conn| {
-            let changed = conn.execute(
+            Ok(conn.execute(
                 &format!(
                     "UPDATE accounts SET password_hash = ?1, updated_at = {NOW},
                                          credentials_generation = credentials_generation + 1
                      WHERE id = ?2"
                 ),
                 params![hash, id],
-            )?;
-            if changed == 0 {
-                return Err(Error::NoSuchAccount);
-            }
-            Ok(())
+            )? > 0)
         })
     }
 
     fn known_addresses(&self, id: AccountId) -> Result<Vec<(String, f64)>> {
         self.with_connection(|conn| {
-            let mut statement = conn.prepare(
-                "SELECT address, last_login_at FROM known_addresses WHERE account_id = ?1
-                 ORDER BY last_login_at DESC",
-            )?;
-            let rows = statement.query_map([id], |row| Ok((row.get(0)?, row.get(1)?)))?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            rows(
+                &mut conn.prepare(
+                    "SELECT address, last_login_at FROM known_addresses WHERE account_id = ?1
+                     ORDER BY last_login_at DESC",
+                )?,
+                [id],
+                |row| Ok((row.text(0)?, row.real(1)?)),
+            )
         })
     }
 
@@ -329,25 +355,115 @@ impl Backend for SqliteBackend {
         })
     }
 
-    fn credentials(&self, id: AccountId) -> Result<(String, String)> {
+    fn account(&self, id: AccountId, generation: Option<i64>) -> Result<Option<AccountView>> {
         self.with_connection(|conn| {
-            conn.query_row(
-                "SELECT username, password_hash FROM accounts WHERE id = ?1",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+            // The hottest query (a session's view): its compiled statement is kept per
+            // connection.
+            first_row(
+                &mut *conn.prepare_cached(&format!(
+                    "SELECT {ACCOUNT_VIEW} FROM accounts WHERE {GUARD}"
+                ))?,
+                params![id, generation],
+                |row| account_view(row),
             )
-            .optional()?
-            .ok_or(Error::NoSuchAccount)
         })
     }
 
-    fn record_login(&self, id: AccountId, rehash: Option<(&str, &str)>) -> Result<()> {
+    fn credentials(&self, session: SessionAccount) -> Result<Option<(String, String)>> {
+        self.with_connection(|conn| {
+            first_row(
+                &mut *conn.prepare_cached(&format!(
+                    "SELECT username, password_hash FROM accounts WHERE {GUARD}"
+                ))?,
+                params![session.id, session.generation],
+                |row| Ok((row.text(0)?, row.text(1)?)),
+            )
+        })
+    }
+
+    fn update_account(
+        &self,
+        session: SessionAccount,
+        changes: &[(Field, String)],
+        expected_version: Option<i64>,
+    ) -> Result<Option<AccountView>> {
+        let change = |field| value_of(changes, field);
+        self.with_connection(|conn| {
+            first_row(
+                &mut *conn.prepare_cached(&format!(
+                    "UPDATE accounts SET full_name = COALESCE(?3, full_name),
+                                         email = COALESCE(?4, email),
+                                         phone = COALESCE(?5, phone),
+                                         address = COALESCE(?6, address),
+                                         version = version + 1,
+                                         updated_at = {NOW}
+                     WHERE {GUARD} AND (?7 IS NULL OR version = ?7)
+                     RETURNING {ACCOUNT_VIEW}"
+                ))?,
+                params![
+                    session.id,
+                    session.generation,
+                    change(Field::FullName),
+                    change(Field::Email),
+                    change(Field::Phone),
+                    change(Field::Address),
+                    expected_version
+                ],
+                |row| account_view(row),
+            )
+        })
+    }
+
+    fn replace_password_hash(&self, session: SessionAccount, old: &str, new: &str) -> Result<bool> {
+        self.with_connection(|conn| {
+            Ok(conn.execute(
+                &format!(
+                    "UPDATE accounts SET password_hash = ?4, updated_at = {NOW}
+                     WHERE {GUARD} AND password_hash = ?3"
+                ),
+                params![session.id, session.generation, old, new],
+            )? > 0)
+        })
+    }
+
+    fn delete_account(&self, id: AccountId, generation: Option<i64>, hash: &str) -> Result<bool> {
+        self.with_connection(|conn| {
+            Ok(conn.execute(
+                &format!("DELETE FROM accounts WHERE {GUARD} AND password_hash = ?3"),
+                params![id, generation, hash],
+            )? > 0)
+        })
+    }
+
+    fn count_attempt(&self, attempt: &Attempt<'_>, lookup: Option<&str>) -> Result<Counted> {
         self.write(|tx| {
-            tx.execute(
-                &format!("UPDATE accounts SET last_login_at = {NOW} WHERE id = ?1"),
-                [id],
-            )?;
-            if let Some((old, new)) = rehash {
+            if let Some(until) = throttle::count_attempt(&mut SqliteFailureCounts(tx), attempt)? {
+                return Ok(Counted::Refused(until));
+            }
+            let record = match lookup {
+                Some(name) => find_login(tx, name)?,
+                None => None,
+            };
+            Ok(Counted::Counted(record))
+        })
+    }
+
+    fn forgive(
+        &self,
+        attempt: &Attempt<'_>,
+        id: AccountId,
+        login: Option<LoginUpdate<'_>>,
+    ) -> Result<()> {
+        self.write(|tx| {
+            throttle::forgive(&mut SqliteFailureCounts(tx), attempt, id)?;
+            let Some(login) = login else {
+                return Ok(());
+            };
+            tx.prepare_cached(&format!(
+                "UPDATE accounts SET last_login_at = {NOW} WHERE id = ?1"
+            ))?
+            .execute([id])?;
+            if let Some((old, new)) = login.rehash {
                 // Only if nobody changed the password meanwhile.
                 tx.execute(
                     "UPDATE accounts SET password_hash = ?1 WHERE id = ?2 AND password_hash = ?3",
@@ -358,108 +474,41 @@ impl Backend for SqliteBackend {
         })
     }
 
-    fn account(&self, id: AccountId) -> Result<AccountView> {
+    fn failure_counts(&self) -> Result<Vec<(String, FailureCount)>> {
         self.with_connection(|conn| {
-            // The hottest query (a session's view): its compiled statement is kept per
-            // connection.
-            conn.prepare_cached(
-                "SELECT username, full_name, email, phone, address, created_at, updated_at,
-                        last_login_at, version
-                 FROM accounts WHERE id = ?1",
-            )?
-            .query_row([id], |row| {
-                Ok(AccountView {
-                    username: row.get(0)?,
-                    fields: [row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?],
-                    created_at: row.get(5)?,
-                    updated_at: row.get(6)?,
-                    last_login_at: row.get(7)?,
-                    version: row.get(8)?,
-                })
-            })
-            .optional()?
-            .ok_or(Error::NoSuchAccount)
+            rows(
+                &mut conn.prepare(&format!(
+                    "SELECT {FAILURE_COUNT} FROM login_failures ORDER BY key"
+                ))?,
+                [],
+                |row| failure_count(row),
+            )
         })
     }
 
-    fn update_account(
+    /// Attempts are serialised with this by SQLite's one writer at a time.
+    fn clear_failure_counts(
         &self,
-        id: AccountId,
-        changes: &[(Field, String)],
-        expected_version: Option<i64>,
-    ) -> Result<i64> {
-        let change = |field: Field| {
-            changes
-                .iter()
-                .find(|(f, _)| *f == field)
-                .map(|(_, v)| v.as_str())
-        };
+        matches: &dyn Fn(&str) -> bool,
+        unlock: Option<AccountId>,
+    ) -> Result<Option<usize>> {
         self.write(|tx| {
-            let current: i64 = tx
-                .query_row("SELECT version FROM accounts WHERE id = ?1", [id], |r| {
-                    r.get(0)
-                })
-                .optional()?
-                .ok_or(Error::NoSuchAccount)?;
-            if expected_version.is_some_and(|v| v != current) {
-                return Err(Error::Conflict);
+            if let Some(id) = unlock
+                && tx.execute("UPDATE accounts SET locked_at = NULL WHERE id = ?1", [id])? == 0
+            {
+                return Ok(None);
             }
-            tx.execute(
-                &format!(
-                    "UPDATE accounts SET full_name = COALESCE(?1, full_name),
-                                         email = COALESCE(?2, email),
-                                         phone = COALESCE(?3, phone),
-                                         address = COALESCE(?4, address),
-                                         version = version + 1,
-                                         updated_at = {NOW}
-                     WHERE id = ?5"
-                ),
-                params![
-                    change(Field::FullName),
-                    change(Field::Email),
-                    change(Field::Phone),
-                    change(Field::Address),
-                    id
-                ],
+            let keys = rows(
+                &mut tx.prepare("SELECT key FROM login_failures")?,
+                [],
+                |row| row.text(0),
             )?;
-            Ok(current + 1)
-        })
-    }
-
-    fn replace_password_hash(&self, id: AccountId, old: &str, new: &str) -> Result<()> {
-        self.with_connection(|conn| {
-            let changed = conn.execute(
-                &format!(
-                    "UPDATE accounts SET password_hash = ?1, updated_at = {NOW}
-                     WHERE id = ?2 AND password_hash = ?3"
-                ),
-                params![new, id, old],
-            )?;
-            if changed == 0 {
-                return Err(Error::Conflict);
+            let mut cleared = 0;
+            for key in keys.iter().filter(|key| matches(key)) {
+                cleared += tx.execute("DELETE FROM login_failures WHERE key = ?1", [key])?;
             }
-            Ok(())
+            Ok(Some(cleared))
         })
-    }
-
-    fn delete_account(&self, id: AccountId, hash: &str) -> Result<()> {
-        self.with_connection(|conn| {
-            let deleted = conn.execute(
-                "DELETE FROM accounts WHERE id = ?1 AND password_hash = ?2",
-                params![id, hash],
-            )?;
-            if deleted == 0 {
-                return Err(Error::Conflict);
-            }
-            Ok(())
-        })
-    }
-
-    fn with_failure_counts(
-        &self,
-        f: &mut dyn FnMut(&mut dyn FailureCounts) -> Result<()>,
-    ) -> Result<()> {
-        self.write(|tx| f(&mut SqliteFailureCounts(tx)))
     }
 
     fn ping(&self) -> Result<()> {
@@ -479,25 +528,19 @@ impl Backend for SqliteBackend {
     }
 }
 
-/// The `login_failures` table, inside a write transaction.
+/// The `login_failures` and `known_addresses` tables, inside a write transaction.
 struct SqliteFailureCounts<'a>(&'a Transaction<'a>);
 
 impl FailureCounts for SqliteFailureCounts<'_> {
     fn get(&mut self, key: &str) -> Result<Option<FailureCount>> {
-        Ok(self
-            .0
-            .prepare_cached(
-                "SELECT failures, last_failure_at, blocked_until FROM login_failures
-                 WHERE key = ?1",
-            )?
-            .query_row([key], |row| {
-                Ok(FailureCount {
-                    failures: row.get(0)?,
-                    last_failure_at: row.get(1)?,
-                    blocked_until: row.get(2)?,
-                })
-            })
-            .optional()?)
+        Ok(first_row(
+            &mut *self.0.prepare_cached(&format!(
+                "SELECT {FAILURE_COUNT} FROM login_failures WHERE key = ?1"
+            ))?,
+            [key],
+            |row| failure_count(row),
+        )?
+        .map(|(_, count)| count))
     }
 
     fn put(&mut self, key: &str, count: FailureCount) -> Result<()> {
@@ -519,37 +562,27 @@ impl FailureCounts for SqliteFailureCounts<'_> {
 
     fn remove(&mut self, key: &str) -> Result<()> {
         self.0
-            .execute("DELETE FROM login_failures WHERE key = ?1", [key])?;
+            .prepare_cached("DELETE FROM login_failures WHERE key = ?1")?
+            .execute([key])?;
         Ok(())
-    }
-
-    fn all(&mut self) -> Result<Vec<(String, FailureCount)>> {
-        let mut statement = self.0.prepare_cached(
-            "SELECT key, failures, last_failure_at, blocked_until FROM login_failures
-             ORDER BY key",
-        )?;
-        let rows = statement.query_map([], |row| {
-            Ok((
-                row.get(0)?,
-                FailureCount {
-                    failures: row.get(1)?,
-                    last_failure_at: row.get(2)?,
-                    blocked_until: row.get(3)?,
-                },
-            ))
-        })?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
     fn forget(&mut self, last_failure_before: f64, now: f64, known_before: f64) -> Result<()> {
         self.0
             .prepare_cached(
-                "DELETE FROM login_failures WHERE last_failure_at < ?1 AND blocked_until < ?2",
+                "DELETE FROM login_failures WHERE key IN (
+                     SELECT key FROM login_failures
+                     WHERE last_failure_at < ?1 AND blocked_until < ?2
+                     ORDER BY last_failure_at LIMIT ?3)",
             )?
-            .execute(params![last_failure_before, now])?;
+            .execute(params![last_failure_before, now, PRUNE_BATCH])?;
         self.0
-            .prepare_cached("DELETE FROM known_addresses WHERE last_login_at < ?1")?
-            .execute([known_before])?;
+            .prepare_cached(
+                "DELETE FROM known_addresses WHERE rowid IN (
+                     SELECT rowid FROM known_addresses WHERE last_login_at < ?1
+                     ORDER BY last_login_at LIMIT ?2)",
+            )?
+            .execute(params![known_before, PRUNE_BATCH])?;
         Ok(())
     }
 
@@ -608,22 +641,23 @@ fn create_private(path: &Path) -> Result<()> {
     }
 }
 
+/// SQLite's schema version, in `PRAGMA user_version`.
+impl SchemaVersions for Transaction<'_> {
+    fn version(&mut self) -> Result<i64> {
+        Ok(self.query_row("PRAGMA user_version", [], |row| row.get(0))?)
+    }
+    fn apply(&mut self, sql: &str) -> Result<()> {
+        Ok(self.execute_batch(sql)?)
+    }
+    fn set_version(&mut self, version: i64) -> Result<()> {
+        Ok(self.pragma_update(None, "user_version", version)?)
+    }
+}
+
 /// Brings the schema up to the newest version, in one transaction.
 fn migrate(conn: &mut Connection) -> Result<()> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let version: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-    let known = MIGRATIONS.len() as i64;
-    if !(0..=known).contains(&version) {
-        return Err(Error::Config(format!(
-            "account database schema version {version} is newer than this program knows ({known}); \
-             use a newer server"
-        )));
-    }
-    for (to, sql) in (1..).zip(MIGRATIONS).skip(version as usize) {
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", to)?;
-        log::info!("account database migrated to schema version {to}");
-    }
+    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    sql::migrate(&mut tx, MIGRATIONS)?;
     tx.commit()?;
     Ok(())
 }
@@ -631,7 +665,7 @@ fn migrate(conn: &mut Connection) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::contract::{TestDatabase, contract_tests, fast};
+    use crate::db::contract::{TestDatabase, contract_tests, fast, session};
     use crate::db::{AccountStore, StoreLocation, StoreOptions};
     use crate::password::{MIN_ITERATIONS, PasswordHash, Pbkdf2Params};
 
@@ -715,7 +749,7 @@ mod tests {
         let id = s
             .authenticate("olduser", b"old-pass")?
             .expect("account kept");
-        let view = s.view(id)?;
+        let view = s.view(session(id))?;
         assert_eq!(view.created_at, "2025-01-01T00:00:00.000Z");
         assert_eq!(view.version, 1);
         assert_eq!(view.get(Field::FullName), "");

@@ -68,7 +68,12 @@ pub(crate) struct FailureCount {
     pub(crate) blocked_until: f64,
 }
 
-/// The counts as a backend keeps them, inside one of its transactions.
+/// How many stale counts (and known addresses) an attempt removes at most: old counts go a
+/// few at a time, through an index on their time, never in one sweep of the whole table.
+pub(crate) const PRUNE_BATCH: i64 = 32;
+
+/// The counts as a backend keeps them, inside one of its transactions (SQLite's: the
+/// PostgreSQL backend applies the same rules in SQL, in one statement).
 pub(crate) trait FailureCounts {
     /// The count of `key`, if any.
     fn get(&mut self, key: &str) -> Result<Option<FailureCount>>;
@@ -76,17 +81,39 @@ pub(crate) trait FailureCounts {
     fn put(&mut self, key: &str, count: FailureCount) -> Result<()>;
     /// Removes the count of `key`.
     fn remove(&mut self, key: &str) -> Result<()>;
-    /// Every count, by key.
-    fn all(&mut self) -> Result<Vec<(String, FailureCount)>>;
-    /// Removes every count whose last failure was before `last_failure_before` and which
-    /// refuses nothing after `now`, and every known address last used before
-    /// `known_before`.
+    /// Removes up to [`PRUNE_BATCH`] counts whose last failure was before `last_failure_before`
+    /// and which refuse nothing after `now`, oldest first, and as many known addresses last
+    /// used before `known_before`.
     fn forget(&mut self, last_failure_before: f64, now: f64, known_before: f64) -> Result<()>;
     /// Whether the account called `username` (in any letter case) has logged in from
     /// `address` (an address key) since `since`.
     fn knows(&mut self, username: &str, address: &str, since: f64) -> Result<bool>;
     /// Remembers that account `id` logged in from `address` at `now`.
     fn remember(&mut self, id: AccountId, address: &str, now: f64) -> Result<()>;
+}
+
+/// One attempt to count or forgive: its keys, under a policy, at a time (seconds since the
+/// Unix epoch).
+#[derive(Clone, Copy)]
+pub(crate) struct Attempt<'a> {
+    /// The thresholds and periods.
+    pub(crate) policy: &'a ThrottlePolicy,
+    /// The keys it is counted under.
+    pub(crate) keys: &'a ThrottleKeys,
+    /// When it is made.
+    pub(crate) now: f64,
+}
+
+impl Attempt<'_> {
+    /// Counts older than this many seconds start over.
+    pub(crate) fn forget_after(&self) -> f64 {
+        self.policy.forget_after.as_secs_f64()
+    }
+
+    /// Addresses last used before this time are no longer known to the account.
+    pub(crate) fn known_since(&self) -> f64 {
+        self.now - (KNOWN_ADDRESS_DAYS * 86_400) as f64
+    }
 }
 
 /// What a key counts.
@@ -158,6 +185,48 @@ impl ThrottleKeys {
             address,
         }
     }
+
+    /// Every key with its threshold, in the order they are counted.
+    pub(crate) fn counted(&self) -> impl Iterator<Item = (&str, u32)> {
+        self.keys
+            .iter()
+            .map(|(_, key, threshold)| (key.as_str(), *threshold))
+    }
+
+    /// The name's key, whose refusal does not apply at an address the account knows.
+    pub(crate) fn name_key(&self) -> Option<&str> {
+        self.keys
+            .iter()
+            .find(|(counting, _, _)| *counting == Counting::Name)
+            .map(|(_, key, _)| key.as_str())
+    }
+
+    /// The account name in lower case, if it is one an account can have: the only name
+    /// ever looked up.
+    pub(crate) fn username(&self) -> Option<&str> {
+        self.username.as_deref()
+    }
+
+    /// The client's address key.
+    pub(crate) fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// The keys a success clears: the name's and the pair's.
+    pub(crate) fn cleared_on_success(&self) -> impl Iterator<Item = &str> {
+        self.keys
+            .iter()
+            .filter(|(counting, _, _)| matches!(counting, Counting::Name | Counting::Pair))
+            .map(|(_, key, _)| key.as_str())
+    }
+
+    /// The key a success lowers by one, with its threshold: the address's.
+    pub(crate) fn lowered_on_success(&self) -> Option<(&str, u32)> {
+        self.keys
+            .iter()
+            .find(|(counting, _, _)| *counting == Counting::Address)
+            .map(|(_, key, threshold)| (key.as_str(), *threshold))
+    }
 }
 
 impl ThrottlePolicy {
@@ -168,81 +237,75 @@ impl ThrottlePolicy {
         let period = self.first_block.saturating_mul(1 << over.min(20));
         Some(period.min(self.longest_block))
     }
+}
 
-    /// Counts an attempt under `keys` at `now`, as a failure until it succeeds; gives the
-    /// time until which attempts are refused instead, counting nothing, if any key refuses
-    /// (the name's refusal does not apply at an address the account knows). Counts older
-    /// than `forget_after` start over, and are removed.
-    pub(crate) fn count_attempt(
-        &self,
-        counts: &mut dyn FailureCounts,
-        keys: &ThrottleKeys,
-        now: f64,
-    ) -> Result<Option<f64>> {
-        let forget_after = self.forget_after.as_secs_f64();
-        let known_since = now - (KNOWN_ADDRESS_DAYS * 86_400) as f64;
-        let known = match &keys.username {
-            Some(name) => counts.knows(name, &keys.address, known_since)?,
-            None => false,
+/// Counts `attempt` as a failure until it succeeds; gives the time until which attempts are
+/// refused instead, counting nothing, if any key refuses (the name's refusal does not apply at
+/// an address the account knows). Counts older than the policy's `forget_after` start over,
+/// and are removed a few at a time.
+pub(crate) fn count_attempt(
+    counts: &mut dyn FailureCounts,
+    attempt: &Attempt<'_>,
+) -> Result<Option<f64>> {
+    let (keys, now) = (attempt.keys, attempt.now);
+    let forget_after = attempt.forget_after();
+    let known = match keys.username() {
+        Some(name) => counts.knows(name, keys.address(), attempt.known_since())?,
+        None => false,
+    };
+    let mut blocked_until = 0f64;
+    let mut next = Vec::new();
+    for (key, threshold) in keys.counted() {
+        let previous = counts.get(key)?;
+        let failures = match previous {
+            Some(p) if now - p.last_failure_at < forget_after => p.failures,
+            _ => 0,
         };
-        let mut blocked_until = 0f64;
-        let mut next = Vec::new();
-        for (counting, key, threshold) in &keys.keys {
-            let previous = counts.get(key)?;
-            let failures = match previous {
-                Some(p) if now - p.last_failure_at < forget_after => p.failures,
-                _ => 0,
-            };
-            if !(known && *counting == Counting::Name) {
-                blocked_until = blocked_until.max(previous.map_or(0.0, |p| p.blocked_until));
-            }
-            next.push((key, *threshold, failures + 1));
+        if !(known && keys.name_key() == Some(key)) {
+            blocked_until = blocked_until.max(previous.map_or(0.0, |p| p.blocked_until));
         }
-        if blocked_until > now {
-            return Ok(Some(blocked_until));
-        }
-        for (key, threshold, failures) in next {
-            let blocked_until = self
-                .refusal_period(failures, threshold)
-                .map_or(0.0, |d| now + d.as_secs_f64());
-            let count = FailureCount {
-                failures,
-                last_failure_at: now,
-                blocked_until,
-            };
-            counts.put(key, count)?;
-        }
-        counts.forget(now - forget_after, now, known_since)?;
-        Ok(None)
+        next.push((key, threshold, failures.saturating_add(1)));
     }
+    if blocked_until > now {
+        return Ok(Some(blocked_until));
+    }
+    for (key, threshold, failures) in next {
+        let blocked_until = attempt
+            .policy
+            .refusal_period(failures, threshold)
+            .map_or(0.0, |d| now + d.as_secs_f64());
+        let count = FailureCount {
+            failures,
+            last_failure_at: now,
+            blocked_until,
+        };
+        counts.put(key, count)?;
+    }
+    counts.forget(now - forget_after, now, attempt.known_since())?;
+    Ok(None)
+}
 
-    /// Takes back the count of a password check under `keys` that succeeded for account
-    /// `id`: the name's and the pair's counts are cleared, the address's lowered by one (and
-    /// its refusal lifted below the threshold); the address becomes known to the account.
-    pub(crate) fn forgive(
-        &self,
-        counts: &mut dyn FailureCounts,
-        keys: &ThrottleKeys,
-        id: AccountId,
-        now: f64,
-    ) -> Result<()> {
-        for (counting, key, threshold) in &keys.keys {
-            match counting {
-                Counting::Name | Counting::Pair => counts.remove(key)?,
-                Counting::Address => {
-                    if let Some(mut count) = counts.get(key)? {
-                        count.failures = count.failures.saturating_sub(1);
-                        if count.failures < *threshold {
-                            count.blocked_until = 0.0;
-                        }
-                        counts.put(key, count)?;
-                    }
-                }
-                Counting::Signup => {}
-            }
-        }
-        counts.remember(id, &keys.address, now)
+/// Takes back the count of `attempt`, a password check that succeeded for account `id`: the
+/// name's and the pair's counts are cleared, the address's lowered by one (and its refusal
+/// lifted below the threshold); the address becomes known to the account.
+pub(crate) fn forgive(
+    counts: &mut dyn FailureCounts,
+    attempt: &Attempt<'_>,
+    id: AccountId,
+) -> Result<()> {
+    for key in attempt.keys.cleared_on_success() {
+        counts.remove(key)?;
     }
+    if let Some((key, threshold)) = attempt.keys.lowered_on_success()
+        && let Some(mut count) = counts.get(key)?
+    {
+        count.failures = count.failures.saturating_sub(1);
+        if count.failures < threshold {
+            count.blocked_until = 0.0;
+        }
+        counts.put(key, count)?;
+    }
+    counts.remember(id, attempt.keys.address(), attempt.now)
 }
 
 #[cfg(test)]

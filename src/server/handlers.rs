@@ -3,21 +3,20 @@
 
 use std::net::IpAddr;
 
-use crate::db::{AccountId, AccountStore, LoginOutcome};
+use crate::db::{AccountStore, LoginOutcome, SessionAccount};
 use crate::error::Error;
 use crate::xml::account::{AccountView, PolicyError, check_new_password, check_username};
 use crate::xml::command::{Command, CommandKind, Login, Signup, Update};
 use crate::xml::reply::{Greeting, Reply, ResultCode};
 
 /// The state of one session: where it comes from and which account, if any, it is logged in
-/// as. It lives with the connection and nowhere else.
+/// as (with the credentials' generation it logged in with: an operator's password reset or
+/// lock ends the session at its next command that reads or writes the account). It lives
+/// with the connection and nowhere else.
 #[derive(Debug)]
 pub(crate) struct Session {
     from: IpAddr,
-    account: Option<(AccountId, String)>,
-    /// The account's credentials' generation when the session logged in: an operator's
-    /// password reset changes it, and ends the session at its next command.
-    generation: i64,
+    account: Option<(SessionAccount, String)>,
 }
 
 impl Session {
@@ -26,7 +25,6 @@ impl Session {
         Session {
             from,
             account: None,
-            generation: 0,
         }
     }
 
@@ -66,42 +64,15 @@ fn policy(e: PolicyError) -> Reply {
 /// Handles `command` for `session`, against `store`.
 pub(crate) fn handle(command: Command, session: &mut Session, store: &AccountStore) -> Outcome {
     let kind = command.kind();
-    let outcome = match revoked(session, store) {
-        Some(reply) => reply.into(),
-        None => dispatch(command, session, store),
-    };
     Outcome {
         command: Some(kind),
-        ..outcome
+        ..dispatch(command, session, store)
     }
-}
-
-/// The reply that ends a logged-in session whose account the operator locked, or whose
-/// password the operator reset, since it logged in (checked before each command, so that a
-/// session in any server instance ends); `None` if it may go on. A store that cannot tell lets
-/// the command go on: the command's own store access reports the failure.
-fn revoked(session: &mut Session, store: &AccountStore) -> Option<Reply> {
-    let (id, _) = session.account.as_ref()?;
-    let why = match store.session_state(*id) {
-        Ok(state) if state.generation != session.generation => "the password was reset",
-        Ok(state) if state.locked => "the account was locked by the operator",
-        Ok(_) => return None,
-        Err(Error::NoSuchAccount) => "the account no longer exists",
-        Err(e) => {
-            log::warn!("cannot check the session's account: {e}");
-            return None;
-        }
-    };
-    session.account = None;
-    Some(Reply::new(
-        ResultCode::EndingSession,
-        format!("logged out: {why}; ending session"),
-    ))
 }
 
 /// The handler of each command, by the session's state.
 fn dispatch(command: Command, session: &mut Session, store: &AccountStore) -> Outcome {
-    let logged_in = session.account.as_ref().map(|(id, _)| *id);
+    let logged_in = session.account.as_ref().map(|(account, _)| *account);
     match (command, logged_in) {
         (Command::Hello, _) => {
             let mut reply = Reply::new(ResultCode::Success, "hello");
@@ -129,15 +100,17 @@ fn dispatch(command: Command, session: &mut Session, store: &AccountStore) -> Ou
         (Command::View | Command::Update(_) | Command::Passwd(_) | Command::Delete(_), None) => {
             Reply::new(ResultCode::UseError, "not logged in; log in first").into()
         }
-        (Command::View, Some(id)) => view_reply(store.view(id), "your account", session).into(),
-        (Command::Update(u), Some(id)) => update(u, id, session, store).into(),
-        (Command::Passwd(p), Some(id)) => {
+        (Command::View, Some(account)) => {
+            view_reply(store.view(account), "your account", session).into()
+        }
+        (Command::Update(u), Some(account)) => update(u, account, session, store).into(),
+        (Command::Passwd(p), Some(account)) => {
             if let Err(e) = check_new_password("new_password", &p.new_password) {
                 return policy(e).into();
             }
             store
                 .change_password(
-                    id,
+                    account,
                     p.password.as_bytes(),
                     p.new_password.as_bytes(),
                     session.from,
@@ -148,8 +121,8 @@ fn dispatch(command: Command, session: &mut Session, store: &AccountStore) -> Ou
                 )
                 .into()
         }
-        (Command::Delete(d), Some(id)) => {
-            match store.delete(id, d.password.as_bytes(), session.from) {
+        (Command::Delete(d), Some(account)) => {
+            match store.delete(account, d.password.as_bytes(), session.from) {
                 Ok(()) => {
                     session.account = None;
                     Reply::new(ResultCode::EndingSession, "account deleted; ending session").into()
@@ -186,8 +159,7 @@ fn signup(s: Signup, session: &mut Session, store: &AccountStore) -> Reply {
 fn login(l: Login, session: &mut Session, store: &AccountStore) -> Outcome {
     match store.sign_in(&l.username, l.password.as_bytes(), session.from) {
         Ok((LoginOutcome::Success(id), generation)) => {
-            session.account = Some((id, l.username.clone()));
-            session.generation = generation;
+            session.account = Some((SessionAccount { id, generation }, l.username.clone()));
             Reply::new(ResultCode::Success, format!("logged in as {}", l.username))
         }
         // Told only to whoever gave the right password.
@@ -211,14 +183,20 @@ fn login(l: Login, session: &mut Session, store: &AccountStore) -> Outcome {
     .into()
 }
 
-fn update(u: Update, id: AccountId, session: &mut Session, store: &AccountStore) -> Reply {
+fn update(
+    u: Update,
+    account: SessionAccount,
+    session: &mut Session,
+    store: &AccountStore,
+) -> Reply {
     if let Err(e) = u.changes.iter().try_for_each(|(f, v)| f.check(v)) {
         return policy(e);
     }
-    match store.update(id, &u.changes, u.version) {
-        Ok(_) => view_reply(store.view(id), "updated", session),
-        Err(e) => failure(e, session),
-    }
+    view_reply(
+        store.update(account, &u.changes, u.version),
+        "updated",
+        session,
+    )
 }
 
 fn view_reply(view: crate::Result<AccountView>, message: &str, session: &mut Session) -> Reply {
@@ -232,10 +210,17 @@ fn view_reply(view: crate::Result<AccountView>, message: &str, session: &mut Ses
     }
 }
 
-/// The reply for a store error. An account that vanished (deleted by another session) also
-/// logs this session out.
+/// The reply for a store error. A session whose account is gone, or was locked or had its
+/// password reset by the operator, is logged out and ends.
 fn failure(e: Error, session: &mut Session) -> Reply {
     match e {
+        Error::SessionEnded(why) => {
+            session.account = None;
+            Reply::new(
+                ResultCode::EndingSession,
+                format!("logged out: {why}; ending session"),
+            )
+        }
         Error::NoSuchAccount => {
             session.account = None;
             Reply::new(

@@ -1,0 +1,123 @@
+//! What the two SQL backends share, written once: the migration runner, the column lists of
+//! the store's rows and how a row maps to the store's types. Each backend gives its driver's
+//! row as [`Columns`] and its open transaction as [`SchemaVersions`].
+
+use super::throttle::FailureCount;
+use super::{AccountSummary, LoginRecord, SessionState};
+use crate::error::{Error, Result};
+use crate::xml::account::AccountView;
+
+/// One row as a backend's driver gives it, column by column from 0.
+pub(crate) trait Columns {
+    /// A text column.
+    fn text(&self, i: usize) -> Result<String>;
+    /// A text column that may be NULL.
+    fn optional_text(&self, i: usize) -> Result<Option<String>>;
+    /// An integer column.
+    fn integer(&self, i: usize) -> Result<i64>;
+    /// A floating-point column.
+    fn real(&self, i: usize) -> Result<f64>;
+    /// A boolean column (SQLite's 0 or 1).
+    fn boolean(&self, i: usize) -> Result<bool>;
+}
+
+/// The columns of an [`AccountView`], in [`account_view`]'s order.
+pub(crate) const ACCOUNT_VIEW: &str = "username, full_name, email, phone, address, created_at, \
+                                       updated_at, last_login_at, version";
+
+/// An [`AccountView`] from the columns [`ACCOUNT_VIEW`] names.
+pub(crate) fn account_view(row: &impl Columns) -> Result<AccountView> {
+    Ok(AccountView {
+        username: row.text(0)?,
+        fields: [row.text(1)?, row.text(2)?, row.text(3)?, row.text(4)?],
+        created_at: row.text(5)?,
+        updated_at: row.text(6)?,
+        last_login_at: row.optional_text(7)?,
+        version: row.integer(8)?,
+    })
+}
+
+/// The columns of a [`LoginRecord`], in [`login_record`]'s order.
+pub(crate) const LOGIN_RECORD: &str =
+    "id, password_hash, locked_at IS NOT NULL, credentials_generation";
+
+/// A [`LoginRecord`] from the columns [`LOGIN_RECORD`] names, from column `first` on.
+pub(crate) fn login_record(row: &impl Columns, first: usize) -> Result<LoginRecord> {
+    Ok(LoginRecord {
+        id: row.integer(first)?,
+        hash: row.text(first + 1)?,
+        locked: row.boolean(first + 2)?,
+        generation: row.integer(first + 3)?,
+    })
+}
+
+/// The columns of a [`SessionState`], in [`session_state`]'s order.
+pub(crate) const SESSION_STATE: &str = "credentials_generation, locked_at IS NOT NULL";
+
+/// A [`SessionState`] from the columns [`SESSION_STATE`] names.
+pub(crate) fn session_state(row: &impl Columns) -> Result<SessionState> {
+    Ok(SessionState {
+        generation: row.integer(0)?,
+        locked: row.boolean(1)?,
+    })
+}
+
+/// The columns of an [`AccountSummary`], in [`account_summary`]'s order.
+pub(crate) const ACCOUNT_SUMMARY: &str = "id, username, created_at, last_login_at, locked_at";
+
+/// An [`AccountSummary`] from the columns [`ACCOUNT_SUMMARY`] names.
+pub(crate) fn account_summary(row: &impl Columns) -> Result<AccountSummary> {
+    Ok(AccountSummary {
+        id: row.integer(0)?,
+        username: row.text(1)?,
+        created_at: row.text(2)?,
+        last_login_at: row.optional_text(3)?,
+        locked_at: row.optional_text(4)?,
+    })
+}
+
+/// The columns of a key and its [`FailureCount`], in [`failure_count`]'s order.
+pub(crate) const FAILURE_COUNT: &str = "key, failures, last_failure_at, blocked_until";
+
+/// A key and its [`FailureCount`] from the columns [`FAILURE_COUNT`] names.
+pub(crate) fn failure_count(row: &impl Columns) -> Result<(String, FailureCount)> {
+    Ok((
+        row.text(0)?,
+        FailureCount {
+            failures: u32::try_from(row.integer(1)?).unwrap_or(u32::MAX),
+            last_failure_at: row.real(2)?,
+            blocked_until: row.real(3)?,
+        },
+    ))
+}
+
+/// A backend's schema version and migrations, inside the one transaction that migrates.
+pub(crate) trait SchemaVersions {
+    /// The version the database is at (0 for a new one).
+    fn version(&mut self) -> Result<i64>;
+    /// Runs one migration's SQL.
+    fn apply(&mut self, sql: &str) -> Result<()>;
+    /// Records the version the database is now at.
+    fn set_version(&mut self, version: i64) -> Result<()>;
+}
+
+/// Brings the schema up to the newest of `migrations` (entry `n` takes it from version `n` to
+/// `n + 1`), inside the caller's transaction; refuses a database newer than this program.
+pub(crate) fn migrate(db: &mut dyn SchemaVersions, migrations: &[&str]) -> Result<()> {
+    let version = db.version()?;
+    let known = migrations.len() as i64;
+    if !(0..=known).contains(&version) {
+        return Err(Error::Config(format!(
+            "account database schema version {version} is newer than this program knows ({known}); \
+             use a newer server"
+        )));
+    }
+    for (to, sql) in (1..).zip(migrations).skip(version as usize) {
+        db.apply(sql)?;
+        log::info!("account database migrated to schema version {to}");
+    }
+    if version < known {
+        db.set_version(known)?;
+    }
+    Ok(())
+}
