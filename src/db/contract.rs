@@ -7,7 +7,10 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use super::{AccountId, AccountStore, LoginOutcome, SessionAccount, StoreOptions};
+use super::throttle::{Attempt, PRUNE_BATCH, ThrottleKeys};
+use super::{
+    AccountId, AccountStore, Counted, LoginOutcome, SessionAccount, StoreOptions, ThrottlePolicy,
+};
 use crate::error::{Error, Result};
 use crate::password::{MIN_ITERATIONS, Pbkdf2Params};
 use crate::xml::account::{AccountView, Field};
@@ -52,7 +55,8 @@ macro_rules! contract_tests {
             signups_are_limited_per_address,
             the_operator_locks_and_unlocks_accounts,
             a_password_reset_changes_the_credentials_generation,
-            the_operator_lists_counts_unthrottles_and_deletes
+            the_operator_lists_counts_unthrottles_and_deletes,
+            stale_counts_go_a_few_at_a_time
         );
     };
     (@each $new_database:expr; $($contract:ident),*) => {
@@ -662,5 +666,39 @@ pub(crate) fn the_operator_lists_counts_unthrottles_and_deletes(
     ));
     assert!(matches!(s.remove("nils"), Err(Error::NoSuchAccount)));
     assert!(matches!(s.account_named("nils"), Err(Error::NoSuchAccount)));
+    Ok(())
+}
+
+pub(crate) fn stale_counts_go_a_few_at_a_time(db: &impl TestDatabase) -> Result<()> {
+    let s = db.open(fast());
+    let policy = ThrottlePolicy::default();
+    let count_at = |from: IpAddr, now: f64| -> Result<()> {
+        let keys = ThrottleKeys::signup(from, &policy);
+        let attempt = Attempt {
+            policy: &policy,
+            keys: &keys,
+            now,
+        };
+        assert_eq!(
+            s.backend.count_attempt(&attempt, None)?,
+            Counted::Counted(None)
+        );
+        Ok(())
+    };
+    let then = 1_800_000_000.0;
+    for n in 0..100u8 {
+        count_at(IpAddr::from([10, 0, 0, n]), then + f64::from(n))?;
+    }
+    // Each attempt after they went stale removes a batch, the oldest first.
+    let later = then + policy.forget_after.as_secs_f64() + 1000.0;
+    count_at(ip("192.0.2.80"), later)?;
+    let keys: Vec<String> = s.failure_counts()?.into_iter().map(|(k, _)| k).collect();
+    assert_eq!(keys.len(), 100 + 1 - PRUNE_BATCH as usize, "{keys:?}");
+    assert!(!keys.contains(&"signup:10.0.0.0".to_string()));
+    assert!(keys.contains(&"signup:10.0.0.99".to_string()));
+    for _ in 0..3 {
+        count_at(ip("192.0.2.80"), later)?;
+    }
+    assert_eq!(s.failure_counts()?.len(), 1);
     Ok(())
 }

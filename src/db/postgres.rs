@@ -747,12 +747,16 @@ fn is_unique_violation(e: &Error) -> bool {
 mod test_cluster;
 
 #[cfg(test)]
+#[path = "../../tests/support/pgbouncer.rs"]
+mod test_bouncer;
+
+#[cfg(test)]
 mod tests {
     use std::net::IpAddr;
 
     use super::*;
     use crate::db::contract::{TestDatabase, contract_tests, fast, session};
-    use crate::db::{AccountStore, StoreLocation, StoreOptions, ThrottlePolicy};
+    use crate::db::{AccountStore, LoginOutcome, StoreLocation, StoreOptions, ThrottlePolicy};
 
     /// A fresh database in the test cluster.
     struct PostgresDatabase(String);
@@ -770,6 +774,122 @@ mod tests {
     }
 
     contract_tests!(PostgresDatabase::new());
+
+    /// Every contract again, through a real PgBouncer in transaction pooling (its defaults
+    /// otherwise) in front of the test cluster: a server connection per transaction.
+    mod through_pgbouncer {
+        use std::sync::OnceLock;
+
+        use super::super::test_bouncer::PgBouncer;
+        use super::*;
+
+        /// A fresh database of the test cluster, reached through the shared PgBouncer.
+        struct BouncedDatabase(String);
+
+        impl BouncedDatabase {
+            fn new() -> BouncedDatabase {
+                static BOUNCER: OnceLock<PgBouncer> = OnceLock::new();
+                let cluster = test_cluster::cluster();
+                let bouncer = BOUNCER.get_or_init(|| PgBouncer::start(cluster.port));
+                let url = cluster.new_database();
+                let name = url.rsplit('/').next().expect("a database name");
+                BouncedDatabase(bouncer.url(name))
+            }
+        }
+
+        impl TestDatabase for BouncedDatabase {
+            fn open(&self, options: StoreOptions) -> AccountStore {
+                AccountStore::open(&StoreLocation::Postgres(self.0.clone()), options).unwrap()
+            }
+        }
+
+        contract_tests!(BouncedDatabase::new());
+    }
+
+    /// A clear (an operator's `unthrottle`, or `unlock`) takes the keys' locks first: an
+    /// attempt in flight under them (here a transaction that holds a key's lock, as
+    /// `throttle_count` does, and writes the count back at its end) finishes first, and its
+    /// count is cleared too, never written back over the clear.
+    #[test]
+    fn a_clear_waits_for_an_attempt_in_flight_and_is_not_undone() -> Result<()> {
+        let db = PostgresDatabase::new();
+        let s = db.open(fast());
+        s.create_account("vera", b"pw-vera-1", &[])?;
+        s.set_locked("vera", true)?;
+        let from: IpAddr = "192.0.2.90".parse().unwrap();
+        for _ in 0..3 {
+            s.login("vera", b"guess", from)?;
+        }
+        let mut client = postgres::Client::connect(&db.0, NoTls).unwrap();
+        let mut attempt = client.transaction().unwrap();
+        attempt
+            .execute("SELECT throttle_lock_keys($1)", &[&vec!["user:vera"]])
+            .unwrap();
+        let failures: i64 = attempt
+            .query_one(
+                "SELECT failures FROM login_failures WHERE key = 'user:vera'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(failures, 3);
+        let operator = db.open(fast());
+        let unlocking = std::thread::spawn(move || operator.set_locked("vera", false));
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            !unlocking.is_finished(),
+            "the clear did not wait for the attempt"
+        );
+        attempt
+            .execute(
+                "INSERT INTO login_failures VALUES ('user:vera', $1, 0, 0)
+                 ON CONFLICT (key) DO UPDATE SET failures = $1",
+                &[&(failures + 1)],
+            )
+            .unwrap();
+        attempt.commit().unwrap();
+        unlocking.join().unwrap()?;
+        let keys: Vec<String> = s.failure_counts()?.into_iter().map(|(k, _)| k).collect();
+        assert!(!keys.iter().any(|k| k.contains("vera")), "{keys:?}");
+        assert_eq!(s.account_named("vera")?.locked_at, None);
+        Ok(())
+    }
+
+    /// On a cluster whose `lower()` folds KELVIN SIGN to `k` (C.UTF-8, Debian's default), a
+    /// name with it is never looked up: it reaches no account, and guesses under it count
+    /// against the address only, not against the account they look like.
+    #[test]
+    fn a_look_alike_name_reaches_no_account() -> Result<()> {
+        let own = test_cluster::Cluster::with_locale("C.UTF-8");
+        let url = own.new_database();
+        let folded: String = postgres::Client::connect(&url, NoTls)
+            .unwrap()
+            .query_one("SELECT lower(U&'\\212A')", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(folded, "k", "this cluster does not fold KELVIN SIGN");
+        let s = AccountStore::open(&StoreLocation::Postgres(url), fast())?;
+        let id = s.create_account("kate", b"pw-kate-1", &[])?;
+        let kelvin = "\u{212A}ate";
+        let from: IpAddr = "192.0.2.30".parse().unwrap();
+        assert_eq!(s.login(kelvin, b"pw-kate-1", from)?, LoginOutcome::Failed);
+        for n in 1..=10 {
+            let guesser: IpAddr = format!("203.0.113.{n}").parse().unwrap();
+            assert_eq!(s.login(kelvin, b"guess", guesser)?, LoginOutcome::Failed);
+        }
+        let keys: Vec<String> = s.failure_counts()?.into_iter().map(|(k, _)| k).collect();
+        assert!(keys.iter().all(|k| k.starts_with("addr:")), "{keys:?}");
+        assert!(matches!(s.account_named(kelvin), Err(Error::NoSuchAccount)));
+        assert!(matches!(
+            s.set_locked(kelvin, true),
+            Err(Error::NoSuchAccount)
+        ));
+        assert_eq!(
+            s.login("KATE", b"pw-kate-1", from)?,
+            LoginOutcome::Success(id)
+        );
+        Ok(())
+    }
 
     #[test]
     fn instances_starting_together_migrate_once() {

@@ -17,6 +17,27 @@ use ssl_server_client::server::{self, Console, ServerConfig, Shutdown};
 #[path = "../support/postgres.rs"]
 pub mod pg;
 
+/// A proxy that counts what a client sends PostgreSQL.
+#[path = "../support/pg_wire.rs"]
+pub mod pg_wire;
+
+/// A real PgBouncer in transaction pooling (shared with the library's unit tests).
+#[path = "../support/pgbouncer.rs"]
+pub mod pgbouncer;
+
+/// The PgBouncer in front of the shared test cluster, started on first use.
+pub fn bouncer() -> &'static pgbouncer::PgBouncer {
+    static BOUNCER: std::sync::OnceLock<pgbouncer::PgBouncer> = std::sync::OnceLock::new();
+    BOUNCER.get_or_init(|| pgbouncer::PgBouncer::start(pg::cluster().port))
+}
+
+/// A fresh database of the shared test cluster, reached through [`bouncer`].
+pub fn bounced_database() -> String {
+    let url = pg::cluster().new_database();
+    let name = url.rsplit('/').next().expect("a database name");
+    bouncer().url(name)
+}
+
 /// The original's 220-byte reply.
 pub const VALID_REPLY: &[u8] = ssl_server_client::xml::legacy::LEGACY_VALID_REPLY;
 

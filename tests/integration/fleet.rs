@@ -11,7 +11,11 @@ use crate::crash::{check, report, write_until};
 /// Two instances on a fresh database, sharing one ticket key and trusting HAProxy's address
 /// (127.0.0.1), with `extra` arguments; and HAProxy in front.
 fn fleet(fx: &Fixture, extra: &[&str]) -> (Server, Server, Haproxy) {
-    let url = cluster().new_database();
+    fleet_on(fx, &cluster().new_database(), extra)
+}
+
+/// [`fleet`] on the database at `url`.
+fn fleet_on(fx: &Fixture, url: &str, extra: &[&str]) -> (Server, Server, Haproxy) {
     let key = fx.path().join("ticket.key");
     if !key.exists() {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/ticketkey.sh");
@@ -24,7 +28,7 @@ fn fleet(fx: &Fixture, extra: &[&str]) -> (Server, Server, Haproxy) {
     let key = key.display().to_string();
     let mut args = vec![
         "--db",
-        url.as_str(),
+        url,
         "--ticket-key-file",
         key.as_str(),
         "--proxy-protocol-from",
@@ -91,6 +95,46 @@ fn the_fleet_shares_accounts_counts_and_sees_each_client() {
         code(&call(&mut ssl, &login("roamer", "roamer-pass"))),
         "1000"
     );
+}
+
+#[test]
+fn the_fleet_works_through_pgbouncer_in_transaction_pooling() {
+    let fx = Fixture::new();
+    let (_one, _two, fleet) = fleet_on(&fx, &bounced_database(), &[]);
+    let mut ssl = tls_connect(&fleet.addr());
+    let signup = "<signup><username>pooled</username><password>pooled-pass</password></signup>";
+    assert_eq!(code(&call(&mut ssl, signup)), "1000");
+    drop(ssl);
+    // Logins at once, from 20 addresses, through both instances: every one succeeds, on
+    // whichever server connection PgBouncer lends each statement.
+    let logins: Vec<_> = (1..=20)
+        .map(|n| {
+            let addr = fleet.addr();
+            thread::spawn(move || {
+                let mut ssl = tls_connect_from(&format!("127.0.7.{n}"), &addr);
+                let reply = call(&mut ssl, &login("pooled", "pooled-pass"));
+                let view = call(&mut ssl, "<view/>");
+                let update = call(
+                    &mut ssl,
+                    &format!("<update><phone>555 {n:04}</phone></update>"),
+                );
+                (reply, view, update)
+            })
+        })
+        .collect();
+    for login in logins {
+        let (reply, view, update) = login.join().unwrap();
+        assert_eq!(code(&reply), "1000", "{reply}");
+        assert_eq!(code(&view), "1000", "{view}");
+        assert_eq!(code(&update), "1000", "{update}");
+    }
+    let mut ssl = tls_connect(&fleet.addr());
+    assert_eq!(
+        code(&call(&mut ssl, &login("pooled", "pooled-pass"))),
+        "1000"
+    );
+    let view = call(&mut ssl, "<view/>");
+    assert!(view.contains("<version>21</version>"), "{view}");
 }
 
 #[test]

@@ -22,6 +22,7 @@ mod properties;
 mod protocol;
 mod proxy;
 mod robustness;
+mod round_trips;
 mod shared_store;
 mod startup;
 mod terminal;
