@@ -11,11 +11,6 @@ fn login(user: &str, password: &str) -> String {
     format!("<login><username>{user}</username><password>{password}</password></login>")
 }
 
-fn code(reply: &str) -> &str {
-    let start = reply.find("code=\"").expect("a code") + 6;
-    &reply[start..start + 4]
-}
-
 #[test]
 fn hundreds_of_silent_connections_delay_nobody() {
     let fx = Fixture::new();

@@ -21,14 +21,10 @@ pub mod pg;
 #[path = "../support/pg_wire.rs"]
 pub mod pg_wire;
 
-/// A real PgBouncer in transaction pooling (shared with the library's unit tests).
-#[path = "../support/pgbouncer.rs"]
-pub mod pgbouncer;
-
 /// The PgBouncer in front of the shared test cluster, started on first use.
-pub fn bouncer() -> &'static pgbouncer::PgBouncer {
-    static BOUNCER: std::sync::OnceLock<pgbouncer::PgBouncer> = std::sync::OnceLock::new();
-    BOUNCER.get_or_init(|| pgbouncer::PgBouncer::start(pg::cluster().port))
+pub fn bouncer() -> &'static pg::pgbouncer::PgBouncer {
+    static BOUNCER: std::sync::OnceLock<pg::pgbouncer::PgBouncer> = std::sync::OnceLock::new();
+    BOUNCER.get_or_init(|| pg::pgbouncer::PgBouncer::start(pg::cluster().port))
 }
 
 /// A fresh database of the shared test cluster, reached through [`bouncer`].
@@ -625,6 +621,12 @@ pub fn read_reply(ssl: &mut SslStream<TcpStream>) -> String {
     let mut body = vec![0u8; len - 4];
     ssl.read_exact(&mut body).expect("the reply body");
     String::from_utf8(body).expect("UTF-8 reply")
+}
+
+/// The result code of a reply.
+pub fn code(reply: &str) -> &str {
+    let start = reply.find("code=\"").expect("a code") + 6;
+    &reply[start..start + 4]
 }
 
 /// Sends a document and returns the reply.

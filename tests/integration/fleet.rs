@@ -41,11 +41,6 @@ fn fleet_on(fx: &Fixture, url: &str, extra: &[&str]) -> (Server, Server, Haproxy
     (one, two, haproxy)
 }
 
-fn code(reply: &str) -> &str {
-    let start = reply.find("code=\"").expect("a code") + 6;
-    &reply[start..start + 4]
-}
-
 fn login(user: &str, password: &str) -> String {
     format!("<login><username>{user}</username><password>{password}</password></login>")
 }

@@ -24,11 +24,6 @@ const LEGACY: u64 = 4;
 /// Not among the issue's goals: a count, a check, forgiving it and the write.
 const PASSWD: u64 = 4;
 
-fn code(reply: &str) -> &str {
-    let start = reply.find("code=\"").expect("a code") + 6;
-    &reply[start..start + 4]
-}
-
 /// What `f` sent PostgreSQL, once the wire is quiet again.
 fn counted(counter: &WireCounter, f: impl FnOnce()) -> WireCounts {
     let before = counter.settle(QUIET);

@@ -1,5 +1,5 @@
 //! A real PgBouncer in front of a test cluster, for the library's unit tests and the
-//! integration tests (each includes this file with `#[path]`): [`PgBouncer::start`] writes a
+//! integration tests (a module of `postgres.rs`, whose helpers it uses): [`PgBouncer::start`] writes a
 //! configuration into a temporary directory and runs `pgbouncer` in the foreground as a child
 //! of this process, as the `postgres` user when the tests run as root (PgBouncer refuses to run
 //! as root). It gets SIGTERM (PgBouncer's immediate shutdown) when dropped, or when the test
@@ -19,13 +19,13 @@
 #![allow(dead_code)]
 
 use std::fmt::Write as _;
-use std::net::TcpListener;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock, mpsc};
+use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
+
+use super::{free_port, run_as_postgres, spawn_as};
 
 /// The password of the user `postgres` at PgBouncer (the clients' side).
 pub const PASSWORD: &str = "bouncer-test-secret";
@@ -219,29 +219,7 @@ fn spawn(bin: &Path, dir: &Path, owner: Option<(u32, u32)>) -> Child {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr);
-    if let Some((uid, gid)) = owner {
-        command.uid(uid).gid(gid);
-    }
-    // SAFETY: prctl is async-signal-safe; it runs in the child between fork and exec, after
-    // the user change (which would clear the setting).
-    unsafe {
-        command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        });
-    }
-    // PgBouncer dies with the thread that started it (PR_SET_PDEATHSIG), so a thread that
-    // lives as long as the process starts it.
-    let (tx, rx) = mpsc::channel();
-    STARTER.with_starter(move || {
-        let _ = tx.send(command.spawn());
-    });
-    rx.recv()
-        .expect("the PgBouncer starter thread")
-        .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()))
+    spawn_as(command, owner).unwrap_or_else(|e| panic!("start {}: {e}", bin.display()))
 }
 
 /// Writes `text` to `path`, owned by `owner` if given.
@@ -251,14 +229,6 @@ fn write_owned(path: &Path, text: &str, owner: Option<(u32, u32)>) {
         std::os::unix::fs::chown(path, Some(uid), Some(gid))
             .unwrap_or_else(|e| panic!("chown {} to postgres: {e}", path.display()));
     }
-}
-
-fn free_port() -> u16 {
-    let probe = TcpListener::bind("127.0.0.1:0").expect("a free port for PgBouncer");
-    probe
-        .local_addr()
-        .expect("the address of a probe socket")
-        .port()
 }
 
 fn binary() -> PathBuf {
@@ -283,58 +253,4 @@ fn binary() -> PathBuf {
         "pgbouncer was not found (set PGBOUNCER, or install it: `apt-get install -y \
          pgbouncer`): the tests through PgBouncer cannot run"
     );
-}
-
-/// The `postgres` user's uid and gid when the tests run as root, to run PgBouncer as.
-fn run_as_postgres() -> Option<(u32, u32)> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return None;
-    }
-    let id = |flag: &str| -> u32 {
-        let out = Command::new("id")
-            .args([flag, "postgres"])
-            .output()
-            .expect("run id");
-        assert!(
-            out.status.success(),
-            "running as root, the tests need a `postgres` user to run PgBouncer as"
-        );
-        let text = String::from_utf8_lossy(&out.stdout);
-        text.trim()
-            .parse()
-            .unwrap_or_else(|e| panic!("`id {flag} postgres` said {text:?}: {e}"))
-    };
-    Some((id("-u"), id("-g")))
-}
-
-/// Something for the [`Starter`] to run.
-type Job = Box<dyn FnOnce() + Send>;
-
-/// A thread that lives as long as the process and runs what it is given: children it starts
-/// are not killed by PR_SET_PDEATHSIG when a test's thread ends.
-struct Starter(OnceLock<Mutex<mpsc::Sender<Job>>>);
-
-static STARTER: Starter = Starter(OnceLock::new());
-
-impl Starter {
-    fn with_starter(&self, job: impl FnOnce() + Send + 'static) {
-        let sender = self.0.get_or_init(|| {
-            let (tx, rx) = mpsc::channel::<Job>();
-            thread::Builder::new()
-                .name("pgbouncer starter".into())
-                .spawn(move || {
-                    for job in rx {
-                        job();
-                    }
-                })
-                .expect("a thread to start pgbouncer from");
-            Mutex::new(tx)
-        });
-        sender
-            .lock()
-            .unwrap()
-            .send(Box::new(job))
-            .expect("the pgbouncer starter thread");
-    }
 }

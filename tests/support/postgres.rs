@@ -18,6 +18,10 @@ use std::sync::{Mutex, OnceLock, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
+/// A real PgBouncer in front of a cluster.
+#[path = "pgbouncer.rs"]
+pub mod pgbouncer;
+
 /// The running cluster of this test process.
 pub struct Cluster {
     /// The TCP port it listens on, on 127.0.0.1.
@@ -91,10 +95,7 @@ impl Cluster {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let port = {
-            let probe = TcpListener::bind("127.0.0.1:0").expect("a free port");
-            probe.local_addr().unwrap().port()
-        };
+        let port = free_port();
         let cluster = Cluster {
             port,
             dir,
@@ -111,9 +112,6 @@ impl Cluster {
     pub fn start_server(&self) {
         let mut slot = self.server.lock().unwrap();
         assert!(slot.is_none(), "the test cluster is running already");
-        // The server dies with the thread that started it (PR_SET_PDEATHSIG), so a thread
-        // that lives as long as the process starts it.
-        let (tx, rx) = mpsc::channel();
         let mut command = Command::new(self.bin.join("postgres"));
         command
             .arg("-D")
@@ -125,22 +123,7 @@ impl Cluster {
             .args(["-c", "max_connections=500"])
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        as_owner(&mut command, self.owner);
-        // SAFETY: prctl is async-signal-safe; it runs in the child between fork and exec,
-        // after the user change (which would clear the setting).
-        unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == 0 {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error())
-                }
-            });
-        }
-        STARTER.with_starter(move || {
-            let _ = tx.send(command.spawn());
-        });
-        let child = rx.recv().unwrap().expect("start postgres");
+        let child = spawn_as(command, self.owner).expect("start postgres");
         *slot = Some(child);
         drop(slot);
         self.wait_until_ready();
@@ -279,11 +262,39 @@ fn run_as_postgres() -> Option<(u32, u32)> {
             .expect("run id");
         assert!(
             out.status.success(),
-            "running as root, the tests need a `postgres` user to run PostgreSQL as"
+            "running as root, the tests need a `postgres` user to run PostgreSQL and PgBouncer as"
         );
         String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
     };
     Some((id("-u"), id("-g")))
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; a server may still find it taken).
+fn free_port() -> u16 {
+    let probe = TcpListener::bind("127.0.0.1:0").expect("a free port");
+    probe.local_addr().expect("a probe's address").port()
+}
+
+/// Starts `command` as `owner` (if given), to die with this process: from a thread that lives
+/// as long as the process (a child dies with the thread that started it, PR_SET_PDEATHSIG).
+fn spawn_as(mut command: Command, owner: Option<(u32, u32)>) -> std::io::Result<Child> {
+    as_owner(&mut command, owner);
+    // SAFETY: prctl is async-signal-safe; it runs in the child between fork and exec, after
+    // the user change (which would clear the setting).
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let (tx, rx) = mpsc::channel();
+    STARTER.with_starter(move || {
+        let _ = tx.send(command.spawn());
+    });
+    rx.recv().expect("the starter thread")
 }
 
 fn as_owner(command: &mut Command, owner: Option<(u32, u32)>) -> &mut Command {
