@@ -747,10 +747,6 @@ fn is_unique_violation(e: &Error) -> bool {
 mod test_cluster;
 
 #[cfg(test)]
-#[path = "../../tests/support/pgbouncer.rs"]
-mod test_bouncer;
-
-#[cfg(test)]
 mod tests {
     use std::net::IpAddr;
 
@@ -780,7 +776,7 @@ mod tests {
     mod through_pgbouncer {
         use std::sync::OnceLock;
 
-        use super::super::test_bouncer::PgBouncer;
+        use super::super::test_cluster::pgbouncer::PgBouncer;
         use super::*;
 
         /// A fresh database of the test cluster, reached through the shared PgBouncer.
