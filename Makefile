@@ -4,8 +4,9 @@
 # make ticket-key ./ticket.key, a shared session-ticket key (TICKET_KEY=FILE; FORCE=1 replaces)
 # make run-server build, make the certificate if missing, run ./server --demo on 127.0.0.1:8081
 #                 (the demo account's password is weak: BIND=ADDR serves it elsewhere)
-# make test       formatting, lints, every test and the TLS audit (what CI runs); the store's
-#                 tests need PostgreSQL 15's binaries (Debian's postgresql-15; see .ci/run)
+# make test       formatting, lints, every test and the TLS audit (what CI runs); the tests
+#                 need PostgreSQL 15's binaries (Debian's postgresql-15), haproxy and
+#                 pgbouncer (.ci/run installs them)
 # make tls-audit  scan the server with sslscan (skipped if sslscan is missing)
 # make bench      benchmarks against nginx, openssl s_server and the crypto floor (installs
 #                 nginx-light and libnginx-mod-stream if missing)

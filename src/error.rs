@@ -85,7 +85,16 @@ impl fmt::Display for Error {
         match self {
             Error::Io { context, source } => write!(f, "{context}: {source}"),
             Error::Tls { context, source } => write!(f, "{context}: {source}"),
-            Error::Store(e) => write!(f, "account database: {e}"),
+            Error::Store(e) => {
+                // The driver's own words may be only "db error": its causes say what.
+                write!(f, "account database: {e}")?;
+                let mut cause = e.source();
+                while let Some(inner) = cause {
+                    write!(f, ": {inner}")?;
+                    cause = inner.source();
+                }
+                Ok(())
+            }
             Error::UserExists(name) => write!(f, "an account named {name:?} exists already"),
             Error::NoSuchAccount => f.write_str("the account does not exist"),
             Error::WrongPassword => f.write_str("the password is wrong"),

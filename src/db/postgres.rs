@@ -19,9 +19,11 @@ use std::time::Duration;
 
 use postgres::error::SqlState;
 use postgres::types::{ToSql, Type};
-use postgres::{GenericClient, NoTls, Row, Transaction};
+use postgres::{GenericClient, NoTls, Row, SimpleQueryMessage, SimpleQueryRow, Transaction};
+use postgres_protocol::escape::escape_literal;
 use r2d2::{NopErrorHandler, Pool, PooledConnection};
 use r2d2_postgres::PostgresConnectionManager;
+use sha2::{Digest, Sha256};
 
 use super::sql::{
     self, ACCOUNT_SUMMARY, ACCOUNT_VIEW, Columns, FAILURE_COUNT, LOGIN_RECORD, SESSION_STATE,
@@ -207,6 +209,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long the kernel may hold unacknowledged data on a connection before it drops it.
 const TCP_USER_TIMEOUT: Duration = Duration::from_secs(8);
 
+/// How long PostgreSQL lets one of our statements run (or wait for a lock): set with
+/// `SET LOCAL` in the statement's own transaction, as PgBouncer refuses it as a startup
+/// option and a session setting would outlive the transaction behind it.
+const STATEMENT_TIMEOUT: &str = "SET LOCAL statement_timeout = 5000";
+
 /// Connections kept at most; more threads wait for one (up to [`CONNECT_TIMEOUT`]).
 const MAX_CONNECTIONS: u32 = 32;
 
@@ -226,6 +233,36 @@ impl From<postgres::Error> for Error {
 impl From<r2d2::Error> for Error {
     fn from(e: r2d2::Error) -> Self {
         Error::Store(format!("no connection to the database: {e}").into())
+    }
+}
+
+/// A row of an `EXECUTE`, every value in its text form.
+impl Columns for SimpleQueryRow {
+    fn text(&self, i: usize) -> Result<String> {
+        self.optional_text(i)?
+            .ok_or_else(|| Error::Store(format!("column {i} is NULL").into()))
+    }
+    fn optional_text(&self, i: usize) -> Result<Option<String>> {
+        Ok(self.try_get(i)?.map(str::to_string))
+    }
+    fn integer(&self, i: usize) -> Result<i64> {
+        let text = self.text(i)?;
+        text.parse()
+            .map_err(|e| Error::Store(format!("column {i} ({text:?}): {e}").into()))
+    }
+    fn real(&self, i: usize) -> Result<f64> {
+        let text = self.text(i)?;
+        text.parse()
+            .map_err(|e| Error::Store(format!("column {i} ({text:?}): {e}").into()))
+    }
+    fn boolean(&self, i: usize) -> Result<bool> {
+        match self.text(i)?.as_str() {
+            "t" => Ok(true),
+            "f" => Ok(false),
+            other => Err(Error::Store(
+                format!("column {i} ({other:?}) is not a boolean").into(),
+            )),
+        }
     }
 }
 
@@ -327,29 +364,194 @@ impl PostgresBackend {
     fn transaction<T>(&self, mut f: impl FnMut(&mut Transaction<'_>) -> Result<T>) -> Result<T> {
         self.run(|conn| {
             let mut tx = conn.transaction()?;
+            tx.batch_execute(STATEMENT_TIMEOUT)?;
             let value = f(&mut tx)?;
             tx.commit()?;
             Ok(value)
         })
     }
 
+    /// The rows of one statement, on a pooled connection, and how many it changed.
+    fn prepared(&self, statement: &str, params: &[Param<'_>]) -> Result<Answer> {
+        self.run(|conn| execute_prepared(conn, statement, params))
+    }
+
     /// The rows of one statement, on a pooled connection.
-    fn query(&self, statement: &str, params: &Params<'_>) -> Result<Vec<Row>> {
-        self.run(|conn| query(conn, statement, params))
+    fn query(&self, statement: &str, params: &[Param<'_>]) -> Result<Vec<SimpleQueryRow>> {
+        Ok(self.prepared(statement, params)?.rows)
     }
 
     /// The first row of one statement, if any, on a pooled connection.
-    fn first_row(&self, statement: &str, params: &Params<'_>) -> Result<Option<Row>> {
+    fn first_row(&self, statement: &str, params: &[Param<'_>]) -> Result<Option<SimpleQueryRow>> {
         Ok(self.query(statement, params)?.into_iter().next())
     }
 
     /// How many rows one statement changed, on a pooled connection.
-    fn execute(&self, statement: &str, params: &Params<'_>) -> Result<u64> {
-        self.run(|conn| execute(conn, statement, params))
+    fn execute(&self, statement: &str, params: &[Param<'_>]) -> Result<u64> {
+        Ok(self.prepared(statement, params)?.changed)
     }
 }
 
-/// The rows of `statement`: one round trip, no named statement.
+/// A statement's parameter: its SQL type and its value, which `EXECUTE` gives as a literal.
+#[derive(Clone, Copy, Debug)]
+enum Param<'a> {
+    Text(Option<&'a str>),
+    BigInt(Option<i64>),
+    Int(Option<i32>),
+    Double(f64),
+    Bool(bool),
+    TextArray(&'a [&'a str]),
+    IntArray(&'a [i32]),
+}
+
+/// A `TEXT` parameter.
+fn text<'a>(value: impl Into<Option<&'a str>>) -> Param<'a> {
+    Param::Text(value.into())
+}
+
+/// A `BIGINT` parameter.
+fn big<'a>(value: impl Into<Option<i64>>) -> Param<'a> {
+    Param::BigInt(value.into())
+}
+
+/// An `INTEGER` parameter.
+fn int<'a>(value: impl Into<Option<i32>>) -> Param<'a> {
+    Param::Int(value.into())
+}
+
+impl Param<'_> {
+    /// The type the statement declares for it.
+    fn sql_type(&self) -> &'static str {
+        match self {
+            Param::Text(_) => "TEXT",
+            Param::BigInt(_) => "BIGINT",
+            Param::Int(_) => "INTEGER",
+            Param::Double(_) => "DOUBLE PRECISION",
+            Param::Bool(_) => "BOOLEAN",
+            Param::TextArray(_) => "TEXT[]",
+            Param::IntArray(_) => "INTEGER[]",
+        }
+    }
+
+    /// Appends the value as an SQL literal: text escaped by the driver's own
+    /// `escape_literal` (libpq's rules), numbers as Rust writes them (a float's shortest form
+    /// that reads back the same).
+    fn write_literal(&self, out: &mut String) -> Result<()> {
+        use std::fmt::Write as _;
+        let list = |out: &mut String, items: &mut dyn Iterator<Item = String>| {
+            out.push_str("ARRAY[");
+            for (n, item) in items.enumerate() {
+                if n > 0 {
+                    out.push(',');
+                }
+                out.push_str(&item);
+            }
+            out.push(']');
+        };
+        match *self {
+            Param::Text(None) | Param::BigInt(None) | Param::Int(None) => out.push_str("NULL"),
+            Param::Text(Some(text)) => out.push_str(&escape_literal(text)),
+            Param::BigInt(Some(n)) => write!(out, "{n}").unwrap_or(()),
+            Param::Int(Some(n)) => write!(out, "{n}").unwrap_or(()),
+            Param::Double(x) if x.is_finite() => write!(out, "{x:?}").unwrap_or(()),
+            Param::Double(x) => {
+                return Err(Error::Store(format!("not a finite number: {x}").into()));
+            }
+            Param::Bool(b) => out.push_str(if b { "TRUE" } else { "FALSE" }),
+            Param::TextArray(items) => {
+                list(out, &mut items.iter().map(|item| escape_literal(item)));
+                out.push_str("::TEXT[]");
+            }
+            Param::IntArray(items) => {
+                list(out, &mut items.iter().map(i32::to_string));
+                out.push_str("::INTEGER[]");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the server answered an `EXECUTE`: its rows, and how many rows it changed.
+struct Answer {
+    rows: Vec<SimpleQueryRow>,
+    changed: u64,
+}
+
+/// The name `statement` is prepared under on every server connection: derived from its text
+/// and its parameters' types, so that a statement of that name on any connection (behind
+/// PgBouncer, one this client did not prepare) is this statement.
+fn statement_name(statement: &str, params: &[Param<'_>]) -> String {
+    let mut digest = Sha256::new();
+    for param in params {
+        digest.update(param.sql_type().as_bytes());
+        digest.update(b",");
+    }
+    digest.update(b"\0");
+    digest.update(statement.as_bytes());
+    let mut name = String::from("ssc_");
+    for byte in &digest.finalize()[..16] {
+        name.push_str(&format!("{byte:02x}"));
+    }
+    name
+}
+
+/// Runs `statement` as a prepared statement of the server connection: `EXECUTE` with the
+/// parameters as literals, one round trip, no parse or plan of the statement itself; a server
+/// connection that has not prepared it yet gets it prepared and run in one more message.
+/// Works alike on a direct connection and through PgBouncer in transaction pooling, where
+/// each server connection prepares each statement once.
+fn execute_prepared(
+    conn: &mut postgres::Client,
+    statement: &str,
+    params: &[Param<'_>],
+) -> Result<Answer> {
+    let name = statement_name(statement, params);
+    let mut execute = format!("{STATEMENT_TIMEOUT}; EXECUTE {name}");
+    for (n, param) in params.iter().enumerate() {
+        execute.push_str(if n == 0 { "(" } else { ", " });
+        param.write_literal(&mut execute)?;
+    }
+    if !params.is_empty() {
+        execute.push(')');
+    }
+    let types: Vec<&str> = params.iter().map(Param::sql_type).collect();
+    let types = if types.is_empty() {
+        String::new()
+    } else {
+        format!("({})", types.join(", "))
+    };
+    // Prepares it unless this server connection has it (behind PgBouncer, the connection
+    // that answers may differ from the one that said it lacked it), then runs it: one
+    // message, one implicit transaction, so one server connection.
+    let prepare = escape_literal(&format!("PREPARE {name}{types} AS {statement}"));
+    let prepare_and_execute = format!(
+        "DO $ssc$ BEGIN
+             IF NOT EXISTS (SELECT 1 FROM pg_prepared_statements WHERE name = '{name}') THEN
+                 EXECUTE {prepare};
+             END IF;
+         END $ssc$; {execute}"
+    );
+    let messages = match conn.simple_query(&execute) {
+        Err(e) if e.code() == Some(&SqlState::INVALID_SQL_STATEMENT_NAME) => {
+            conn.simple_query(&prepare_and_execute)?
+        }
+        answered => answered?,
+    };
+    let mut answer = Answer {
+        rows: Vec::new(),
+        changed: 0,
+    };
+    for message in messages {
+        match message {
+            SimpleQueryMessage::Row(row) => answer.rows.push(row),
+            SimpleQueryMessage::CommandComplete(changed) => answer.changed = changed,
+            _ => {}
+        }
+    }
+    Ok(answer)
+}
+
+/// The rows of `statement` in a transaction: one round trip, no named statement.
 fn query(conn: &mut impl GenericClient, statement: &str, params: &Params<'_>) -> Result<Vec<Row>> {
     Ok(conn.query_typed(statement, params)?)
 }
@@ -424,12 +626,12 @@ impl Backend for PostgresBackend {
                  VALUES ($1, $2, $3, $4, $5, $6, {NOW}, {NOW}) RETURNING id"
             ),
             &[
-                (&username, Type::TEXT),
-                (&password_hash, Type::TEXT),
-                (&full_name, Type::TEXT),
-                (&email, Type::TEXT),
-                (&phone, Type::TEXT),
-                (&address, Type::TEXT),
+                text(username),
+                text(password_hash),
+                text(full_name),
+                text(email),
+                text(phone),
+                text(address),
             ],
         );
         match inserted {
@@ -443,7 +645,7 @@ impl Backend for PostgresBackend {
     fn find_login(&self, username: &str) -> Result<Option<LoginRecord>> {
         self.first_row(
             &format!("SELECT {LOGIN_RECORD} FROM accounts WHERE lower(username) = lower($1)"),
-            &[(&username, Type::TEXT)],
+            &[text(username)],
         )?
         .map(|row| login_record(&row, 0))
         .transpose()
@@ -452,7 +654,7 @@ impl Backend for PostgresBackend {
     fn session_state(&self, id: AccountId) -> Result<Option<SessionState>> {
         self.first_row(
             &format!("SELECT {SESSION_STATE} FROM accounts WHERE id = $1"),
-            &[(&id, Type::INT8)],
+            &[big(id)],
         )?
         .map(|row| session_state(&row))
         .transpose()
@@ -465,7 +667,7 @@ impl Backend for PostgresBackend {
                  WHERE $1::TEXT IS NULL OR lower(username) = lower($1)
                  ORDER BY lower(username), id"
             ),
-            &[(&username, Type::TEXT)],
+            &[text(username)],
         )?
         .iter()
         .map(account_summary)
@@ -475,7 +677,7 @@ impl Backend for PostgresBackend {
     fn lock(&self, id: AccountId) -> Result<bool> {
         Ok(self.execute(
             &format!("UPDATE accounts SET locked_at = COALESCE(locked_at, {NOW}) WHERE id = $1"),
-            &[(&id, Type::INT8)],
+            &[big(id)],
         )? > 0)
     }
 
@@ -486,7 +688,7 @@ impl Backend for PostgresBackend {
                                      credentials_generation = credentials_generation + 1
                  WHERE id = $1"
             ),
-            &[(&id, Type::INT8), (&hash, Type::TEXT)],
+            &[big(id), text(hash)],
         )? > 0)
     }
 
@@ -494,7 +696,7 @@ impl Backend for PostgresBackend {
         self.query(
             "SELECT address, last_login_at FROM known_addresses WHERE account_id = $1
              ORDER BY last_login_at DESC",
-            &[(&id, Type::INT8)],
+            &[big(id)],
         )?
         .iter()
         .map(|row| Ok((row.text(0)?, row.real(1)?)))
@@ -523,7 +725,7 @@ impl Backend for PostgresBackend {
     fn account(&self, id: AccountId, generation: Option<i64>) -> Result<Option<AccountView>> {
         self.first_row(
             &format!("SELECT {ACCOUNT_VIEW} FROM accounts WHERE {GUARD}"),
-            &[(&id, Type::INT8), (&generation, Type::INT8)],
+            &[big(id), big(generation)],
         )?
         .map(|row| account_view(&row))
         .transpose()
@@ -532,10 +734,7 @@ impl Backend for PostgresBackend {
     fn credentials(&self, session: SessionAccount) -> Result<Option<(String, String)>> {
         self.first_row(
             &format!("SELECT username, password_hash FROM accounts WHERE {GUARD}"),
-            &[
-                (&session.id, Type::INT8),
-                (&Some(session.generation), Type::INT8),
-            ],
+            &[big(session.id), big(Some(session.generation))],
         )?
         .map(|row| Ok((row.text(0)?, row.text(1)?)))
         .transpose()
@@ -566,13 +765,13 @@ impl Backend for PostgresBackend {
                  RETURNING {ACCOUNT_VIEW}"
             ),
             &[
-                (&session.id, Type::INT8),
-                (&Some(session.generation), Type::INT8),
-                (&full_name, Type::TEXT),
-                (&email, Type::TEXT),
-                (&phone, Type::TEXT),
-                (&address, Type::TEXT),
-                (&expected_version, Type::INT8),
+                big(session.id),
+                big(Some(session.generation)),
+                text(full_name),
+                text(email),
+                text(phone),
+                text(address),
+                big(expected_version),
             ],
         )?
         .map(|row| account_view(&row))
@@ -586,10 +785,10 @@ impl Backend for PostgresBackend {
                  WHERE {GUARD} AND password_hash = $3"
             ),
             &[
-                (&session.id, Type::INT8),
-                (&Some(session.generation), Type::INT8),
-                (&old, Type::TEXT),
-                (&new, Type::TEXT),
+                big(session.id),
+                big(Some(session.generation)),
+                text(old),
+                text(new),
             ],
         )? > 0)
     }
@@ -597,11 +796,7 @@ impl Backend for PostgresBackend {
     fn delete_account(&self, id: AccountId, generation: Option<i64>, hash: &str) -> Result<bool> {
         Ok(self.execute(
             &format!("DELETE FROM accounts WHERE {GUARD} AND password_hash = $3"),
-            &[
-                (&id, Type::INT8),
-                (&generation, Type::INT8),
-                (&hash, Type::TEXT),
-            ],
+            &[big(id), big(generation), text(hash)],
         )? > 0)
     }
 
@@ -616,17 +811,17 @@ impl Backend for PostgresBackend {
             .first_row(
                 "SELECT * FROM throttle_count($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                 &[
-                    (&names, Type::TEXT_ARRAY),
-                    (&thresholds, Type::INT4_ARRAY),
-                    (&keys.name_key(), Type::TEXT),
-                    (&lookup, Type::TEXT),
-                    (&keys.address(), Type::TEXT),
-                    (&attempt.now, Type::FLOAT8),
-                    (&attempt.forget_after(), Type::FLOAT8),
-                    (&attempt.known_since(), Type::FLOAT8),
-                    (&policy.first_block.as_secs_f64(), Type::FLOAT8),
-                    (&policy.longest_block.as_secs_f64(), Type::FLOAT8),
-                    (&(PRUNE_BATCH as i32), Type::INT4),
+                    Param::TextArray(&names),
+                    Param::IntArray(&thresholds),
+                    text(keys.name_key()),
+                    text(lookup),
+                    text(keys.address()),
+                    Param::Double(attempt.now),
+                    Param::Double(attempt.forget_after()),
+                    Param::Double(attempt.known_since()),
+                    Param::Double(policy.first_block.as_secs_f64()),
+                    Param::Double(policy.longest_block.as_secs_f64()),
+                    int(Some(PRUNE_BATCH as i32)),
                 ],
             )?
             .ok_or_else(|| Error::Store("throttle_count returned no row".into()))?;
@@ -634,7 +829,7 @@ impl Backend for PostgresBackend {
         if refused_until > attempt.now {
             return Ok(Counted::Refused(refused_until));
         }
-        let record = match row.try_get::<_, Option<i64>>(1)? {
+        let record = match row.optional_text(1)? {
             Some(_) => Some(login_record(&row, 1)?),
             None => None,
         };
@@ -660,16 +855,16 @@ impl Backend for PostgresBackend {
         self.execute(
             "SELECT throttle_forgive($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             &[
-                (&all, Type::TEXT_ARRAY),
-                (&cleared, Type::TEXT_ARRAY),
-                (&lowered_key, Type::TEXT),
-                (&lowered_threshold, Type::INT4),
-                (&id, Type::INT8),
-                (&keys.address(), Type::TEXT),
-                (&attempt.now, Type::FLOAT8),
-                (&login.is_some(), Type::BOOL),
-                (&old_hash, Type::TEXT),
-                (&new_hash, Type::TEXT),
+                Param::TextArray(&all),
+                Param::TextArray(&cleared),
+                text(lowered_key),
+                int(lowered_threshold),
+                big(id),
+                text(keys.address()),
+                Param::Double(attempt.now),
+                Param::Bool(login.is_some()),
+                text(old_hash),
+                text(new_hash),
             ],
         )?;
         Ok(())
@@ -848,6 +1043,32 @@ mod tests {
         let keys: Vec<String> = s.failure_counts()?.into_iter().map(|(k, _)| k).collect();
         assert!(!keys.iter().any(|k| k.contains("vera")), "{keys:?}");
         assert_eq!(s.account_named("vera")?.locked_at, None);
+        Ok(())
+    }
+
+    /// Every statement has PostgreSQL's deadline, set in its own transaction (PgBouncer
+    /// refuses it as a startup option): an update that waits for a row another transaction
+    /// holds fails after 5 s instead of waiting for ever.
+    #[test]
+    fn a_statement_that_waits_too_long_is_cancelled() -> Result<()> {
+        let db = PostgresDatabase::new();
+        let s = db.open(fast());
+        let id = s.create_account("wanda", b"pw-wanda-1", &[])?;
+        let mut client = postgres::Client::connect(&db.0, NoTls).unwrap();
+        let mut holder = client.transaction().unwrap();
+        holder
+            .execute("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", &[&id])
+            .unwrap();
+        let started = std::time::Instant::now();
+        let err = s.update(session(id), &[], None).unwrap_err();
+        let waited = started.elapsed();
+        assert!(err.to_string().contains("statement timeout"), "{err}");
+        assert!(
+            (Duration::from_secs(4)..Duration::from_secs(20)).contains(&waited),
+            "{waited:?}"
+        );
+        holder.rollback().unwrap();
+        assert_eq!(s.update(session(id), &[], None)?.version, 2);
         Ok(())
     }
 

@@ -45,6 +45,9 @@ pub struct WireCounts {
     pub named_parses: u64,
     /// `Close` messages (of a statement or a portal).
     pub closes: u64,
+    /// Simple `Query` messages that prepare a statement: their text opens with `PREPARE` or
+    /// with a `DO` block (which may run one).
+    pub prepares: u64,
 }
 
 impl WireCounts {
@@ -73,6 +76,7 @@ impl Sub for WireCounts {
             queries: minus(self.queries, earlier.queries, "queries"),
             named_parses: minus(self.named_parses, earlier.named_parses, "named parses"),
             closes: minus(self.closes, earlier.closes, "closes"),
+            prepares: minus(self.prepares, earlier.prepares, "prepares"),
         }
     }
 }
@@ -91,6 +95,7 @@ struct Shared {
     queries: AtomicU64,
     named_parses: AtomicU64,
     closes: AtomicU64,
+    prepares: AtomicU64,
     connections: AtomicU64,
     /// When the proxy started: [`Shared::last_activity`] counts from it.
     epoch: Instant,
@@ -120,6 +125,7 @@ impl WireCounter {
             queries: AtomicU64::new(0),
             named_parses: AtomicU64::new(0),
             closes: AtomicU64::new(0),
+            prepares: AtomicU64::new(0),
             connections: AtomicU64::new(0),
             epoch,
             last_activity: AtomicU64::new(0),
@@ -156,6 +162,7 @@ impl WireCounter {
             queries: load(&self.shared.queries),
             named_parses: load(&self.shared.named_parses),
             closes: load(&self.shared.closes),
+            prepares: load(&self.shared.prepares),
         }
     }
 
@@ -419,6 +426,8 @@ struct Frontend {
     remaining: Option<usize>,
     /// Whether the current message's first body byte is still to come.
     at_body_start: bool,
+    /// The opening bytes of the current simple `Query`'s text, while they are read.
+    query_head: Option<Vec<u8>>,
 }
 
 impl Frontend {
@@ -460,6 +469,7 @@ impl Frontend {
                     self.length.clear();
                     self.remaining = Some(length as usize - 4);
                     self.at_body_start = true;
+                    self.query_head = (kind == b'Q').then(Vec::new);
                     self.finish_if_done();
                 }
                 continue;
@@ -472,11 +482,30 @@ impl Frontend {
                 }
             }
             let take = remaining.min(bytes.len());
+            if kind == b'Q' {
+                self.read_query_head(&bytes[..take], remaining == take, shared);
+            }
             bytes = &bytes[take..];
             self.remaining = Some(remaining - take);
             self.finish_if_done();
         }
         Ok(())
+    }
+
+    /// Looks at the opening of a simple `Query` (`last`: this is the end of its body) and
+    /// counts it if it prepares a statement.
+    fn read_query_head(&mut self, bytes: &[u8], last: bool, shared: &Shared) {
+        const LOOK: usize = 8;
+        let Some(head) = self.query_head.as_mut() else {
+            return;
+        };
+        head.extend_from_slice(&bytes[..bytes.len().min(LOOK - head.len())]);
+        if head.len() == LOOK || last {
+            if head.starts_with(b"PREPARE ") || head.starts_with(b"DO ") {
+                shared.prepares.fetch_add(1, Ordering::SeqCst);
+            }
+            self.query_head = None;
+        }
     }
 
     fn finish_if_done(&mut self) {
