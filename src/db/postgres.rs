@@ -561,17 +561,21 @@ fn execute(conn: &mut impl GenericClient, statement: &str, params: &Params<'_>) 
     Ok(conn.execute_typed(statement, params)?)
 }
 
-/// Whether `e` is PostgreSQL's abort of a transaction that may succeed if run again.
-fn retryable(e: &Error) -> bool {
+/// PostgreSQL's SQLSTATE of the failure `e`, if it is PostgreSQL's.
+fn sql_state(e: &Error) -> Option<&SqlState> {
     let Error::Store(source) = e else {
-        return false;
+        return None;
     };
     source
         .downcast_ref::<postgres::Error>()
         .and_then(postgres::Error::code)
-        .is_some_and(|code| {
-            *code == SqlState::T_R_SERIALIZATION_FAILURE || *code == SqlState::T_R_DEADLOCK_DETECTED
-        })
+}
+
+/// Whether `e` is PostgreSQL's abort of a transaction that may succeed if run again.
+fn retryable(e: &Error) -> bool {
+    sql_state(e).is_some_and(|code| {
+        *code == SqlState::T_R_SERIALIZATION_FAILURE || *code == SqlState::T_R_DEADLOCK_DETECTED
+    })
 }
 
 /// PostgreSQL's schema version, in the `schema_version` table (made on first use), under
@@ -928,13 +932,7 @@ impl Backend for PostgresBackend {
 
 /// Whether `e` is a unique-constraint violation.
 fn is_unique_violation(e: &Error) -> bool {
-    let Error::Store(source) = e else {
-        return false;
-    };
-    source
-        .downcast_ref::<postgres::Error>()
-        .and_then(postgres::Error::code)
-        == Some(&SqlState::UNIQUE_VIOLATION)
+    sql_state(e) == Some(&SqlState::UNIQUE_VIOLATION)
 }
 
 #[cfg(test)]
