@@ -164,10 +164,12 @@ fn option_error(e: &getopts::Fail) -> String {
 /// Sends `log` records to stderr: warnings and errors by default, more with each `-v`;
 /// `RUST_LOG` overrides.
 fn init_logging(verbosity: usize) {
+    // The PostgreSQL driver logs each statement it sends at debug: kept at info, so that no
+    // statement's text reaches the log.
     let level = match verbosity {
         0 => "warn",
         1 => "info",
-        _ => "debug",
+        _ => "debug,tokio_postgres=info",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
         .format_timestamp_millis()

@@ -271,11 +271,11 @@ pub(crate) trait Backend: Send + Sync {
     /// `hash` (and, with `generation`, while it is at that generation and unlocked).
     fn delete_account(&self, id: AccountId, generation: Option<i64>, hash: &str) -> Result<bool>;
 
-    /// Counts `attempt` ([`throttle::count_attempt`]'s rules) and, unless it is refused,
-    /// reads what a login needs of the account called `lookup` (a name in lower case that
-    /// passed the name rules): one transaction, serialised with every other count, forgiveness
-    /// and clearing of the same keys, by any server instance.
-    fn count_attempt(&self, attempt: &Attempt<'_>, lookup: Option<&str>) -> Result<Counted>;
+    /// Counts `attempt` ([`throttle::count_attempt`]'s rules) and, with `read_login` and
+    /// unless it is refused, reads what a login needs of the account it names
+    /// ([`ThrottleKeys::username`]): one transaction, serialised with every other count,
+    /// forgiveness and clearing of the same keys, by any server instance.
+    fn count_attempt(&self, attempt: &Attempt<'_>, read_login: bool) -> Result<Counted>;
 
     /// Takes back `attempt`'s count after its password check succeeded for account `id`
     /// ([`throttle::forgive`]'s rules) and, with `login`, records a login now: one
@@ -290,13 +290,13 @@ pub(crate) trait Backend: Send + Sync {
     /// Every failure count, by key.
     fn failure_counts(&self) -> Result<Vec<(String, FailureCount)>>;
 
-    /// Removes the failure counts whose keys `matches` picks, after any attempt under them
-    /// in flight, and gives how many; with `unlock`, also unlocks that account, in the same
-    /// transaction (`None` if it does not exist, and nothing is cleared). `matches` may be
-    /// called again if the transaction is run again.
+    /// Removes the failure counts `selection` picks, after any attempt under them in flight,
+    /// and gives how many; with `unlock`, also unlocks that account, in the same transaction
+    /// (`None` if it does not exist, and nothing is cleared). `selection.matches` may be called
+    /// again if the transaction is run again.
     fn clear_failure_counts(
         &self,
-        matches: &dyn Fn(&str) -> bool,
+        selection: &KeySelection,
         unlock: Option<AccountId>,
     ) -> Result<Option<usize>>;
 
@@ -358,7 +358,7 @@ impl AccountStore {
         from: IpAddr,
     ) -> Result<AccountId> {
         let keys = ThrottleKeys::signup(from, &self.throttle);
-        self.count_attempt(&self.attempt(&keys), None)?;
+        self.count_attempt(&self.attempt(&keys), false)?;
         self.create_account(username, password, info)
     }
 
@@ -491,7 +491,7 @@ impl AccountStore {
             .ok_or_else(|| self.missed(session))?;
         let keys = ThrottleKeys::password_check(&username, from, &self.throttle);
         let attempt = self.attempt(&keys);
-        self.count_attempt(&attempt, None)?;
+        self.count_attempt(&attempt, false)?;
         let hash = PasswordHash::parse(&stored)?;
         if !self.hashing(HashTurn::Check, || hash.verify(password))? {
             return Err(Error::WrongPassword);
@@ -545,7 +545,7 @@ impl AccountStore {
     ) -> Result<(LoginOutcome, i64)> {
         let keys = ThrottleKeys::password_check(username, from, &self.throttle);
         let attempt = self.attempt(&keys);
-        let record = match self.count_attempt(&attempt, keys.username()) {
+        let record = match self.count_attempt(&attempt, true) {
             Ok(record) => record,
             Err(Error::Throttled(wait)) => return Ok((LoginOutcome::Throttled(wait), 0)),
             Err(e) => return Err(e),
@@ -597,9 +597,8 @@ impl AccountStore {
         let done = if locked {
             self.backend.lock(account.id)?
         } else {
-            let matches = count_keys_of(&account.username);
             self.backend
-                .clear_failure_counts(&*matches, Some(account.id))?
+                .clear_failure_counts(&count_keys_of(&account.username), Some(account.id))?
                 .is_some()
         };
         if !done {
@@ -648,13 +647,13 @@ impl AccountStore {
     /// letter case). Gives how many were cleared.
     pub(crate) fn clear_failure_counts(&self, target: &str) -> Result<usize> {
         let as_address = target.strip_suffix("/64").unwrap_or(target);
-        let matches = match as_address.parse::<IpAddr>() {
+        let selection = match as_address.parse::<IpAddr>() {
             Ok(ip) => count_keys_at(ip),
             Err(_) => count_keys_of(target),
         };
         Ok(self
             .backend
-            .clear_failure_counts(&*matches, None)?
+            .clear_failure_counts(&selection, None)?
             .unwrap_or(0))
     }
 
@@ -678,15 +677,15 @@ impl AccountStore {
         }
     }
 
-    /// Checks and counts `attempt` before the slow hash, reading the login record of `lookup`
-    /// with it: attempts sent at once are all counted, so a burst cannot pass the limit.
-    /// [`Error::Throttled`] while a key refuses.
+    /// Checks and counts `attempt` before the slow hash, with `read_login` reading the login
+    /// record of the account it names: attempts sent at once are all counted, so a burst
+    /// cannot pass the limit. [`Error::Throttled`] while a key refuses.
     fn count_attempt(
         &self,
         attempt: &Attempt<'_>,
-        lookup: Option<&str>,
+        read_login: bool,
     ) -> Result<Option<LoginRecord>> {
-        match self.backend.count_attempt(attempt, lookup)? {
+        match self.backend.count_attempt(attempt, read_login)? {
             Counted::Refused(until) => Err(Error::Throttled(Duration::from_secs_f64(
                 (until - attempt.now).max(0.0),
             ))),
@@ -725,26 +724,43 @@ impl AccountStore {
     }
 }
 
+/// Which failure counts a clear removes: those `matches` picks; and the keys every attempt
+/// under them counts too (`anchors`), whose locks a clear takes to wait for the attempts in
+/// flight.
+pub(crate) struct KeySelection {
+    /// Every attempt that counts under a key `matches` picks also counts under one of these.
+    pub(crate) anchors: Vec<String>,
+    /// Whether a key is one to clear.
+    pub(crate) matches: Box<dyn Fn(&str) -> bool>,
+}
+
 /// Which failure counts are an account name's: its `user:` and `pair:` keys, in any letter
-/// case.
-fn count_keys_of(name: &str) -> Box<dyn Fn(&str) -> bool> {
+/// case. Every attempt under them counts under `user:NAME`.
+fn count_keys_of(name: &str) -> KeySelection {
     let name = name.to_lowercase();
     let (user, pair) = (format!("user:{name}"), format!("pair:{name}@"));
-    Box::new(move |key: &str| key == user || key.starts_with(&pair))
+    KeySelection {
+        anchors: vec![user.clone()],
+        matches: Box::new(move |key: &str| key == user || key.starts_with(&pair)),
+    }
 }
 
 /// Which failure counts are an address's (as counted: an IPv6 /64): its `addr:`, `signup:`
-/// and `pair:...@` keys.
-fn count_keys_at(ip: IpAddr) -> Box<dyn Fn(&str) -> bool> {
+/// and `pair:...@` keys. Every attempt under them counts under `addr:` (a password check) or
+/// `signup:` (a signup).
+fn count_keys_at(ip: IpAddr) -> KeySelection {
     let address = address_key(ip);
     let (addr, signup, at) = (
         format!("addr:{address}"),
         format!("signup:{address}"),
         format!("@{address}"),
     );
-    Box::new(move |key: &str| {
-        key == addr || key == signup || (key.starts_with("pair:") && key.ends_with(&at))
-    })
+    KeySelection {
+        anchors: vec![addr.clone(), signup.clone()],
+        matches: Box::new(move |key: &str| {
+            key == addr || key == signup || (key.starts_with("pair:") && key.ends_with(&at))
+        }),
+    }
 }
 
 /// The value of `field` among `values`, if given.

@@ -87,13 +87,16 @@ impl fmt::Display for Error {
             Error::Tls { context, source } => write!(f, "{context}: {source}"),
             Error::Store(e) => {
                 // The driver's own words may be only "db error": its causes say what.
-                write!(f, "account database: {e}")?;
+                let mut text = format!("account database: {e}");
                 let mut cause = e.source();
                 while let Some(inner) = cause {
-                    write!(f, ": {inner}")?;
+                    let said = inner.to_string();
+                    if !text.contains(&said) {
+                        text = format!("{text}: {said}");
+                    }
                     cause = inner.source();
                 }
-                Ok(())
+                f.write_str(&text)
             }
             Error::UserExists(name) => write!(f, "an account named {name:?} exists already"),
             Error::NoSuchAccount => f.write_str("the account does not exist"),

@@ -50,6 +50,7 @@ macro_rules! contract_tests {
             concurrent_logins,
             concurrent_writers_of_one_name,
             guesses_elsewhere_do_not_lock_the_owner_out_where_he_logs_in,
+            guesses_elsewhere_do_not_stop_passwd_where_he_logs_in,
             known_addresses_go_with_the_account,
             wrong_current_passwords_are_throttled,
             signups_are_limited_per_address,
@@ -438,6 +439,28 @@ pub(crate) fn guesses_elsewhere_do_not_lock_the_owner_out_where_he_logs_in(
     Ok(())
 }
 
+pub(crate) fn guesses_elsewhere_do_not_stop_passwd_where_he_logs_in(
+    db: &impl TestDatabase,
+) -> Result<()> {
+    let s = db.open(fast());
+    let id = s.create_account("hugo", b"pw-hugo-1", &[])?;
+    let home = ip("198.51.100.9");
+    assert_eq!(
+        s.login("hugo", b"pw-hugo-1", home)?,
+        LoginOutcome::Success(id)
+    );
+    for n in 1..=6 {
+        s.login("hugo", b"guess", ip(&format!("203.0.113.{n}")))?;
+    }
+    assert!(matches!(
+        s.change_password(session(id), b"pw-hugo-1", b"pw-hugo-2", ip("192.0.2.99")),
+        Err(Error::Throttled(_))
+    ));
+    s.change_password(session(id), b"pw-hugo-1", b"pw-hugo-2", home)?;
+    s.delete(session(id), b"pw-hugo-2", home)?;
+    Ok(())
+}
+
 pub(crate) fn known_addresses_go_with_the_account(db: &impl TestDatabase) -> Result<()> {
     let s = db.open(fast());
     let home = ip("198.51.100.8");
@@ -680,7 +703,7 @@ pub(crate) fn stale_counts_go_a_few_at_a_time(db: &impl TestDatabase) -> Result<
             now,
         };
         assert_eq!(
-            s.backend.count_attempt(&attempt, None)?,
+            s.backend.count_attempt(&attempt, false)?,
             Counted::Counted(None)
         );
         Ok(())

@@ -5,24 +5,27 @@
 //! `schema_version`), applied in one transaction under an advisory lock, so instances that
 //! start together do not race.
 //!
-//! Every statement is sent unnamed, with its parameters' types, in one flight (Parse, Bind,
-//! Describe, Execute, Sync: one round trip), so nothing is prepared per connection and the
-//! store works through PgBouncer in transaction pooling, where a connection's named
-//! statements are gone at the next transaction. Most methods are one statement, so one round
-//! trip; counting, forgiving and clearing failed logins are functions installed by migration 7
-//! that take a transaction-scoped advisory lock per key (always in one order: by the key's
-//! hash), so that attempts counted at once by several instances are all counted and a clear
-//! is never undone by an attempt in flight. A statement or transaction that PostgreSQL aborts
-//! for serialization or a deadlock is run again.
+//! Each statement is prepared once per server connection, under a name taken from its text,
+//! and run with `EXECUTE` in one simple Query (one round trip, no parse or plan of the
+//! statement), which works alike directly and through PgBouncer in transaction pooling
+//! ([`execute_prepared`]); one that carries a password hash or an account's information goes
+//! with bound parameters instead, unnamed, in one flight ([`Param::Private`]). Most methods
+//! are one statement, so one round trip; counting and forgiving failed logins are functions
+//! installed by migration 7 that take a transaction-scoped advisory lock per key (always in
+//! one order: by the key's hash), so that attempts counted at once by several instances are
+//! all counted, and a clear, which takes the same locks, is never undone by an attempt in
+//! flight. A statement or transaction that PostgreSQL aborts for serialization or a deadlock
+//! is run again.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use postgres::error::SqlState;
+use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::{ToSql, Type};
 use postgres::{GenericClient, NoTls, Row, SimpleQueryMessage, SimpleQueryRow, Transaction};
 use postgres_protocol::escape::escape_literal;
-use r2d2::{NopErrorHandler, Pool, PooledConnection};
-use r2d2_postgres::PostgresConnectionManager;
+use r2d2::{ManageConnection, NopErrorHandler, Pool, PooledConnection};
 use sha2::{Digest, Sha256};
 
 use super::sql::{
@@ -31,8 +34,8 @@ use super::sql::{
 };
 use super::throttle::{Attempt, FailureCount, PRUNE_BATCH};
 use super::{
-    AccountId, AccountSummary, AccountTotals, Backend, Counted, LoginRecord, LoginUpdate,
-    SessionAccount, SessionState, value_of,
+    AccountId, AccountSummary, AccountTotals, Backend, Counted, KeySelection, LoginRecord,
+    LoginUpdate, SessionAccount, SessionState, value_of,
 };
 use crate::error::{Error, Result};
 use crate::xml::account::{AccountView, Field};
@@ -108,10 +111,11 @@ const MIGRATIONS: &[&str] = &[
      -- throttle::count_attempt: refused until r_refused_until if that is after p_now (and
      -- nothing counted); else each key's count is one more (or 1, if stale), refusing for
      -- p_first_block doubled per failure past its threshold, up to p_longest_block; then a
-     -- few stale counts and known addresses are removed. The account p_lookup (a lower-case
-     -- name that passed the name rules) is read with it.
+     -- few stale counts and known addresses are removed. p_username is the account name
+     -- counted (lower case, and it passed the name rules), if any: the name's refusal does not
+     -- apply at an address that account knows; with p_read, what a login needs of it is read.
      CREATE FUNCTION throttle_count(
-         p_keys TEXT[], p_thresholds INTEGER[], p_name_key TEXT, p_lookup TEXT,
+         p_keys TEXT[], p_thresholds INTEGER[], p_name_key TEXT, p_username TEXT, p_read BOOLEAN,
          p_address TEXT, p_now DOUBLE PRECISION, p_forget_after DOUBLE PRECISION,
          p_known_since DOUBLE PRECISION, p_first_block DOUBLE PRECISION,
          p_longest_block DOUBLE PRECISION, p_prune INTEGER,
@@ -122,14 +126,20 @@ const MIGRATIONS: &[&str] = &[
          v_known BOOLEAN := FALSE;
      BEGIN
          PERFORM throttle_lock_keys(p_keys);
-         IF p_lookup IS NOT NULL THEN
+         IF p_username IS NOT NULL THEN
              SELECT a.id, a.password_hash, a.locked_at IS NOT NULL, a.credentials_generation
                INTO r_id, r_hash, r_locked, r_generation
-               FROM accounts a WHERE lower(a.username) = p_lookup;
+               FROM accounts a WHERE lower(a.username) = p_username;
              v_known := r_id IS NOT NULL AND EXISTS (
                  SELECT 1 FROM known_addresses k
                   WHERE k.account_id = r_id AND k.address = p_address
                     AND k.last_login_at >= p_known_since);
+             IF NOT p_read THEN
+                 r_id := NULL;
+                 r_hash := NULL;
+                 r_locked := NULL;
+                 r_generation := NULL;
+             END IF;
          END IF;
          SELECT coalesce(max(f.blocked_until), 0) INTO r_refused_until
            FROM login_failures f
@@ -209,10 +219,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long the kernel may hold unacknowledged data on a connection before it drops it.
 const TCP_USER_TIMEOUT: Duration = Duration::from_secs(8);
 
-/// How long PostgreSQL lets one of our statements run (or wait for a lock): set with
-/// `SET LOCAL` in the statement's own transaction, as PgBouncer refuses it as a startup
-/// option and a session setting would outlive the transaction behind it.
-const STATEMENT_TIMEOUT: &str = "SET LOCAL statement_timeout = 5000";
+/// How long PostgreSQL lets one of our statements run (or wait for a lock), and floats
+/// written in full (read back from text, they must be the same numbers; PostgreSQL 12 and
+/// later do so by default): set with `SET LOCAL` in the statement's own transaction, as
+/// PgBouncer refuses them as startup options and a session setting would outlive the
+/// transaction behind it.
+const SETTINGS: &str = "SET LOCAL statement_timeout = 5000; SET LOCAL extra_float_digits = 3;";
 
 /// Connections kept at most; more threads wait for one (up to [`CONNECT_TIMEOUT`]).
 const MAX_CONNECTIONS: u32 = 32;
@@ -220,8 +232,8 @@ const MAX_CONNECTIONS: u32 = 32;
 /// How many times a transaction aborted for serialization or a deadlock is run.
 const ATTEMPTS: usize = 5;
 
-/// A statement's parameters, each with its type (sent with the statement, so that it needs
-/// no Parse of its own).
+/// The parameters of a statement in a transaction, each with its type (sent with the
+/// statement, so that it needs no Parse of its own).
 type Params<'a> = [(&'a (dyn ToSql + Sync), Type)];
 
 impl From<postgres::Error> for Error {
@@ -291,9 +303,41 @@ pub(super) fn check_url(url: &str) -> std::result::Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// A pooled connection: the client, and the statements it prepared (on its server
+/// connection; behind PgBouncer, on one of them).
+struct Pooled {
+    client: postgres::Client,
+    prepared: HashSet<String>,
+}
+
+/// Opens the pool's connections (what `r2d2_postgres` does, with the statements prepared
+/// kept beside each client).
+struct Connector(postgres::Config);
+
+impl ManageConnection for Connector {
+    type Connection = Pooled;
+    type Error = postgres::Error;
+
+    fn connect(&self) -> std::result::Result<Pooled, postgres::Error> {
+        Ok(Pooled {
+            client: self.0.connect(NoTls)?,
+            prepared: HashSet::new(),
+        })
+    }
+
+    /// Unused: the pool tests no connection when it lends one.
+    fn is_valid(&self, conn: &mut Pooled) -> std::result::Result<(), postgres::Error> {
+        conn.client.simple_query("").map(drop)
+    }
+
+    fn has_broken(&self, conn: &mut Pooled) -> bool {
+        conn.client.is_closed()
+    }
+}
+
 /// The accounts in a PostgreSQL database.
 pub(super) struct PostgresBackend {
-    pool: Pool<PostgresConnectionManager<NoTls>>,
+    pool: Pool<Connector>,
 }
 
 impl PostgresBackend {
@@ -323,7 +367,7 @@ impl PostgresBackend {
             .test_on_check_out(false)
             // Failures reach the caller as errors; r2d2 would also log each attempt.
             .error_handler(Box::new(NopErrorHandler))
-            .build_unchecked(PostgresConnectionManager::new(config, NoTls));
+            .build_unchecked(Connector(config));
         let backend = PostgresBackend { pool };
         backend
             .transaction(|tx| {
@@ -338,13 +382,13 @@ impl PostgresBackend {
         Ok(backend)
     }
 
-    fn connection(&self) -> Result<PooledConnection<PostgresConnectionManager<NoTls>>> {
+    fn connection(&self) -> Result<PooledConnection<Connector>> {
         Ok(self.pool.get()?)
     }
 
     /// Runs `f` on a pooled connection; again, up to [`ATTEMPTS`] times, if PostgreSQL aborts
     /// it for serialization or a deadlock.
-    fn run<T>(&self, mut f: impl FnMut(&mut postgres::Client) -> Result<T>) -> Result<T> {
+    fn run<T>(&self, mut f: impl FnMut(&mut Pooled) -> Result<T>) -> Result<T> {
         let mut attempt = 1;
         loop {
             let mut conn = self.connection()?;
@@ -363,8 +407,8 @@ impl PostgresBackend {
     /// (an abort may come at any statement or at the commit).
     fn transaction<T>(&self, mut f: impl FnMut(&mut Transaction<'_>) -> Result<T>) -> Result<T> {
         self.run(|conn| {
-            let mut tx = conn.transaction()?;
-            tx.batch_execute(STATEMENT_TIMEOUT)?;
+            let mut tx = conn.client.transaction()?;
+            tx.batch_execute(SETTINGS)?;
             let value = f(&mut tx)?;
             tx.commit()?;
             Ok(value)
@@ -373,16 +417,16 @@ impl PostgresBackend {
 
     /// The rows of one statement, on a pooled connection, and how many it changed.
     fn prepared(&self, statement: &str, params: &[Param<'_>]) -> Result<Answer> {
-        self.run(|conn| execute_prepared(conn, statement, params))
+        self.run(|conn| run_statement(conn, statement, params))
     }
 
     /// The rows of one statement, on a pooled connection.
-    fn query(&self, statement: &str, params: &[Param<'_>]) -> Result<Vec<SimpleQueryRow>> {
+    fn query(&self, statement: &str, params: &[Param<'_>]) -> Result<Vec<AnyRow>> {
         Ok(self.prepared(statement, params)?.rows)
     }
 
     /// The first row of one statement, if any, on a pooled connection.
-    fn first_row(&self, statement: &str, params: &[Param<'_>]) -> Result<Option<SimpleQueryRow>> {
+    fn first_row(&self, statement: &str, params: &[Param<'_>]) -> Result<Option<AnyRow>> {
         Ok(self.query(statement, params)?.into_iter().next())
     }
 
@@ -396,6 +440,11 @@ impl PostgresBackend {
 #[derive(Clone, Copy, Debug)]
 enum Param<'a> {
     Text(Option<&'a str>),
+    /// Text never written into a statement's text: a password hash or an account's
+    /// information. PostgreSQL logs the text of a statement that fails (a signup of a name
+    /// that is taken, say), but not the values bound to it, so a statement with one is sent
+    /// with bound parameters instead of as an `EXECUTE`.
+    Private(Option<&'a str>),
     BigInt(Option<i64>),
     Int(Option<i32>),
     Double(f64),
@@ -407,6 +456,11 @@ enum Param<'a> {
 /// A `TEXT` parameter.
 fn text<'a>(value: impl Into<Option<&'a str>>) -> Param<'a> {
     Param::Text(value.into())
+}
+
+/// A `TEXT` parameter that must not appear in a statement's text ([`Param::Private`]).
+fn private<'a>(value: impl Into<Option<&'a str>>) -> Param<'a> {
+    Param::Private(value.into())
 }
 
 /// A `BIGINT` parameter.
@@ -423,7 +477,7 @@ impl Param<'_> {
     /// The type the statement declares for it.
     fn sql_type(&self) -> &'static str {
         match self {
-            Param::Text(_) => "TEXT",
+            Param::Text(_) | Param::Private(_) => "TEXT",
             Param::BigInt(_) => "BIGINT",
             Param::Int(_) => "INTEGER",
             Param::Double(_) => "DOUBLE PRECISION",
@@ -449,6 +503,11 @@ impl Param<'_> {
             out.push(']');
         };
         match *self {
+            Param::Private(_) => {
+                return Err(Error::Store(
+                    "a private value cannot be written into a statement".into(),
+                ));
+            }
             Param::Text(None) | Param::BigInt(None) | Param::Int(None) => out.push_str("NULL"),
             Param::Text(Some(text)) => out.push_str(&escape_literal(text)),
             Param::BigInt(Some(n)) => write!(out, "{n}").unwrap_or(()),
@@ -471,17 +530,97 @@ impl Param<'_> {
     }
 }
 
-/// What the server answered an `EXECUTE`: its rows, and how many rows it changed.
+impl<'a> Param<'a> {
+    /// The value bound to a statement, with its type.
+    fn bound(&self) -> (&(dyn ToSql + Sync), Type) {
+        match self {
+            Param::Text(v) | Param::Private(v) => (v, Type::TEXT),
+            Param::BigInt(v) => (v, Type::INT8),
+            Param::Int(v) => (v, Type::INT4),
+            Param::Double(v) => (v, Type::FLOAT8),
+            Param::Bool(v) => (v, Type::BOOL),
+            Param::TextArray(v) => (v, Type::TEXT_ARRAY),
+            Param::IntArray(v) => (v, Type::INT4_ARRAY),
+        }
+    }
+}
+
+/// A row of a statement run either way.
+enum AnyRow {
+    /// Of an `EXECUTE`: every value in its text form.
+    Executed(SimpleQueryRow),
+    /// Of a statement with bound parameters.
+    Bound(Row),
+}
+
+impl Columns for AnyRow {
+    fn text(&self, i: usize) -> Result<String> {
+        match self {
+            AnyRow::Executed(row) => row.text(i),
+            AnyRow::Bound(row) => row.text(i),
+        }
+    }
+    fn optional_text(&self, i: usize) -> Result<Option<String>> {
+        match self {
+            AnyRow::Executed(row) => row.optional_text(i),
+            AnyRow::Bound(row) => row.optional_text(i),
+        }
+    }
+    fn integer(&self, i: usize) -> Result<i64> {
+        match self {
+            AnyRow::Executed(row) => row.integer(i),
+            AnyRow::Bound(row) => row.integer(i),
+        }
+    }
+    fn real(&self, i: usize) -> Result<f64> {
+        match self {
+            AnyRow::Executed(row) => row.real(i),
+            AnyRow::Bound(row) => row.real(i),
+        }
+    }
+    fn boolean(&self, i: usize) -> Result<bool> {
+        match self {
+            AnyRow::Executed(row) => row.boolean(i),
+            AnyRow::Bound(row) => row.boolean(i),
+        }
+    }
+}
+
+/// What the server answered a statement: its rows, and how many rows it changed.
 struct Answer {
-    rows: Vec<SimpleQueryRow>,
+    rows: Vec<AnyRow>,
     changed: u64,
 }
 
-/// The name `statement` is prepared under on every server connection: derived from its text
-/// and its parameters' types, so that a statement of that name on any connection (behind
-/// PgBouncer, one this client did not prepare) is this statement.
+/// Runs `statement`: as an `EXECUTE` ([`execute_prepared`]), or, if a parameter is
+/// [`Param::Private`], with bound parameters, unnamed, in one flight (one round trip too; no
+/// `statement_timeout` of its own, as it needs a statement of its own before it: these are
+/// writes of one account's row, which only another write of that row can hold up).
+fn run_statement(conn: &mut Pooled, statement: &str, params: &[Param<'_>]) -> Result<Answer> {
+    if !params.iter().any(|p| matches!(p, Param::Private(_))) {
+        return execute_prepared(conn, statement, params);
+    }
+    let mut answer = Answer {
+        rows: Vec::new(),
+        changed: 0,
+    };
+    let mut rows = conn
+        .client
+        .query_typed_raw(statement, params.iter().map(Param::bound))?;
+    while let Some(row) = rows.next()? {
+        answer.rows.push(AnyRow::Bound(row));
+    }
+    answer.changed = rows.rows_affected().unwrap_or(answer.rows.len() as u64);
+    Ok(answer)
+}
+
+/// The name `statement` is prepared under on every server connection: derived from the schema
+/// version, its text and its parameters' types, so that a statement of that name on any
+/// connection (behind PgBouncer, one this client did not prepare) is this statement.
 fn statement_name(statement: &str, params: &[Param<'_>]) -> String {
     let mut digest = Sha256::new();
+    // A statement's result may change with the schema under the same text: a new name.
+    digest.update(MIGRATIONS.len().to_string().as_bytes());
     for param in params {
         digest.update(param.sql_type().as_bytes());
         digest.update(b",");
@@ -496,17 +635,15 @@ fn statement_name(statement: &str, params: &[Param<'_>]) -> String {
 }
 
 /// Runs `statement` as a prepared statement of the server connection: `EXECUTE` with the
-/// parameters as literals, one round trip, no parse or plan of the statement itself; a server
-/// connection that has not prepared it yet gets it prepared and run in one more message.
-/// Works alike on a direct connection and through PgBouncer in transaction pooling, where
-/// each server connection prepares each statement once.
-fn execute_prepared(
-    conn: &mut postgres::Client,
-    statement: &str,
-    params: &[Param<'_>],
-) -> Result<Answer> {
+/// parameters as literals, one round trip, no parse or plan of the statement itself. The
+/// first time a pooled connection runs it, one message prepares it unless the server
+/// connection has it and runs it (so a direct connection never sees an error for it); behind
+/// PgBouncer, a server connection that lacks it answers "prepared statement does not exist"
+/// (PostgreSQL logs that, with the statement's text: ids, names and addresses, nothing
+/// private) and gets the same message. Each server connection prepares each statement once.
+fn execute_prepared(conn: &mut Pooled, statement: &str, params: &[Param<'_>]) -> Result<Answer> {
     let name = statement_name(statement, params);
-    let mut execute = format!("{STATEMENT_TIMEOUT}; EXECUTE {name}");
+    let mut execute = format!("EXECUTE {name}");
     for (n, param) in params.iter().enumerate() {
         execute.push_str(if n == 0 { "(" } else { ", " });
         param.write_literal(&mut execute)?;
@@ -514,28 +651,40 @@ fn execute_prepared(
     if !params.is_empty() {
         execute.push(')');
     }
-    let types: Vec<&str> = params.iter().map(Param::sql_type).collect();
-    let types = if types.is_empty() {
-        String::new()
-    } else {
-        format!("({})", types.join(", "))
-    };
-    // Prepares it unless this server connection has it (behind PgBouncer, the connection
-    // that answers may differ from the one that said it lacked it), then runs it: one
-    // message, one implicit transaction, so one server connection.
-    let prepare = escape_literal(&format!("PREPARE {name}{types} AS {statement}"));
-    let prepare_and_execute = format!(
-        "DO $ssc$ BEGIN
-             IF NOT EXISTS (SELECT 1 FROM pg_prepared_statements WHERE name = '{name}') THEN
-                 EXECUTE {prepare};
-             END IF;
-         END $ssc$; {execute}"
-    );
-    let messages = match conn.simple_query(&execute) {
-        Err(e) if e.code() == Some(&SqlState::INVALID_SQL_STATEMENT_NAME) => {
-            conn.simple_query(&prepare_and_execute)?
+    let known = conn.prepared.contains(&name);
+    let answered = if known {
+        match conn.client.simple_query(&format!("{SETTINGS} {execute}")) {
+            // Behind PgBouncer: another server connection than the one that prepared it.
+            Err(e) if e.code() == Some(&SqlState::INVALID_SQL_STATEMENT_NAME) => None,
+            answered => Some(answered?),
         }
-        answered => answered?,
+    } else {
+        None
+    };
+    let messages = match answered {
+        Some(messages) => messages,
+        None => {
+            // Prepares it unless this server connection has it, then runs it: one message,
+            // one implicit transaction, so one server connection behind PgBouncer.
+            let types: Vec<&str> = params.iter().map(Param::sql_type).collect();
+            let types = if types.is_empty() {
+                String::new()
+            } else {
+                format!("({})", types.join(", "))
+            };
+            let prepare = escape_literal(&format!("PREPARE {name}{types} AS {statement}"));
+            let messages = conn.client.simple_query(&format!(
+                "{SETTINGS}
+                 DO $ssc$ BEGIN
+                     IF NOT EXISTS (SELECT 1 FROM pg_prepared_statements WHERE name = '{name}')
+                     THEN
+                         EXECUTE {prepare};
+                     END IF;
+                 END $ssc$; {execute}"
+            ))?;
+            conn.prepared.insert(name);
+            messages
+        }
     };
     let mut answer = Answer {
         rows: Vec::new(),
@@ -543,7 +692,7 @@ fn execute_prepared(
     };
     for message in messages {
         match message {
-            SimpleQueryMessage::Row(row) => answer.rows.push(row),
+            SimpleQueryMessage::Row(row) => answer.rows.push(AnyRow::Executed(row)),
             SimpleQueryMessage::CommandComplete(changed) => answer.changed = changed,
             _ => {}
         }
@@ -631,11 +780,11 @@ impl Backend for PostgresBackend {
             ),
             &[
                 text(username),
-                text(password_hash),
-                text(full_name),
-                text(email),
-                text(phone),
-                text(address),
+                private(password_hash),
+                private(full_name),
+                private(email),
+                private(phone),
+                private(address),
             ],
         );
         match inserted {
@@ -692,7 +841,7 @@ impl Backend for PostgresBackend {
                                      credentials_generation = credentials_generation + 1
                  WHERE id = $1"
             ),
-            &[big(id), text(hash)],
+            &[big(id), private(hash)],
         )? > 0)
     }
 
@@ -771,10 +920,10 @@ impl Backend for PostgresBackend {
             &[
                 big(session.id),
                 big(Some(session.generation)),
-                text(full_name),
-                text(email),
-                text(phone),
-                text(address),
+                private(full_name),
+                private(email),
+                private(phone),
+                private(address),
                 big(expected_version),
             ],
         )?
@@ -791,8 +940,8 @@ impl Backend for PostgresBackend {
             &[
                 big(session.id),
                 big(Some(session.generation)),
-                text(old),
-                text(new),
+                private(old),
+                private(new),
             ],
         )? > 0)
     }
@@ -800,11 +949,11 @@ impl Backend for PostgresBackend {
     fn delete_account(&self, id: AccountId, generation: Option<i64>, hash: &str) -> Result<bool> {
         Ok(self.execute(
             &format!("DELETE FROM accounts WHERE {GUARD} AND password_hash = $3"),
-            &[big(id), big(generation), text(hash)],
+            &[big(id), big(generation), private(hash)],
         )? > 0)
     }
 
-    fn count_attempt(&self, attempt: &Attempt<'_>, lookup: Option<&str>) -> Result<Counted> {
+    fn count_attempt(&self, attempt: &Attempt<'_>, read_login: bool) -> Result<Counted> {
         let keys = attempt.keys;
         let (names, thresholds): (Vec<&str>, Vec<i32>) = keys
             .counted()
@@ -813,12 +962,14 @@ impl Backend for PostgresBackend {
         let policy = attempt.policy;
         let row = self
             .first_row(
-                "SELECT * FROM throttle_count($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                "SELECT r_refused_until, r_id, r_hash, r_locked, r_generation
+                 FROM throttle_count($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                 &[
                     Param::TextArray(&names),
                     Param::IntArray(&thresholds),
                     text(keys.name_key()),
-                    text(lookup),
+                    text(keys.username()),
+                    Param::Bool(read_login),
                     text(keys.address()),
                     Param::Double(attempt.now),
                     Param::Double(attempt.forget_after()),
@@ -867,8 +1018,8 @@ impl Backend for PostgresBackend {
                 text(keys.address()),
                 Param::Double(attempt.now),
                 Param::Bool(login.is_some()),
-                text(old_hash),
-                text(new_hash),
+                private(old_hash),
+                private(new_hash),
             ],
         )?;
         Ok(())
@@ -886,10 +1037,36 @@ impl Backend for PostgresBackend {
 
     fn clear_failure_counts(
         &self,
-        matches: &dyn Fn(&str) -> bool,
+        selection: &KeySelection,
         unlock: Option<AccountId>,
     ) -> Result<Option<usize>> {
-        self.transaction(|tx| {
+        let matching = |tx: &mut Transaction<'_>| -> Result<Vec<String>> {
+            let mut keys = Vec::new();
+            for row in query(tx, "SELECT key FROM login_failures", &[])? {
+                let key = row.text(0)?;
+                if (selection.matches)(&key) {
+                    keys.push(key);
+                }
+            }
+            Ok(keys)
+        };
+        let cleared = self.transaction(|tx| {
+            // After every attempt in flight under these keys (each holds an anchor), in the
+            // keys' one order; then none is in flight, and the keys made meanwhile are seen.
+            let mut keys = matching(tx)?;
+            keys.extend(selection.anchors.iter().cloned());
+            execute(
+                tx,
+                "SELECT throttle_lock_keys($1)",
+                &[(&keys, Type::TEXT_ARRAY)],
+            )?;
+            let keys = matching(tx)?;
+            let cleared = execute(
+                tx,
+                "DELETE FROM login_failures WHERE key = ANY ($1)",
+                &[(&keys, Type::TEXT_ARRAY)],
+            )?;
+            // The account's row after the keys, as a login's forgiveness takes them.
             if let Some(id) = unlock
                 && execute(
                     tx,
@@ -897,32 +1074,18 @@ impl Backend for PostgresBackend {
                     &[(&id, Type::INT8)],
                 )? == 0
             {
-                return Ok(None);
+                return Err(Error::NoSuchAccount);
             }
-            let mut keys = Vec::new();
-            for row in query(tx, "SELECT key FROM login_failures", &[])? {
-                let key = row.text(0)?;
-                if matches(&key) {
-                    keys.push(key);
-                }
-            }
-            // After every attempt in flight under these keys: none writes a count back.
-            execute(
-                tx,
-                "SELECT throttle_lock_keys($1)",
-                &[(&keys, Type::TEXT_ARRAY)],
-            )?;
-            let cleared = execute(
-                tx,
-                "DELETE FROM login_failures WHERE key = ANY ($1)",
-                &[(&keys, Type::TEXT_ARRAY)],
-            )?;
-            Ok(Some(usize::try_from(cleared).unwrap_or(usize::MAX)))
-        })
+            Ok(usize::try_from(cleared).unwrap_or(usize::MAX))
+        });
+        match cleared {
+            Err(Error::NoSuchAccount) => Ok(None),
+            cleared => cleared.map(Some),
+        }
     }
 
     fn ping(&self) -> Result<()> {
-        self.run(|conn| Ok(conn.simple_query("SELECT 1").map(drop)?))
+        self.run(|conn| Ok(conn.client.simple_query("SELECT 1").map(drop)?))
     }
 
     /// Nothing to do: the pool's connections end when the store is dropped, and every write
@@ -1044,29 +1207,33 @@ mod tests {
         Ok(())
     }
 
-    /// Every statement has PostgreSQL's deadline, set in its own transaction (PgBouncer
-    /// refuses it as a startup option): an update that waits for a row another transaction
-    /// holds fails after 5 s instead of waiting for ever.
+    /// A statement has PostgreSQL's deadline, set in its own transaction (PgBouncer refuses
+    /// it as a startup option): a login that waits for a key another transaction holds fails
+    /// after 5 s instead of waiting for ever.
     #[test]
     fn a_statement_that_waits_too_long_is_cancelled() -> Result<()> {
         let db = PostgresDatabase::new();
         let s = db.open(fast());
-        let id = s.create_account("wanda", b"pw-wanda-1", &[])?;
+        s.create_account("wanda", b"pw-wanda-1", &[])?;
         let mut client = postgres::Client::connect(&db.0, NoTls).unwrap();
         let mut holder = client.transaction().unwrap();
         holder
-            .execute("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", &[&id])
+            .execute("SELECT throttle_lock_keys($1)", &[&vec!["user:wanda"]])
             .unwrap();
+        let from: IpAddr = "192.0.2.95".parse().unwrap();
         let started = std::time::Instant::now();
-        let err = s.update(session(id), &[], None).unwrap_err();
+        let err = s.login("wanda", b"pw-wanda-1", from).unwrap_err();
         let waited = started.elapsed();
-        assert!(err.to_string().contains("statement timeout"), "{err}");
+        assert!(err.to_string().contains("timeout"), "{err}");
         assert!(
             (Duration::from_secs(4)..Duration::from_secs(20)).contains(&waited),
             "{waited:?}"
         );
         holder.rollback().unwrap();
-        assert_eq!(s.update(session(id), &[], None)?.version, 2);
+        assert!(matches!(
+            s.login("wanda", b"pw-wanda-1", from)?,
+            LoginOutcome::Success(_)
+        ));
         Ok(())
     }
 
@@ -1206,6 +1373,7 @@ mod tests {
         delay: f64,
         right: bool,
         signup: bool,
+        read: bool,
     }
 
     fn check() -> impl proptest::strategy::Strategy<Value = Check> {
@@ -1223,6 +1391,7 @@ mod tests {
                 delay,
                 right,
                 signup: n < 20,
+                read: n % 4 != 0,
             })
     }
 
@@ -1269,7 +1438,7 @@ mod tests {
                 let attempt = Attempt { policy: &policy, keys: &keys, now };
                 let outcomes: Vec<Counted> = backends
                     .iter()
-                    .map(|b| b.count_attempt(&attempt, keys.username()).unwrap())
+                    .map(|b| b.count_attempt(&attempt, check.read).unwrap())
                     .collect();
                 match (&outcomes[0], &outcomes[1]) {
                     (Counted::Refused(a), Counted::Refused(b)) => {
@@ -1277,11 +1446,20 @@ mod tests {
                     }
                     (a, b) => proptest::prop_assert_eq!(a, b),
                 }
-                if let Counted::Counted(Some(record)) = &outcomes[0]
+                // A check that read no record (passwd's) succeeds for the account named.
+                let named = keys.username().and_then(|name| {
+                    backends[0].find_login(name).unwrap().map(|r| r.id)
+                });
+                let id = match &outcomes[0] {
+                    Counted::Counted(Some(record)) => Some(record.id),
+                    Counted::Counted(None) if !check.read => named,
+                    _ => None,
+                };
+                if let Some(id) = id
                     && check.right
                 {
                     for backend in backends {
-                        backend.forgive(&attempt, record.id, None).unwrap();
+                        backend.forgive(&attempt, id, None).unwrap();
                     }
                 }
                 let [a, b] = backends.map(|b| b.failure_counts().unwrap());

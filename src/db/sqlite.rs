@@ -20,8 +20,8 @@ use super::sql::{
 };
 use super::throttle::{self, Attempt, FailureCount, FailureCounts, PRUNE_BATCH};
 use super::{
-    AccountId, AccountSummary, AccountTotals, Backend, Counted, LoginRecord, LoginUpdate,
-    SessionAccount, SessionState, value_of,
+    AccountId, AccountSummary, AccountTotals, Backend, Counted, KeySelection, LoginRecord,
+    LoginUpdate, SessionAccount, SessionState, value_of,
 };
 use crate::error::{Error, Result};
 use crate::xml::account::{AccountView, Field};
@@ -435,14 +435,14 @@ impl Backend for SqliteBackend {
         })
     }
 
-    fn count_attempt(&self, attempt: &Attempt<'_>, lookup: Option<&str>) -> Result<Counted> {
+    fn count_attempt(&self, attempt: &Attempt<'_>, read_login: bool) -> Result<Counted> {
         self.write(|tx| {
             if let Some(until) = throttle::count_attempt(&mut SqliteFailureCounts(tx), attempt)? {
                 return Ok(Counted::Refused(until));
             }
-            let record = match lookup {
-                Some(name) => find_login(tx, name)?,
-                None => None,
+            let record = match attempt.keys.username() {
+                Some(name) if read_login => find_login(tx, name)?,
+                _ => None,
             };
             Ok(Counted::Counted(record))
         })
@@ -489,7 +489,7 @@ impl Backend for SqliteBackend {
     /// Attempts are serialised with this by SQLite's one writer at a time.
     fn clear_failure_counts(
         &self,
-        matches: &dyn Fn(&str) -> bool,
+        selection: &KeySelection,
         unlock: Option<AccountId>,
     ) -> Result<Option<usize>> {
         self.write(|tx| {
@@ -504,7 +504,7 @@ impl Backend for SqliteBackend {
                 |row| row.text(0),
             )?;
             let mut cleared = 0;
-            for key in keys.iter().filter(|key| matches(key)) {
+            for key in keys.iter().filter(|key| (selection.matches)(key)) {
                 cleared += tx.execute("DELETE FROM login_failures WHERE key = ?1", [key])?;
             }
             Ok(Some(cleared))

@@ -31,6 +31,8 @@ const GSSENC_REQUEST: u32 = 80877104;
 const CANCEL_REQUEST: u32 = 80877102;
 /// The largest startup-phase message relayed (PostgreSQL's own limit is 10000 bytes).
 const MAX_STARTUP_LENGTH: u32 = 10_000;
+/// How much of the simple Queries' text a counter keeps.
+const MAX_QUERY_TEXT: usize = 16 << 20;
 /// How long [`WireCounter::settle`] waits for a quiet moment before it fails.
 const SETTLE_PATIENCE: Duration = Duration::from_secs(60);
 
@@ -45,8 +47,7 @@ pub struct WireCounts {
     pub named_parses: u64,
     /// `Close` messages (of a statement or a portal).
     pub closes: u64,
-    /// Simple `Query` messages that prepare a statement: their text opens with `PREPARE` or
-    /// with a `DO` block (which may run one).
+    /// Simple `Query` messages that prepare a statement (or may: their text holds `PREPARE `).
     pub prepares: u64,
 }
 
@@ -106,6 +107,8 @@ struct Shared {
     open: Mutex<Vec<(u64, TcpStream, TcpStream)>>,
     /// Why the counts cannot be trusted, if something made them so.
     trouble: Mutex<Option<String>>,
+    /// The text of every simple `Query`, one after another, up to [`MAX_QUERY_TEXT`] bytes.
+    query_text: Mutex<Vec<u8>>,
 }
 
 impl WireCounter {
@@ -132,6 +135,7 @@ impl WireCounter {
             stopping: AtomicBool::new(false),
             open: Mutex::new(Vec::new()),
             trouble: Mutex::new(None),
+            query_text: Mutex::new(Vec::new()),
         });
         let for_acceptor = Arc::clone(&shared);
         let acceptor = thread::Builder::new()
@@ -164,6 +168,17 @@ impl WireCounter {
             closes: load(&self.shared.closes),
             prepares: load(&self.shared.prepares),
         }
+    }
+
+    /// Whether the text of any simple `Query` sent so far contains `needle` (what a server
+    /// writes into its statements' text, PostgreSQL may log).
+    pub fn query_text_contains(&self, needle: &[u8]) -> bool {
+        let text = self.shared.query_text.lock().unwrap();
+        assert!(
+            text.len() < MAX_QUERY_TEXT,
+            "more than {MAX_QUERY_TEXT} bytes of queries: the text kept is incomplete"
+        );
+        text.windows(needle.len()).any(|w| w == needle)
     }
 
     /// How many connections it accepted so far.
@@ -426,8 +441,8 @@ struct Frontend {
     remaining: Option<usize>,
     /// Whether the current message's first body byte is still to come.
     at_body_start: bool,
-    /// The opening bytes of the current simple `Query`'s text, while they are read.
-    query_head: Option<Vec<u8>>,
+    /// The text of the current simple `Query`, while it is read (up to [`MAX_QUERY_TEXT`]).
+    query: Option<Vec<u8>>,
 }
 
 impl Frontend {
@@ -469,7 +484,7 @@ impl Frontend {
                     self.length.clear();
                     self.remaining = Some(length as usize - 4);
                     self.at_body_start = true;
-                    self.query_head = (kind == b'Q').then(Vec::new);
+                    self.query = (kind == b'Q').then(Vec::new);
                     self.finish_if_done();
                 }
                 continue;
@@ -483,7 +498,7 @@ impl Frontend {
             }
             let take = remaining.min(bytes.len());
             if kind == b'Q' {
-                self.read_query_head(&bytes[..take], remaining == take, shared);
+                self.read_query(&bytes[..take], remaining == take, shared);
             }
             bytes = &bytes[take..];
             self.remaining = Some(remaining - take);
@@ -492,19 +507,22 @@ impl Frontend {
         Ok(())
     }
 
-    /// Looks at the opening of a simple `Query` (`last`: this is the end of its body) and
-    /// counts it if it prepares a statement.
-    fn read_query_head(&mut self, bytes: &[u8], last: bool, shared: &Shared) {
-        const LOOK: usize = 8;
-        let Some(head) = self.query_head.as_mut() else {
+    /// Reads part of a simple `Query`'s text (`last`: the end of it); at its end, keeps it
+    /// and counts it if it prepares a statement.
+    fn read_query(&mut self, bytes: &[u8], last: bool, shared: &Shared) {
+        let Some(query) = self.query.as_mut() else {
             return;
         };
-        head.extend_from_slice(&bytes[..bytes.len().min(LOOK - head.len())]);
-        if head.len() == LOOK || last {
-            if head.starts_with(b"PREPARE ") || head.starts_with(b"DO ") {
+        let room = MAX_QUERY_TEXT - query.len().min(MAX_QUERY_TEXT);
+        query.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        if last {
+            if query.windows(8).any(|w| w == b"PREPARE ") {
                 shared.prepares.fetch_add(1, Ordering::SeqCst);
             }
-            self.query_head = None;
+            let mut text = shared.query_text.lock().unwrap();
+            let room = MAX_QUERY_TEXT - text.len().min(MAX_QUERY_TEXT);
+            text.extend_from_slice(&query[..query.len().min(room)]);
+            self.query = None;
         }
     }
 
