@@ -399,8 +399,7 @@ impl AccountStore {
     }
 
     /// Takes back a successful password check's count and records the login, remaking the
-    /// hash if it was made at a lower cost than the store's: one transaction. Bookkeeping: a
-    /// failure here must not turn a good login into an error.
+    /// hash if it was made at a lower cost than the store's: one transaction.
     fn record_login(&self, attempt: &Attempt<'_>, record: &LoginRecord, password: &[u8]) {
         let upgraded = match PasswordHash::parse(&record.hash) {
             // Part of a login: it goes before signups too.
@@ -412,8 +411,15 @@ impl AccountStore {
         let login = LoginUpdate {
             rehash: upgraded.as_deref().map(|new| (record.hash.as_str(), new)),
         };
-        if let Err(e) = self.backend.forgive(attempt, record.id, Some(login)) {
-            log::warn!("could not record the login of account {}: {e}", record.id);
+        self.forgive(attempt, record.id, Some(login));
+    }
+
+    /// Takes back the count of `attempt`, whose password check succeeded for account `id`, and
+    /// with `login` records the login. Bookkeeping: a failure here must not turn a good check
+    /// into an error.
+    fn forgive(&self, attempt: &Attempt<'_>, id: AccountId, login: Option<LoginUpdate<'_>>) {
+        if let Err(e) = self.backend.forgive(attempt, id, login) {
+            log::warn!("could not clear the failed-login count of account {id}: {e}");
         }
     }
 
@@ -496,9 +502,7 @@ impl AccountStore {
         if !self.hashing(HashTurn::Check, || hash.verify(password))? {
             return Err(Error::WrongPassword);
         }
-        if let Err(e) = self.backend.forgive(&attempt, session.id, None) {
-            log::warn!("could not clear the failed-login count after a password check: {e}");
-        }
+        self.forgive(&attempt, session.id, None);
         Ok(stored)
     }
 
@@ -554,9 +558,7 @@ impl AccountStore {
             return Ok((LoginOutcome::Failed, 0));
         };
         if record.locked {
-            if let Err(e) = self.backend.forgive(&attempt, record.id, None) {
-                log::warn!("could not clear the failed-login count after a login: {e}");
-            }
+            self.forgive(&attempt, record.id, None);
             return Ok((LoginOutcome::Locked, 0));
         }
         self.record_login(&attempt, &record, password);

@@ -85,19 +85,7 @@ impl fmt::Display for Error {
         match self {
             Error::Io { context, source } => write!(f, "{context}: {source}"),
             Error::Tls { context, source } => write!(f, "{context}: {source}"),
-            Error::Store(e) => {
-                // The driver's own words may be only "db error": its causes say what.
-                let mut text = format!("account database: {e}");
-                let mut cause = e.source();
-                while let Some(inner) = cause {
-                    let said = inner.to_string();
-                    if !text.contains(&said) {
-                        text = format!("{text}: {said}");
-                    }
-                    cause = inner.source();
-                }
-                f.write_str(&text)
-            }
+            Error::Store(e) => write!(f, "account database: {}", with_causes(e.as_ref())),
             Error::UserExists(name) => write!(f, "an account named {name:?} exists already"),
             Error::NoSuchAccount => f.write_str("the account does not exist"),
             Error::WrongPassword => f.write_str("the password is wrong"),
@@ -117,6 +105,21 @@ impl fmt::Display for Error {
             | Error::Config(why) => f.write_str(why),
         }
     }
+}
+
+/// `e` and each of its causes not already said, after one another: a driver's own words may
+/// be only "db error" or "error connecting to server", and its causes say what.
+pub(crate) fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(inner) = cause {
+        let said = inner.to_string();
+        if !text.contains(&said) {
+            text = format!("{text}: {said}");
+        }
+        cause = inner.source();
+    }
+    text
 }
 
 impl std::error::Error for Error {

@@ -37,7 +37,7 @@ use super::{
     AccountId, AccountSummary, AccountTotals, Backend, Counted, KeySelection, LoginRecord,
     LoginUpdate, SessionAccount, SessionState, value_of,
 };
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, with_causes};
 use crate::xml::account::{AccountView, Field};
 
 /// Current time as stored: ISO 8601 UTC with milliseconds, as SQLite writes it (a macro, for
@@ -314,11 +314,30 @@ struct Pooled {
 /// kept beside each client).
 struct Connector(postgres::Config);
 
+/// A failed connection, said with its causes (the pool keeps only an error's text, and the
+/// driver's own is "error connecting to server").
+#[derive(Debug)]
+struct ConnectError(String);
+
+impl From<postgres::Error> for ConnectError {
+    fn from(e: postgres::Error) -> Self {
+        ConnectError(with_causes(&e))
+    }
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
 impl ManageConnection for Connector {
     type Connection = Pooled;
-    type Error = postgres::Error;
+    type Error = ConnectError;
 
-    fn connect(&self) -> std::result::Result<Pooled, postgres::Error> {
+    fn connect(&self) -> std::result::Result<Pooled, ConnectError> {
         Ok(Pooled {
             client: self.0.connect(NoTls)?,
             prepared: HashSet::new(),
@@ -326,8 +345,8 @@ impl ManageConnection for Connector {
     }
 
     /// Unused: the pool tests no connection when it lends one.
-    fn is_valid(&self, conn: &mut Pooled) -> std::result::Result<(), postgres::Error> {
-        conn.client.simple_query("").map(drop)
+    fn is_valid(&self, conn: &mut Pooled) -> std::result::Result<(), ConnectError> {
+        Ok(conn.client.simple_query("").map(drop)?)
     }
 
     fn has_broken(&self, conn: &mut Pooled) -> bool {
@@ -378,7 +397,13 @@ impl PostgresBackend {
                 )?;
                 sql::migrate(tx, MIGRATIONS)
             })
-            .map_err(|e| Error::Config(format!("cannot open the account database: {e}")))?;
+            .map_err(|e| {
+                let why = match &e {
+                    Error::Store(source) => with_causes(source.as_ref()),
+                    e => e.to_string(),
+                };
+                Error::Config(format!("cannot open the account database: {why}"))
+            })?;
         Ok(backend)
     }
 
@@ -545,46 +570,9 @@ impl<'a> Param<'a> {
     }
 }
 
-/// A row of a statement run either way.
-enum AnyRow {
-    /// Of an `EXECUTE`: every value in its text form.
-    Executed(SimpleQueryRow),
-    /// Of a statement with bound parameters.
-    Bound(Row),
-}
-
-impl Columns for AnyRow {
-    fn text(&self, i: usize) -> Result<String> {
-        match self {
-            AnyRow::Executed(row) => row.text(i),
-            AnyRow::Bound(row) => row.text(i),
-        }
-    }
-    fn optional_text(&self, i: usize) -> Result<Option<String>> {
-        match self {
-            AnyRow::Executed(row) => row.optional_text(i),
-            AnyRow::Bound(row) => row.optional_text(i),
-        }
-    }
-    fn integer(&self, i: usize) -> Result<i64> {
-        match self {
-            AnyRow::Executed(row) => row.integer(i),
-            AnyRow::Bound(row) => row.integer(i),
-        }
-    }
-    fn real(&self, i: usize) -> Result<f64> {
-        match self {
-            AnyRow::Executed(row) => row.real(i),
-            AnyRow::Bound(row) => row.real(i),
-        }
-    }
-    fn boolean(&self, i: usize) -> Result<bool> {
-        match self {
-            AnyRow::Executed(row) => row.boolean(i),
-            AnyRow::Bound(row) => row.boolean(i),
-        }
-    }
-}
+/// A row of a statement run either way: an `EXECUTE`'s (every value in its text form) or a
+/// statement's with bound parameters.
+type AnyRow = Box<dyn Columns>;
 
 /// What the server answered a statement: its rows, and how many rows it changed.
 struct Answer {
@@ -608,7 +596,7 @@ fn run_statement(conn: &mut Pooled, statement: &str, params: &[Param<'_>]) -> Re
         .client
         .query_typed_raw(statement, params.iter().map(Param::bound))?;
     while let Some(row) = rows.next()? {
-        answer.rows.push(AnyRow::Bound(row));
+        answer.rows.push(Box::new(row));
     }
     answer.changed = rows.rows_affected().unwrap_or(answer.rows.len() as u64);
     Ok(answer)
@@ -692,7 +680,7 @@ fn execute_prepared(conn: &mut Pooled, statement: &str, params: &[Param<'_>]) ->
     };
     for message in messages {
         match message {
-            SimpleQueryMessage::Row(row) => answer.rows.push(AnyRow::Executed(row)),
+            SimpleQueryMessage::Row(row) => answer.rows.push(Box::new(row)),
             SimpleQueryMessage::CommandComplete(changed) => answer.changed = changed,
             _ => {}
         }
@@ -800,7 +788,7 @@ impl Backend for PostgresBackend {
             &format!("SELECT {LOGIN_RECORD} FROM accounts WHERE lower(username) = lower($1)"),
             &[text(username)],
         )?
-        .map(|row| login_record(&row, 0))
+        .map(|row| login_record(&*row, 0))
         .transpose()
     }
 
@@ -809,7 +797,7 @@ impl Backend for PostgresBackend {
             &format!("SELECT {SESSION_STATE} FROM accounts WHERE id = $1"),
             &[big(id)],
         )?
-        .map(|row| session_state(&row))
+        .map(|row| session_state(&*row))
         .transpose()
     }
 
@@ -823,7 +811,7 @@ impl Backend for PostgresBackend {
             &[text(username)],
         )?
         .iter()
-        .map(account_summary)
+        .map(|row| account_summary(&**row))
         .collect()
     }
 
@@ -880,7 +868,7 @@ impl Backend for PostgresBackend {
             &format!("SELECT {ACCOUNT_VIEW} FROM accounts WHERE {GUARD}"),
             &[big(id), big(generation)],
         )?
-        .map(|row| account_view(&row))
+        .map(|row| account_view(&*row))
         .transpose()
     }
 
@@ -927,7 +915,7 @@ impl Backend for PostgresBackend {
                 big(expected_version),
             ],
         )?
-        .map(|row| account_view(&row))
+        .map(|row| account_view(&*row))
         .transpose()
     }
 
@@ -985,7 +973,7 @@ impl Backend for PostgresBackend {
             return Ok(Counted::Refused(refused_until));
         }
         let record = match row.optional_text(1)? {
-            Some(_) => Some(login_record(&row, 1)?),
+            Some(_) => Some(login_record(&*row, 1)?),
             None => None,
         };
         Ok(Counted::Counted(record))
@@ -1031,7 +1019,7 @@ impl Backend for PostgresBackend {
             &[],
         )?
         .iter()
-        .map(failure_count)
+        .map(|row| failure_count(&**row))
         .collect()
     }
 
@@ -1478,6 +1466,27 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A database that cannot be reached is said so with the reason, not only "error
+    /// connecting to server".
+    #[test]
+    fn a_database_that_cannot_be_reached_is_said_why() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("postgres://nobody@127.0.0.1:{port}/accounts");
+        let err = AccountStore::open(&StoreLocation::Postgres(url), fast())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.starts_with("cannot open the account database: no connection")
+                && err.contains("Connection refused"),
+            "{err}"
+        );
     }
 
     #[test]

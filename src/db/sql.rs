@@ -26,7 +26,7 @@ pub(crate) const ACCOUNT_VIEW: &str = "username, full_name, email, phone, addres
                                        updated_at, last_login_at, version";
 
 /// An [`AccountView`] from the columns [`ACCOUNT_VIEW`] names.
-pub(crate) fn account_view(row: &impl Columns) -> Result<AccountView> {
+pub(crate) fn account_view(row: &dyn Columns) -> Result<AccountView> {
     Ok(AccountView {
         username: row.text(0)?,
         fields: [row.text(1)?, row.text(2)?, row.text(3)?, row.text(4)?],
@@ -42,7 +42,7 @@ pub(crate) const LOGIN_RECORD: &str =
     "id, password_hash, locked_at IS NOT NULL, credentials_generation";
 
 /// A [`LoginRecord`] from the columns [`LOGIN_RECORD`] names, from column `first` on.
-pub(crate) fn login_record(row: &impl Columns, first: usize) -> Result<LoginRecord> {
+pub(crate) fn login_record(row: &dyn Columns, first: usize) -> Result<LoginRecord> {
     Ok(LoginRecord {
         id: row.integer(first)?,
         hash: row.text(first + 1)?,
@@ -55,7 +55,7 @@ pub(crate) fn login_record(row: &impl Columns, first: usize) -> Result<LoginReco
 pub(crate) const SESSION_STATE: &str = "credentials_generation, locked_at IS NOT NULL";
 
 /// A [`SessionState`] from the columns [`SESSION_STATE`] names.
-pub(crate) fn session_state(row: &impl Columns) -> Result<SessionState> {
+pub(crate) fn session_state(row: &dyn Columns) -> Result<SessionState> {
     Ok(SessionState {
         generation: row.integer(0)?,
         locked: row.boolean(1)?,
@@ -66,7 +66,7 @@ pub(crate) fn session_state(row: &impl Columns) -> Result<SessionState> {
 pub(crate) const ACCOUNT_SUMMARY: &str = "id, username, created_at, last_login_at, locked_at";
 
 /// An [`AccountSummary`] from the columns [`ACCOUNT_SUMMARY`] names.
-pub(crate) fn account_summary(row: &impl Columns) -> Result<AccountSummary> {
+pub(crate) fn account_summary(row: &dyn Columns) -> Result<AccountSummary> {
     Ok(AccountSummary {
         id: row.integer(0)?,
         username: row.text(1)?,
@@ -80,7 +80,7 @@ pub(crate) fn account_summary(row: &impl Columns) -> Result<AccountSummary> {
 pub(crate) const FAILURE_COUNT: &str = "key, failures, last_failure_at, blocked_until";
 
 /// A key and its [`FailureCount`] from the columns [`FAILURE_COUNT`] names.
-pub(crate) fn failure_count(row: &impl Columns) -> Result<(String, FailureCount)> {
+pub(crate) fn failure_count(row: &dyn Columns) -> Result<(String, FailureCount)> {
     Ok((
         row.text(0)?,
         FailureCount {

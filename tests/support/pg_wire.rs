@@ -11,10 +11,6 @@
 //! relayed uncounted, and [`WireCounter::counts`] then panics rather than return numbers that
 //! miss it.
 
-// Each includer (the library's unit tests, the integration tests) uses a part of this file;
-// `make test` runs clippy with `-D warnings` over both.
-#![allow(dead_code)]
-
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::ops::Sub;
@@ -179,11 +175,6 @@ impl WireCounter {
             "more than {MAX_QUERY_TEXT} bytes of queries: the text kept is incomplete"
         );
         text.windows(needle.len()).any(|w| w == needle)
-    }
-
-    /// How many connections it accepted so far.
-    pub fn connections(&self) -> u64 {
-        self.shared.connections.load(Ordering::SeqCst)
     }
 
     /// Waits until nothing has passed in either direction for `quiet`, then returns

@@ -14,10 +14,6 @@
 //! The binary is `$PGBOUNCER`, else `pgbouncer` on the `PATH` or in `/usr/sbin` (Debian 12's
 //! `pgbouncer` package, 1.18); without it the tests fail, saying so: they never skip.
 
-// Each includer (the library's unit tests, the integration tests) uses a part of this file;
-// `make test` runs clippy with `-D warnings` over both.
-#![allow(dead_code)]
-
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -94,6 +90,8 @@ impl PgBouncer {
     }
 
     /// The port it listens on, on 127.0.0.1.
+    // The library's unit tests, which include this file too, need only the URL.
+    #[allow(dead_code)]
     pub fn port(&self) -> u16 {
         self.port
     }
