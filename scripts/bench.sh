@@ -117,7 +117,8 @@ echo "== this server" >&2
 port=$(free_port)
 # Every load comes from 127.0.0.1: lift the per-address cap with the total.
 start sh -c 'cd "$1" && exec "$2/server" --demo --bind 127.0.0.1 --max-clients "$3" --max-per-address "$3" \
-    --max-login-failures 1000000000 --max-address-failures 1000000000 --db users.db "$4"' \
+    --max-login-failures 1000000000 --max-address-failures 1000000000 \
+    --max-logins-per-account 1000000000 --max-logins-per-address 1000000000 --db users.db "$4"' \
     sh "$work" "$top" $((CONNECTIONS + 1000)) "$port" >/dev/null 2>"$work/server.err"
 server_pid=$!
 sleep 1
@@ -141,7 +142,8 @@ echo "== this server on PostgreSQL (a throwaway server on this machine)" >&2
 pg_throwaway "$work"
 pgport=$(free_port)
 start "$top/server" --demo --bind 127.0.0.1 --cert "$work/mycert.pem" --db "$PG_URL" \
-    --max-login-failures 1000000000 --max-address-failures 1000000000 "$pgport" \
+    --max-login-failures 1000000000 --max-address-failures 1000000000 \
+    --max-logins-per-account 1000000000 --max-logins-per-address 1000000000 "$pgport" \
     >/dev/null 2>"$work/server-pg.err"
 pg_server_pid=$!
 sleep 1

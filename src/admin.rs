@@ -237,18 +237,22 @@ fn run(command: &AdminCommand, store: &AccountStore, listing: Listing) -> Result
     }
 }
 
-/// An account's state: locked by the operator, refused for failed logins, or active.
+/// An account's state: locked by the operator, refused for failed logins (or too many right
+/// passwords this minute), or active.
 fn state(account: &AccountSummary, counts: &[(String, FailureCount)], now: f64) -> String {
     if let Some(at) = &account.locked_at {
         return format!("locked by the operator since {at}");
     }
-    match refused_until(
-        counts,
-        &format!("user:{}", account.username.to_lowercase()),
-        now,
-    ) {
-        Some(until) => format!("throttled until {}", iso_time(until)),
-        None => "active".into(),
+    let name = account.username.to_lowercase();
+    let failures = refused_until(counts, &format!("user:{name}"), now);
+    let successes = refused_until(counts, &format!("success:{name}"), now);
+    match (failures, successes) {
+        (Some(until), _) => format!("throttled until {}", iso_time(until)),
+        (None, Some(until)) => format!(
+            "throttled until {}: too many logins this minute",
+            iso_time(until)
+        ),
+        (None, None) => "active".into(),
     }
 }
 

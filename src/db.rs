@@ -28,8 +28,8 @@ use crate::password::{self, PasswordHash, Pbkdf2Params};
 use crate::xml::account::{AccountView, Field, check_username};
 
 use hash_gate::{HashGate, HashTurn};
-use throttle::{Attempt, ThrottleKeys};
-pub(crate) use throttle::{FailureCount, ThrottlePolicy};
+use throttle::{Attempt, Outcome, Refusal, ThrottleKeys};
+pub(crate) use throttle::{FailureCount, Limit, ThrottlePolicy};
 
 /// The database's identifier of an account. Ids are never reused: a session holds its
 /// account's id, and must not act on a later account after its own was deleted.
@@ -94,11 +94,12 @@ impl fmt::Display for StoreLocation {
 pub(crate) struct StoreOptions {
     /// The cost of new password hashes.
     pub(crate) hash: Pbkdf2Params,
-    /// How many hashes may be computed at once.
+    /// How many hashes may be computed at once: by default all cores but one, which is left
+    /// for handshakes and other commands (at least one).
     pub(crate) hash_threads: usize,
     /// How long a command may wait for its turn to hash.
     pub(crate) hash_wait: Duration,
-    /// When failed logins lead to refusals.
+    /// When password checks lead to refusals.
     pub(crate) throttle: ThrottlePolicy,
 }
 
@@ -106,7 +107,8 @@ impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             hash: Pbkdf2Params::default(),
-            hash_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            hash_threads: std::thread::available_parallelism()
+                .map_or(1, |n| n.get().saturating_sub(1).max(1)),
             hash_wait: Duration::from_secs(10),
             throttle: ThrottlePolicy::default(),
         }
@@ -122,8 +124,8 @@ pub(crate) enum LoginOutcome {
     Failed,
     /// The name and password match, but the operator locked the account.
     Locked,
-    /// Too many failures for this name or address: try again after this long.
-    Throttled(Duration),
+    /// Too many failures (or successes) for this name or address: try again after this long.
+    Throttled(Duration, Limit),
 }
 
 /// What a login needs of an account, read in one statement.
@@ -190,8 +192,8 @@ pub(crate) struct AccountTotals {
 /// What counting an attempt came to.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Counted {
-    /// Refused until then (seconds since the Unix epoch); nothing was counted.
-    Refused(f64),
+    /// Refused; nothing was counted.
+    Refused(Refusal),
     /// Counted; with what the password check needs of the account looked up, if there is one.
     Counted(Option<LoginRecord>),
 }
@@ -277,13 +279,12 @@ pub(crate) trait Backend: Send + Sync {
     /// forgiveness and clearing of the same keys, by any server instance.
     fn count_attempt(&self, attempt: &Attempt<'_>, read_login: bool) -> Result<Counted>;
 
-    /// Takes back `attempt`'s count after its password check succeeded for account `id`
-    /// ([`throttle::forgive`]'s rules) and, with `login`, records a login now: one
-    /// transaction.
-    fn forgive(
+    /// Settles `attempt`'s count by its `outcome` ([`throttle::settle`]'s rules) and, with
+    /// `login` (after a success), records a login now: one transaction.
+    fn settle(
         &self,
         attempt: &Attempt<'_>,
-        id: AccountId,
+        outcome: Outcome,
         login: Option<LoginUpdate<'_>>,
     ) -> Result<()>;
 
@@ -358,8 +359,13 @@ impl AccountStore {
         from: IpAddr,
     ) -> Result<AccountId> {
         let keys = ThrottleKeys::signup(from, &self.throttle);
-        self.count_attempt(&self.attempt(&keys), false)?;
-        self.create_account(username, password, info)
+        let attempt = self.attempt(&keys);
+        self.count_attempt(&attempt, false)?;
+        let created = self.create_account(username, password, info);
+        if let Err(Error::Busy) = created {
+            self.settle(&attempt, Outcome::Unchecked, None);
+        }
+        created
     }
 
     /// Checks a user name and password, counting nothing. `Some(id)` on success, `None` for an
@@ -398,7 +404,7 @@ impl AccountStore {
         Ok(Some(record))
     }
 
-    /// Takes back a successful password check's count and records the login, remaking the
+    /// Settles a successful password check's count and records the login, remaking the
     /// hash if it was made at a lower cost than the store's: one transaction.
     fn record_login(&self, attempt: &Attempt<'_>, record: &LoginRecord, password: &[u8]) {
         let upgraded = match PasswordHash::parse(&record.hash) {
@@ -411,16 +417,34 @@ impl AccountStore {
         let login = LoginUpdate {
             rehash: upgraded.as_deref().map(|new| (record.hash.as_str(), new)),
         };
-        self.forgive(attempt, record.id, Some(login));
+        self.settle(attempt, Outcome::Passed(record.id), Some(login));
     }
 
-    /// Takes back the count of `attempt`, whose password check succeeded for account `id`, and
-    /// with `login` records the login. Bookkeeping: a failure here must not turn a good check
-    /// into an error.
-    fn forgive(&self, attempt: &Attempt<'_>, id: AccountId, login: Option<LoginUpdate<'_>>) {
-        if let Err(e) = self.backend.forgive(attempt, id, login) {
-            log::warn!("could not clear the failed-login count of account {id}: {e}");
+    /// Settles the count of `attempt` by its `outcome`, and with `login` records the login.
+    /// Bookkeeping: a failure here must not turn a check into an error.
+    fn settle(&self, attempt: &Attempt<'_>, outcome: Outcome, login: Option<LoginUpdate<'_>>) {
+        if let Err(e) = self.backend.settle(attempt, outcome, login) {
+            log::warn!("could not settle the count of a password check ({outcome:?}): {e}");
         }
+    }
+
+    /// Checks `password` against `record` under `attempt`, counted already: the record if the
+    /// password is right (the caller settles a success, with what it records), `None` (the
+    /// count settled as a failure) if not, [`Error::Busy`] (the count taken back) if the
+    /// server is too busy to check it.
+    fn settled_check(
+        &self,
+        attempt: &Attempt<'_>,
+        record: Option<LoginRecord>,
+        password: &[u8],
+    ) -> Result<Option<LoginRecord>> {
+        let checked = self.check_password(record, password);
+        match &checked {
+            Ok(None) => self.settle(attempt, Outcome::Failed, None),
+            Err(Error::Busy) => self.settle(attempt, Outcome::Unchecked, None),
+            Ok(Some(_)) | Err(_) => {}
+        }
+        checked
     }
 
     /// Everything stored about the session's account but its password hash.
@@ -498,12 +522,19 @@ impl AccountStore {
         let keys = ThrottleKeys::password_check(&username, from, &self.throttle);
         let attempt = self.attempt(&keys);
         self.count_attempt(&attempt, false)?;
-        let hash = PasswordHash::parse(&stored)?;
-        if !self.hashing(HashTurn::Check, || hash.verify(password))? {
-            return Err(Error::WrongPassword);
+        let record = LoginRecord {
+            id: session.id,
+            hash: stored,
+            locked: false,
+            generation: session.generation,
+        };
+        match self.settled_check(&attempt, Some(record), password)? {
+            Some(record) => {
+                self.settle(&attempt, Outcome::Passed(record.id), None);
+                Ok(record.hash)
+            }
+            None => Err(Error::WrongPassword),
         }
-        self.forgive(&attempt, session.id, None);
-        Ok(stored)
     }
 
     /// Why a statement for `session` found no account (the rule for every such miss): the
@@ -551,14 +582,16 @@ impl AccountStore {
         let attempt = self.attempt(&keys);
         let record = match self.count_attempt(&attempt, true) {
             Ok(record) => record,
-            Err(Error::Throttled(wait)) => return Ok((LoginOutcome::Throttled(wait), 0)),
+            Err(Error::Throttled(wait, limit)) => {
+                return Ok((LoginOutcome::Throttled(wait, limit), 0));
+            }
             Err(e) => return Err(e),
         };
-        let Some(record) = self.check_password(record, password)? else {
+        let Some(record) = self.settled_check(&attempt, record, password)? else {
             return Ok((LoginOutcome::Failed, 0));
         };
         if record.locked {
-            self.forgive(&attempt, record.id, None);
+            self.settle(&attempt, Outcome::Passed(record.id), None);
             return Ok((LoginOutcome::Locked, 0));
         }
         self.record_login(&attempt, &record, password);
@@ -637,8 +670,9 @@ impl AccountStore {
         Ok(())
     }
 
-    /// Every failure count, by key (`user:NAME`, `pair:NAME@ADDRESS`, `addr:ADDRESS`,
-    /// `signup:ADDRESS`).
+    /// Every count, by key: failures (`user:NAME`, `pair:NAME@ADDRESS`, `addr:ADDRESS`),
+    /// signups (`signup:ADDRESS`) and successful password checks in their window
+    /// (`success:NAME`, `success-addr:ADDRESS`).
     pub(crate) fn failure_counts(&self) -> Result<Vec<(String, FailureCount)>> {
         self.backend.failure_counts()
     }
@@ -688,9 +722,10 @@ impl AccountStore {
         read_login: bool,
     ) -> Result<Option<LoginRecord>> {
         match self.backend.count_attempt(attempt, read_login)? {
-            Counted::Refused(until) => Err(Error::Throttled(Duration::from_secs_f64(
-                (until - attempt.now).max(0.0),
-            ))),
+            Counted::Refused(refusal) => Err(Error::Throttled(
+                Duration::from_secs_f64((refusal.until - attempt.now).max(0.0)),
+                refusal.limit,
+            )),
             Counted::Counted(record) => Ok(record),
         }
     }
@@ -736,31 +771,41 @@ pub(crate) struct KeySelection {
     pub(crate) matches: Box<dyn Fn(&str) -> bool>,
 }
 
-/// Which failure counts are an account name's: its `user:` and `pair:` keys, in any letter
+/// Which counts are an account name's: its `user:`, `pair:` and `success:` keys, in any letter
 /// case. Every attempt under them counts under `user:NAME`.
 fn count_keys_of(name: &str) -> KeySelection {
     let name = name.to_lowercase();
-    let (user, pair) = (format!("user:{name}"), format!("pair:{name}@"));
+    let (user, pair, successes) = (
+        format!("user:{name}"),
+        format!("pair:{name}@"),
+        format!("success:{name}"),
+    );
     KeySelection {
         anchors: vec![user.clone()],
-        matches: Box::new(move |key: &str| key == user || key.starts_with(&pair)),
+        matches: Box::new(move |key: &str| {
+            key == user || key == successes || key.starts_with(&pair)
+        }),
     }
 }
 
-/// Which failure counts are an address's (as counted: an IPv6 /64): its `addr:`, `signup:`
-/// and `pair:...@` keys. Every attempt under them counts under `addr:` (a password check) or
-/// `signup:` (a signup).
+/// Which counts are an address's (as counted: an IPv6 /64): its `addr:`, `signup:`,
+/// `success-addr:` and `pair:...@` keys. Every attempt under them counts under `addr:` (a
+/// password check) or `signup:` (a signup).
 fn count_keys_at(ip: IpAddr) -> KeySelection {
     let address = address_key(ip);
-    let (addr, signup, at) = (
+    let (addr, signup, successes, at) = (
         format!("addr:{address}"),
         format!("signup:{address}"),
+        format!("success-addr:{address}"),
         format!("@{address}"),
     );
     KeySelection {
         anchors: vec![addr.clone(), signup.clone()],
         matches: Box::new(move |key: &str| {
-            key == addr || key == signup || (key.starts_with("pair:") && key.ends_with(&at))
+            key == addr
+                || key == signup
+                || key == successes
+                || (key.starts_with("pair:") && key.ends_with(&at))
         }),
     }
 }

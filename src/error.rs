@@ -40,8 +40,9 @@ pub enum Error {
     SessionEnded(&'static str),
     /// Too many password hashes are being computed; the wait for a turn ran out.
     Busy,
-    /// Too many failed password checks or signups: try again after this long.
-    Throttled(std::time::Duration),
+    /// Too many failed (or successful) password checks, or signups: try again after this
+    /// long.
+    Throttled(std::time::Duration, crate::db::Limit),
     /// The connection to the server failed or was closed; the text says how.
     ConnectionLost(String),
     /// A stored password hash cannot be read (damaged or foreign database).
@@ -92,7 +93,7 @@ impl fmt::Display for Error {
             Error::Conflict => f.write_str("the account was changed meanwhile"),
             Error::SessionEnded(why) => write!(f, "the session ended: {why}"),
             Error::Busy => f.write_str("the server is busy hashing passwords"),
-            Error::Throttled(wait) => write!(
+            Error::Throttled(wait, _) => write!(
                 f,
                 "too many attempts; retry after {} s",
                 wait.as_secs_f64().ceil()

@@ -3,11 +3,12 @@
 //! database stand for several server instances sharing it.
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::Duration;
 
-use super::throttle::{Attempt, PRUNE_BATCH, ThrottleKeys};
+use super::hash_gate::HashTurn;
+use super::throttle::{Attempt, Limit, PRUNE_BATCH, ThrottleKeys};
 use super::{
     AccountId, AccountStore, Counted, LoginOutcome, SessionAccount, StoreOptions, ThrottlePolicy,
 };
@@ -45,6 +46,8 @@ macro_rules! contract_tests {
             ids_are_never_reused,
             failed_logins_are_throttled_per_account_and_address,
             a_burst_of_guesses_is_counted_before_hashing,
+            a_check_the_server_was_too_busy_to_make_counts_nothing,
+            successful_checks_are_limited_per_account_and_address,
             throttle_counts_are_shared_by_every_store,
             names_no_account_can_have_are_not_counted,
             concurrent_logins,
@@ -253,22 +256,27 @@ pub(crate) fn failed_logins_are_throttled_per_account_and_address(
     assert_eq!(s.login("gina", b"guess", attacker)?, LoginOutcome::Failed);
     assert!(matches!(
         s.login("GINA", b"pw-gina-1", owner)?,
-        LoginOutcome::Throttled(d) if d <= Duration::from_secs(1)
+        LoginOutcome::Throttled(d, _) if d <= Duration::from_secs(1)
     ));
     for _ in 0..5 {
         s.login("nobody", b"guess", owner)?;
     }
     assert!(matches!(
         s.login("nobody", b"guess", owner)?,
-        LoginOutcome::Throttled(_)
+        LoginOutcome::Throttled(..)
     ));
-    // After the period the owner gets in, and the count starts over.
+    // After the period the owner gets in; that gives the guesser no new guesses (the
+    // owner's attempt, counted at first, is taken back, the guesser's failures are not),
+    // while the owner's address is now known, where the name's refusal does not apply.
     thread::sleep(Duration::from_millis(1100));
     assert_eq!(
         s.login("gina", b"pw-gina-1", owner)?,
         LoginOutcome::Success(id)
     );
-    assert_eq!(s.login("gina", b"guess", attacker)?, LoginOutcome::Failed);
+    assert!(matches!(
+        s.login("gina", b"guess", attacker)?,
+        LoginOutcome::Throttled(_, Limit::Failures)
+    ));
     assert_eq!(
         s.login("gina", b"pw-gina-1", owner)?,
         LoginOutcome::Success(id)
@@ -297,6 +305,97 @@ pub(crate) fn a_burst_of_guesses_is_counted_before_hashing(db: &impl TestDatabas
     Ok(())
 }
 
+pub(crate) fn a_check_the_server_was_too_busy_to_make_counts_nothing(
+    db: &impl TestDatabase,
+) -> Result<()> {
+    let s = Arc::new(db.open(StoreOptions {
+        hash_threads: 1,
+        hash_wait: Duration::from_millis(20),
+        ..fast()
+    }));
+    let id = s.create_account("hugo", b"pw-hugo-1", &[])?;
+    // Every place in the gate is taken until released.
+    let (held, release) = (mpsc::channel(), mpsc::channel::<()>());
+    let holder = {
+        let s = s.clone();
+        thread::spawn(move || {
+            s.gate.run(HashTurn::Check, || {
+                held.0.send(()).unwrap();
+                release.1.recv().ok();
+            })
+        })
+    };
+    held.1.recv().unwrap();
+    let from = ip("192.0.2.60");
+    for _ in 0..8 {
+        assert!(matches!(s.login("hugo", b"guess", from), Err(Error::Busy)));
+    }
+    assert!(matches!(
+        s.change_password(session(id), b"guess", b"pw-hugo-2", from),
+        Err(Error::Busy)
+    ));
+    for n in 0..3 {
+        assert!(matches!(
+            s.signup(&format!("new{n}"), b"pw-new-01", &[], from),
+            Err(Error::Busy)
+        ));
+    }
+    release.0.send(()).unwrap();
+    holder.join().unwrap().unwrap();
+    assert_eq!(s.failure_counts()?, []);
+    assert_eq!(
+        s.login("hugo", b"pw-hugo-1", from)?,
+        LoginOutcome::Success(id)
+    );
+    Ok(())
+}
+
+pub(crate) fn successful_checks_are_limited_per_account_and_address(
+    db: &impl TestDatabase,
+) -> Result<()> {
+    let mut options = fast();
+    options.throttle.successes_per_account = 3;
+    options.throttle.successes_per_address = 4;
+    let s = db.open(options);
+    let ivy = s.create_account("ivy", b"pw-ivy-01", &[])?;
+    let jon = s.create_account("jon", b"pw-jon-01", &[])?;
+    let (home, away) = (ip("192.0.2.70"), ip("192.0.2.71"));
+    // A failure does not use up any of the successes allowed.
+    assert_eq!(s.login("ivy", b"guess", home)?, LoginOutcome::Failed);
+    for from in [home, away, home] {
+        assert_eq!(
+            s.login("ivy", b"pw-ivy-01", from)?,
+            LoginOutcome::Success(ivy)
+        );
+    }
+    // Past the account's limit, a check is refused unmade, from anywhere, to the window's end.
+    let window = 50..=60;
+    assert!(matches!(
+        s.login("IVY", b"pw-ivy-01", away)?,
+        LoginOutcome::Throttled(d, Limit::Successes) if window.contains(&d.as_secs())
+    ));
+    assert!(matches!(
+        s.change_password(session(ivy), b"pw-ivy-01", b"pw-ivy-02", away),
+        Err(Error::Throttled(_, Limit::Successes))
+    ));
+    // Past the address's, a check of any account from there is refused.
+    for _ in 0..2 {
+        assert_eq!(
+            s.login("jon", b"pw-jon-01", home)?,
+            LoginOutcome::Success(jon)
+        );
+    }
+    assert!(matches!(
+        s.login("jon", b"pw-jon-01", home)?,
+        LoginOutcome::Throttled(_, Limit::Successes)
+    ));
+    assert_eq!(
+        s.login("jon", b"pw-jon-01", away)?,
+        LoginOutcome::Success(jon)
+    );
+    Ok(())
+}
+
 pub(crate) fn throttle_counts_are_shared_by_every_store(db: &impl TestDatabase) -> Result<()> {
     let (one, two) = (db.open(fast()), db.open(fast()));
     one.create_account("lena", b"pw-lena-1", &[])?;
@@ -308,7 +407,7 @@ pub(crate) fn throttle_counts_are_shared_by_every_store(db: &impl TestDatabase) 
     for store in [&one, &two] {
         assert!(matches!(
             store.login("lena", b"pw-lena-1", from)?,
-            LoginOutcome::Throttled(_)
+            LoginOutcome::Throttled(..)
         ));
     }
     Ok(())
@@ -413,11 +512,11 @@ pub(crate) fn guesses_elsewhere_do_not_lock_the_owner_out_where_he_logs_in(
     }
     assert!(matches!(
         s.login("olga", b"guess", ip("203.0.113.99"))?,
-        LoginOutcome::Throttled(_)
+        LoginOutcome::Throttled(..)
     ));
     assert!(matches!(
         s.login("OLGA", b"pw-olga-1", ip("192.0.2.50"))?,
-        LoginOutcome::Throttled(_)
+        LoginOutcome::Throttled(..)
     ));
     // ... but not at home, with the right password, in any letter case.
     assert_eq!(
@@ -434,7 +533,7 @@ pub(crate) fn guesses_elsewhere_do_not_lock_the_owner_out_where_he_logs_in(
     }
     assert!(matches!(
         s.login("olga", b"pw-olga-1", home)?,
-        LoginOutcome::Throttled(_)
+        LoginOutcome::Throttled(..)
     ));
     Ok(())
 }
@@ -454,7 +553,7 @@ pub(crate) fn guesses_elsewhere_do_not_stop_passwd_where_he_logs_in(
     }
     assert!(matches!(
         s.change_password(session(id), b"pw-hugo-1", b"pw-hugo-2", ip("192.0.2.99")),
-        Err(Error::Throttled(_))
+        Err(Error::Throttled(..))
     ));
     s.change_password(session(id), b"pw-hugo-1", b"pw-hugo-2", home)?;
     s.delete(session(id), b"pw-hugo-2", home)?;
@@ -477,7 +576,7 @@ pub(crate) fn known_addresses_go_with_the_account(db: &impl TestDatabase) -> Res
     // The new account has never logged in from there.
     assert!(matches!(
         s.login("petra", b"pw-petra-2", home)?,
-        LoginOutcome::Throttled(_)
+        LoginOutcome::Throttled(..)
     ));
     thread::sleep(Duration::from_millis(1100));
     assert_eq!(
@@ -499,16 +598,16 @@ pub(crate) fn wrong_current_passwords_are_throttled(db: &impl TestDatabase) -> R
     }
     assert!(matches!(
         s.change_password(session(id), b"pw-quinn-1", b"pw-quinn-2", from),
-        Err(Error::Throttled(_))
+        Err(Error::Throttled(..))
     ));
     assert!(matches!(
         s.delete(session(id), b"pw-quinn-1", from),
-        Err(Error::Throttled(_))
+        Err(Error::Throttled(..))
     ));
     // The same counts as logins: the name is refused there too.
     assert!(matches!(
         s.login("quinn", b"pw-quinn-1", from)?,
-        LoginOutcome::Throttled(_)
+        LoginOutcome::Throttled(..)
     ));
     thread::sleep(Duration::from_millis(1100));
     s.change_password(session(id), b"pw-quinn-1", b"pw-quinn-2", from)?;
@@ -529,7 +628,7 @@ pub(crate) fn signups_are_limited_per_address(db: &impl TestDatabase) -> Result<
     }
     assert!(matches!(
         s.signup("signer3", b"pw-signer-1", &[], from),
-        Err(Error::Throttled(_))
+        Err(Error::Throttled(..))
     ));
     s.signup("signer4", b"pw-signer-1", &[], elsewhere)?;
     assert!(s.authenticate("signer3", b"pw-signer-1")?.is_none());
@@ -668,19 +767,22 @@ pub(crate) fn the_operator_lists_counts_unthrottles_and_deletes(
         "addr and pair"
     );
     let keys: Vec<String> = s.failure_counts()?.into_iter().map(|(k, _)| k).collect();
-    // A success leaves its address's count, lowered (to none here).
+    // A success takes its failure back (none are left at its address, nor under its name) and
+    // stays counted as a success; a failure takes back its success.
     assert_eq!(
         keys,
         [
             "addr:192.0.2.50",
-            "addr:198.51.100.200",
             "pair:olaf@192.0.2.50",
+            "success-addr:198.51.100.200",
+            "success:nils",
             "user:olaf"
         ]
     );
     assert_eq!(s.clear_failure_counts("OLAF")?, 2, "user and pair");
     assert_eq!(s.clear_failure_counts("192.0.2.50")?, 1);
     assert_eq!(s.clear_failure_counts("198.51.100.200")?, 1);
+    assert_eq!(s.clear_failure_counts("Nils")?, 1);
     assert!(s.failure_counts()?.is_empty());
     s.remove("NILS")?;
     assert!(matches!(

@@ -32,7 +32,7 @@ use super::sql::{
     self, ACCOUNT_SUMMARY, ACCOUNT_VIEW, Columns, FAILURE_COUNT, LOGIN_RECORD, SESSION_STATE,
     SchemaVersions, account_summary, account_view, failure_count, login_record, session_state,
 };
-use super::throttle::{Attempt, FailureCount, PRUNE_BATCH};
+use super::throttle::{Attempt, FailureCount, Limit, Outcome, PRUNE_BATCH, Refusal};
 use super::{
     AccountId, AccountSummary, AccountTotals, Backend, Counted, KeySelection, LoginRecord,
     LoginUpdate, SessionAccount, SessionState, value_of,
@@ -191,6 +191,125 @@ const MIGRATIONS: &[&str] = &[
                 blocked_until = CASE WHEN greatest(failures - 1, 0) < p_lowered_threshold
                                      THEN 0 ELSE blocked_until END
           WHERE key = p_lowered;
+         INSERT INTO known_addresses (account_id, address, last_login_at)
+         VALUES (p_account, p_address, p_now)
+             ON CONFLICT (account_id, address) DO UPDATE SET last_login_at = p_now;
+         IF p_login THEN
+             UPDATE accounts
+                SET last_login_at = ",
+        now!(),
+        ",
+                    password_hash = CASE WHEN p_new_hash IS NOT NULL
+                                          AND password_hash = p_old_hash
+                                         THEN p_new_hash ELSE password_hash END
+              WHERE id = p_account;
+         END IF;
+     END
+     $$;"
+    ),
+    // Version 8: successful password checks counted too, in windows, and a count settled by
+    // what the check came to (`throttle.rs`). New functions beside version 7's, which servers
+    // of that version go on calling until they are upgraded.
+    concat!(
+        "-- throttle::count_attempt: as version 7's, for keys of failures (p_spans 0) and of
+     -- successes (p_spans the window's length): the latter count from the start of their
+     -- window, which they keep in last_failure_at, and refuse to its end once at their
+     -- threshold. r_of_successes: the refusal, if any, is a key of successes' (the first key,
+     -- in p_keys' order, of those refusing longest). Counts last changed before
+     -- p_prune_before and refusing nothing are stale.
+     CREATE FUNCTION throttle_count(
+         p_keys TEXT[], p_thresholds INTEGER[], p_spans DOUBLE PRECISION[], p_name_key TEXT,
+         p_username TEXT, p_read BOOLEAN, p_address TEXT, p_now DOUBLE PRECISION,
+         p_forget_after DOUBLE PRECISION, p_prune_before DOUBLE PRECISION,
+         p_known_since DOUBLE PRECISION, p_first_block DOUBLE PRECISION,
+         p_longest_block DOUBLE PRECISION, p_prune INTEGER,
+         OUT r_refused_until DOUBLE PRECISION, OUT r_of_successes BOOLEAN, OUT r_id BIGINT,
+         OUT r_hash TEXT, OUT r_locked BOOLEAN, OUT r_generation BIGINT)
+     LANGUAGE plpgsql SET lock_timeout = '5s' AS $$
+     DECLARE
+         v_known BOOLEAN := FALSE;
+     BEGIN
+         PERFORM throttle_lock_keys(p_keys);
+         IF p_username IS NOT NULL THEN
+             SELECT a.id, a.password_hash, a.locked_at IS NOT NULL, a.credentials_generation
+               INTO r_id, r_hash, r_locked, r_generation
+               FROM accounts a WHERE lower(a.username) = p_username;
+             v_known := r_id IS NOT NULL AND EXISTS (
+                 SELECT 1 FROM known_addresses k
+                  WHERE k.account_id = r_id AND k.address = p_address
+                    AND k.last_login_at >= p_known_since);
+             IF NOT p_read THEN
+                 r_id := NULL;
+                 r_hash := NULL;
+                 r_locked := NULL;
+                 r_generation := NULL;
+             END IF;
+         END IF;
+         SELECT f.blocked_until, k.span > 0 INTO r_refused_until, r_of_successes
+           FROM unnest(p_keys, p_spans) WITH ORDINALITY AS k (key, span, n)
+           JOIN login_failures f ON f.key = k.key
+          WHERE NOT (v_known AND f.key = p_name_key)
+          ORDER BY f.blocked_until DESC, k.n
+          LIMIT 1;
+         r_refused_until := coalesce(r_refused_until, 0);
+         IF r_refused_until > p_now THEN
+             RETURN;
+         END IF;
+         r_of_successes := NULL;
+         INSERT INTO login_failures AS f (key, failures, last_failure_at, blocked_until)
+         SELECT k.key, c.failures, c.began,
+                CASE WHEN k.span > 0
+                     THEN CASE WHEN c.failures >= k.threshold THEN c.began + k.span ELSE 0 END
+                     WHEN c.failures >= k.threshold
+                     THEN p_now + least(p_first_block
+                                        * power(2, least(c.failures - k.threshold, 20)),
+                                        p_longest_block)
+                     ELSE 0 END
+           FROM unnest(p_keys, p_thresholds, p_spans) AS k (key, threshold, span)
+           LEFT JOIN login_failures old ON old.key = k.key
+          CROSS JOIN LATERAL (
+                SELECT CASE WHEN p_now - old.last_failure_at
+                                 < CASE WHEN k.span > 0 THEN k.span ELSE p_forget_after END
+                            THEN old.failures + 1 ELSE 1 END AS failures,
+                       CASE WHEN k.span > 0 AND p_now - old.last_failure_at < k.span
+                            THEN old.last_failure_at ELSE p_now END AS began) c
+             ON CONFLICT (key) DO UPDATE
+                SET failures = excluded.failures, last_failure_at = excluded.last_failure_at,
+                    blocked_until = excluded.blocked_until;
+         -- Rows another transaction holds are left for a later attempt: this never waits.
+         DELETE FROM login_failures WHERE key IN (
+             SELECT s.key FROM login_failures s
+              WHERE s.last_failure_at < p_prune_before AND s.blocked_until < p_now
+              ORDER BY s.last_failure_at LIMIT p_prune FOR UPDATE SKIP LOCKED);
+         DELETE FROM known_addresses WHERE (account_id, address) IN (
+             SELECT s.account_id, s.address FROM known_addresses s
+              WHERE s.last_login_at < p_known_since
+              ORDER BY s.last_login_at LIMIT p_prune FOR UPDATE SKIP LOCKED);
+     END
+     $$;
+
+     -- throttle::settle: the keys p_cleared are cleared, each of p_lowered lowered by one (its
+     -- refusal lifted below its threshold in p_lowered_thresholds; removed at none); after a success for
+     -- p_account, the address becomes known, and with p_login the login is recorded and the
+     -- hash replaced by p_new_hash if it is still p_old_hash.
+     CREATE FUNCTION throttle_settle(
+         p_keys TEXT[], p_cleared TEXT[], p_lowered TEXT[], p_lowered_thresholds INTEGER[],
+         p_account BIGINT, p_address TEXT, p_now DOUBLE PRECISION, p_login BOOLEAN,
+         p_old_hash TEXT, p_new_hash TEXT)
+     RETURNS VOID LANGUAGE plpgsql SET lock_timeout = '5s' AS $$
+     BEGIN
+         PERFORM throttle_lock_keys(p_keys);
+         DELETE FROM login_failures WHERE key = ANY (p_cleared);
+         DELETE FROM login_failures WHERE key = ANY (p_lowered) AND failures <= 1;
+         UPDATE login_failures f
+            SET failures = f.failures - 1,
+                blocked_until = CASE WHEN f.failures - 1 < l.threshold
+                                     THEN 0 ELSE f.blocked_until END
+           FROM unnest(p_lowered, p_lowered_thresholds) AS l (key, threshold)
+          WHERE f.key = l.key;
+         IF p_account IS NULL THEN
+             RETURN;
+         END IF;
          INSERT INTO known_addresses (account_id, address, last_login_at)
          VALUES (p_account, p_address, p_now)
              ON CONFLICT (account_id, address) DO UPDATE SET last_login_at = p_now;
@@ -476,6 +595,7 @@ enum Param<'a> {
     Bool(bool),
     TextArray(&'a [&'a str]),
     IntArray(&'a [i32]),
+    DoubleArray(&'a [f64]),
 }
 
 /// A `TEXT` parameter.
@@ -509,6 +629,7 @@ impl Param<'_> {
             Param::Bool(_) => "BOOLEAN",
             Param::TextArray(_) => "TEXT[]",
             Param::IntArray(_) => "INTEGER[]",
+            Param::DoubleArray(_) => "DOUBLE PRECISION[]",
         }
     }
 
@@ -550,6 +671,13 @@ impl Param<'_> {
                 list(out, &mut items.iter().map(i32::to_string));
                 out.push_str("::INTEGER[]");
             }
+            Param::DoubleArray(items) => {
+                if let Some(x) = items.iter().find(|x| !x.is_finite()) {
+                    return Err(Error::Store(format!("not a finite number: {x}").into()));
+                }
+                list(out, &mut items.iter().map(|x| format!("{x:?}")));
+                out.push_str("::DOUBLE PRECISION[]");
+            }
         }
         Ok(())
     }
@@ -566,6 +694,7 @@ impl<'a> Param<'a> {
             Param::Bool(v) => (v, Type::BOOL),
             Param::TextArray(v) => (v, Type::TEXT_ARRAY),
             Param::IntArray(v) => (v, Type::INT4_ARRAY),
+            Param::DoubleArray(v) => (v, Type::FLOAT8_ARRAY),
         }
     }
 }
@@ -943,24 +1072,29 @@ impl Backend for PostgresBackend {
 
     fn count_attempt(&self, attempt: &Attempt<'_>, read_login: bool) -> Result<Counted> {
         let keys = attempt.keys;
-        let (names, thresholds): (Vec<&str>, Vec<i32>) = keys
-            .counted()
-            .map(|(key, threshold)| (key, i32::try_from(threshold).unwrap_or(i32::MAX)))
-            .unzip();
+        let (mut names, mut thresholds, mut spans) = (Vec::new(), Vec::new(), Vec::new());
+        for (key, threshold, span) in keys.counted() {
+            names.push(key);
+            thresholds.push(i32::try_from(threshold).unwrap_or(i32::MAX));
+            spans.push(span);
+        }
         let policy = attempt.policy;
         let row = self
             .first_row(
-                "SELECT r_refused_until, r_id, r_hash, r_locked, r_generation
-                 FROM throttle_count($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                "SELECT r_refused_until, r_of_successes, r_id, r_hash, r_locked, r_generation
+                 FROM throttle_count($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
+                                     $14)",
                 &[
                     Param::TextArray(&names),
                     Param::IntArray(&thresholds),
+                    Param::DoubleArray(&spans),
                     text(keys.name_key()),
                     text(keys.username()),
                     Param::Bool(read_login),
                     text(keys.address()),
                     Param::Double(attempt.now),
                     Param::Double(attempt.forget_after()),
+                    Param::Double(attempt.prune_before()),
                     Param::Double(attempt.known_since()),
                     Param::Double(policy.first_block.as_secs_f64()),
                     Param::Double(policy.longest_block.as_secs_f64()),
@@ -968,41 +1102,49 @@ impl Backend for PostgresBackend {
                 ],
             )?
             .ok_or_else(|| Error::Store("throttle_count returned no row".into()))?;
-        let refused_until = row.real(0)?;
-        if refused_until > attempt.now {
-            return Ok(Counted::Refused(refused_until));
+        let until = row.real(0)?;
+        if until > attempt.now {
+            let limit = if row.boolean(1)? {
+                Limit::Successes
+            } else {
+                Limit::Failures
+            };
+            return Ok(Counted::Refused(Refusal { until, limit }));
         }
-        let record = match row.optional_text(1)? {
-            Some(_) => Some(login_record(&*row, 1)?),
+        let record = match row.optional_text(2)? {
+            Some(_) => Some(login_record(&*row, 2)?),
             None => None,
         };
         Ok(Counted::Counted(record))
     }
 
-    fn forgive(
+    fn settle(
         &self,
         attempt: &Attempt<'_>,
-        id: AccountId,
+        outcome: Outcome,
         login: Option<LoginUpdate<'_>>,
     ) -> Result<()> {
         let keys = attempt.keys;
-        let all: Vec<&str> = keys.counted().map(|(key, _)| key).collect();
-        let cleared: Vec<&str> = keys.cleared_on_success().collect();
-        let lowered = keys.lowered_on_success();
-        let (lowered_key, lowered_threshold) = (
-            lowered.map(|(key, _)| key),
-            lowered.map(|(_, threshold)| i32::try_from(threshold).unwrap_or(i32::MAX)),
-        );
+        let all: Vec<&str> = keys.counted().map(|(key, _, _)| key).collect();
+        let cleared: Vec<&str> = keys.cleared(outcome).collect();
+        let (lowered, thresholds): (Vec<&str>, Vec<i32>) = keys
+            .lowered(outcome)
+            .map(|(key, threshold)| (key, i32::try_from(threshold).unwrap_or(i32::MAX)))
+            .unzip();
+        let account = match outcome {
+            Outcome::Passed(id) => Some(id),
+            Outcome::Failed | Outcome::Unchecked => None,
+        };
         let rehash = login.and_then(|login| login.rehash);
         let (old_hash, new_hash) = (rehash.map(|(old, _)| old), rehash.map(|(_, new)| new));
         self.execute(
-            "SELECT throttle_forgive($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "SELECT throttle_settle($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             &[
                 Param::TextArray(&all),
                 Param::TextArray(&cleared),
-                text(lowered_key),
-                int(lowered_threshold),
-                big(id),
+                Param::TextArray(&lowered),
+                Param::IntArray(&thresholds),
+                big(account),
                 text(keys.address()),
                 Param::Double(attempt.now),
                 Param::Bool(login.is_some()),
@@ -1353,13 +1495,14 @@ mod tests {
 
     /// One step of [`the_counts_rules_in_sql_are_throttle_rs`]: a password check by name
     /// `name` (an index into its names) from address `from`, `delay` seconds after the last,
-    /// that succeeds if the account exists and `right`.
+    /// that is not made if `busy`, else succeeds if the account exists and `right`.
     #[derive(Clone, Debug)]
     struct Check {
         name: usize,
         from: usize,
         delay: f64,
         right: bool,
+        busy: bool,
         signup: bool,
         read: bool,
     }
@@ -1378,6 +1521,7 @@ mod tests {
                 from,
                 delay,
                 right,
+                busy: n % 5 == 1,
                 signup: n < 20,
                 read: n % 4 != 0,
             })
@@ -1389,8 +1533,8 @@ mod tests {
             ..proptest::prelude::ProptestConfig::default()
         })]
 
-        /// The failure counts' rules, run in Rust over SQLite (`throttle.rs`) and in SQL on
-        /// PostgreSQL (migration 7), give the same refusals, records and counts for any
+        /// The counts' rules, run in Rust over SQLite (`throttle.rs`) and in SQL on
+        /// PostgreSQL (migration 8), give the same refusals, records and counts for any
         /// sequence of checks, at the same (made-up) times.
         #[test]
         fn the_counts_rules_in_sql_are_throttle_rs(checks in proptest::collection::vec(check(), 1..40)) {
@@ -1400,6 +1544,9 @@ mod tests {
                 per_account: 2,
                 per_address: 3,
                 signups_per_address: 2,
+                successes_per_account: 3,
+                successes_per_address: 4,
+                success_window: Duration::from_secs(30),
                 first_block: Duration::from_millis(1500),
                 longest_block: Duration::from_secs(20),
                 forget_after: Duration::from_secs(60),
@@ -1430,7 +1577,8 @@ mod tests {
                     .collect();
                 match (&outcomes[0], &outcomes[1]) {
                     (Counted::Refused(a), Counted::Refused(b)) => {
-                        proptest::prop_assert!((a - b).abs() < 1e-6, "{a} {b}")
+                        proptest::prop_assert!((a.until - b.until).abs() < 1e-6, "{a:?} {b:?}");
+                        proptest::prop_assert_eq!(a.limit, b.limit);
                     }
                     (a, b) => proptest::prop_assert_eq!(a, b),
                 }
@@ -1443,11 +1591,15 @@ mod tests {
                     Counted::Counted(None) if !check.read => named,
                     _ => None,
                 };
-                if let Some(id) = id
-                    && check.right
-                {
+                let outcome = match id {
+                    _ if check.busy => Some(Outcome::Unchecked),
+                    Some(id) if check.right => Some(Outcome::Passed(id)),
+                    _ if check.signup => None,
+                    _ => Some(Outcome::Failed),
+                };
+                if let (Counted::Counted(_), Some(outcome)) = (&outcomes[0], outcome) {
                     for backend in backends {
-                        backend.forgive(&attempt, id, None).unwrap();
+                        backend.settle(&attempt, outcome, None).unwrap();
                     }
                 }
                 let [a, b] = backends.map(|b| b.failure_counts().unwrap());

@@ -18,7 +18,7 @@ use super::sql::{
     self, ACCOUNT_SUMMARY, ACCOUNT_VIEW, Columns, FAILURE_COUNT, LOGIN_RECORD, SESSION_STATE,
     SchemaVersions, account_summary, account_view, failure_count, login_record, session_state,
 };
-use super::throttle::{self, Attempt, FailureCount, FailureCounts, PRUNE_BATCH};
+use super::throttle::{self, Attempt, FailureCount, FailureCounts, Outcome, PRUNE_BATCH};
 use super::{
     AccountId, AccountSummary, AccountTotals, Backend, Counted, KeySelection, LoginRecord,
     LoginUpdate, SessionAccount, SessionState, value_of,
@@ -90,6 +90,10 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE accounts ADD COLUMN credentials_generation INTEGER NOT NULL DEFAULT 0;",
     // Version 7: stale failure counts are found by their time, a few at a time.
     "CREATE INDEX login_failures_by_time ON login_failures (last_failure_at);",
+    // Version 8: successful password checks are counted too, in the same table (their keys
+    // `success:` and `success-addr:`); PostgreSQL gains the functions for it. Nothing
+    // changes here.
+    "SELECT 1;",
 ];
 
 /// Current time as stored: ISO 8601 UTC with milliseconds.
@@ -113,6 +117,11 @@ pub(super) struct SqliteBackend {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
     closed: AtomicBool,
+    /// Held for each write transaction of this process: its writers wait their turn here,
+    /// woken as soon as it is free, rather than in SQLite's busy handler, which sleeps and
+    /// retries (a steady stream of writers can starve one there for seconds). Other
+    /// processes (`./admin`, another server) still meet the busy handler.
+    writer: Mutex<()>,
 }
 
 impl SqliteBackend {
@@ -124,6 +133,7 @@ impl SqliteBackend {
             path: path.to_path_buf(),
             idle: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
+            writer: Mutex::new(()),
         };
         let mut conn = backend.connect()?;
         // WAL: readers never wait for the writer, and a crash leaves the old or the new state.
@@ -148,6 +158,7 @@ impl SqliteBackend {
     /// Runs `f` in a transaction that holds the write lock from its start (a read followed by
     /// a write must not find the lock taken in between), committed if `f` succeeds.
     fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let _turn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         self.with_connection(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let value = f(&tx)?;
@@ -437,8 +448,8 @@ impl Backend for SqliteBackend {
 
     fn count_attempt(&self, attempt: &Attempt<'_>, read_login: bool) -> Result<Counted> {
         self.write(|tx| {
-            if let Some(until) = throttle::count_attempt(&mut SqliteFailureCounts(tx), attempt)? {
-                return Ok(Counted::Refused(until));
+            if let Some(refusal) = throttle::count_attempt(&mut SqliteFailureCounts(tx), attempt)? {
+                return Ok(Counted::Refused(refusal));
             }
             let record = match attempt.keys.username() {
                 Some(name) if read_login => find_login(tx, name)?,
@@ -448,15 +459,15 @@ impl Backend for SqliteBackend {
         })
     }
 
-    fn forgive(
+    fn settle(
         &self,
         attempt: &Attempt<'_>,
-        id: AccountId,
+        outcome: Outcome,
         login: Option<LoginUpdate<'_>>,
     ) -> Result<()> {
         self.write(|tx| {
-            throttle::forgive(&mut SqliteFailureCounts(tx), attempt, id)?;
-            let Some(login) = login else {
+            throttle::settle(&mut SqliteFailureCounts(tx), attempt, outcome)?;
+            let (Outcome::Passed(id), Some(login)) = (outcome, login) else {
                 return Ok(());
             };
             tx.prepare_cached(&format!(

@@ -253,7 +253,7 @@ fn parse_config(cli: &CommandLine, args: &[String]) -> Result<ServerConfig, Exit
         "",
         "hash-threads",
         &format!(
-            "password hashes computed at once [the number of cores: {}]",
+            "password hashes computed at once [the number of cores but one, at least 1: {}]",
             defaults.hash_threads
         ),
         "N",
@@ -282,6 +282,26 @@ fn parse_config(cli: &CommandLine, args: &[String]) -> Result<ServerConfig, Exit
         &format!(
             "failed logins from one address before refusals begin [{}]",
             defaults.throttle.per_address
+        ),
+        "N",
+    );
+    opts.optopt(
+        "",
+        "max-logins-per-account",
+        &format!(
+            "successful password checks (logins, and the passwords that confirm passwd and \
+             delete) for one account a minute; past it, checks are refused until the minute \
+             ends [{}]",
+            defaults.throttle.successes_per_account
+        ),
+        "N",
+    );
+    opts.optopt(
+        "",
+        "max-logins-per-address",
+        &format!(
+            "successful password checks from one address (an IPv6 /64) a minute [{}]",
+            defaults.throttle.successes_per_address
         ),
         "N",
     );
@@ -345,18 +365,31 @@ fn parse_config(cli: &CommandLine, args: &[String]) -> Result<ServerConfig, Exit
         "max-signups-per-address",
         defaults.throttle.signups_per_address,
     )?;
+    store.throttle.successes_per_account = cli.number(
+        &m,
+        "max-logins-per-account",
+        defaults.throttle.successes_per_account,
+    )?;
+    store.throttle.successes_per_address = cli.number(
+        &m,
+        "max-logins-per-address",
+        defaults.throttle.successes_per_address,
+    )?;
     let throttle = store.throttle;
     if [
         throttle.per_account,
         throttle.per_address,
         throttle.signups_per_address,
+        throttle.successes_per_account,
+        throttle.successes_per_address,
     ]
     .contains(&0)
         || store.hash_threads == 0
     {
         return Err(cli.usage_error(
-            "--hash-threads, --max-login-failures, --max-address-failures and \
-             --max-signups-per-address must be at least 1",
+            "--hash-threads, --max-login-failures, --max-address-failures, \
+             --max-logins-per-account, --max-logins-per-address and --max-signups-per-address \
+             must be at least 1",
         ));
     }
     let metrics = match m.opt_str("metrics") {

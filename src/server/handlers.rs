@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use crate::db::{AccountStore, LoginOutcome, SessionAccount};
+use crate::db::{AccountStore, Limit, LoginOutcome, SessionAccount};
 use crate::error::Error;
 use crate::xml::account::{AccountView, PolicyError, check_new_password, check_username};
 use crate::xml::command::{Command, CommandKind, Login, Signup, Update};
@@ -145,7 +145,7 @@ fn signup(s: Signup, session: &mut Session, store: &AccountStore) -> Reply {
             ResultCode::Success,
             format!("account {} created; log in to use it", s.username),
         ),
-        Err(Error::Throttled(wait)) => {
+        Err(Error::Throttled(wait, _)) => {
             retry_later("too many signups from your address", seconds(wait))
         }
         Err(Error::UserExists(_)) => Reply::new(
@@ -172,10 +172,14 @@ fn login(l: Login, session: &mut Session, store: &AccountStore) -> Outcome {
             ResultCode::AuthenticationError,
             "authentication failed: wrong user name or password",
         ),
-        Ok((LoginOutcome::Throttled(wait), _)) => {
+        Ok((LoginOutcome::Throttled(wait, limit), _)) => {
+            let why = match limit {
+                Limit::Failures => "too many failed logins",
+                Limit::Successes => "too many logins",
+            };
             return Outcome {
                 login_throttled: true,
-                ..retry_later("too many failed logins", seconds(wait)).into()
+                ..retry_later(why, seconds(wait)).into()
             };
         }
         Err(e) => failure(e, session),
@@ -233,7 +237,12 @@ fn failure(e: Error, session: &mut Session) -> Reply {
             "authentication failed: wrong password",
         ),
         Error::Busy => retry_later("the server is busy", 1),
-        Error::Throttled(wait) => retry_later("too many wrong passwords", seconds(wait)),
+        Error::Throttled(wait, Limit::Failures) => {
+            retry_later("too many wrong passwords", seconds(wait))
+        }
+        Error::Throttled(wait, Limit::Successes) => {
+            retry_later("too many password checks", seconds(wait))
+        }
         Error::Conflict => Reply::new(
             ResultCode::Conflict,
             "the account changed since you last saw it; view it and try again",

@@ -18,7 +18,7 @@ use super::proxy_protocol::{ProxyHeader, read_proxy_header};
 use super::session;
 use super::tls_context::TlsContext;
 use crate::address::address_key;
-use crate::db::{AccountStore, LoginOutcome};
+use crate::db::{AccountStore, Limit, LoginOutcome};
 use crate::deadline::DeadlineStream;
 use crate::tls;
 use crate::xml::legacy::{
@@ -239,11 +239,15 @@ fn legacy_reply(
             log::info!("{peer}: login refused for {username:?}: the account is locked");
             LEGACY_INVALID_REPLY
         }
-        Ok(LoginOutcome::Throttled(wait)) => {
+        Ok(LoginOutcome::Throttled(wait, limit)) => {
             metrics.logins_throttled.inc();
             log::warn!(
-                "{peer}: login for {username:?} throttled for {}s: too many failures",
-                wait.as_secs_f64().ceil()
+                "{peer}: login for {username:?} throttled for {}s: too many {}",
+                wait.as_secs_f64().ceil(),
+                match limit {
+                    Limit::Failures => "failures",
+                    Limit::Successes => "logins",
+                }
             );
             LEGACY_INVALID_REPLY
         }

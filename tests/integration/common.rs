@@ -442,13 +442,16 @@ impl Drop for InProcess {
 }
 
 /// `args` plus the test defaults for what they leave out: loopback only, cheap hashes, the
-/// SQLite file `users.db`.
+/// SQLite file `users.db`, and room for the many logins of one account a test makes in a
+/// minute (tests of those limits give them).
 fn with_defaults<'a>(args: &[&'a str]) -> Vec<&'a str> {
     let mut all = args.to_vec();
     for (flag, value) in [
         ("--bind", "127.0.0.1"),
         ("--hash-iterations", TEST_ITERATIONS),
         ("--db", "users.db"),
+        ("--max-logins-per-account", "100000"),
+        ("--max-logins-per-address", "100000"),
     ] {
         if !args.contains(&flag) {
             all.extend([flag, value]);

@@ -169,9 +169,9 @@ fn login(user: &str) -> String {
     format!("<login><username>{user}</username><password>flood-password</password></login>")
 }
 
-/// How long a new session's login takes, from 127.0.0.1.
-fn timed_login(server: &Server, user: &str) -> Duration {
-    let mut ssl = tls_connect(&server.addr());
+/// How long a new session's login takes, from `source`.
+fn timed_login(server: &Server, user: &str, source: &str) -> Duration {
+    let mut ssl = tls_connect_from(source, &server.addr());
     let started = Instant::now();
     let reply = call(&mut ssl, &login(user));
     let took = started.elapsed();
@@ -193,7 +193,9 @@ fn a_signup_flood_leaves_an_honest_login_fast() {
     ]);
     let mut first = tls_connect(&server.addr());
     assert!(call(&mut first, &signup("victim")).contains("code=\"1000\""));
-    let quiet: Vec<Duration> = (0..3).map(|_| timed_login(&server, "victim")).collect();
+    let quiet: Vec<Duration> = (0..3)
+        .map(|_| timed_login(&server, "victim", "127.0.0.1"))
+        .collect();
     let reference = *quiet.iter().max().unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -222,7 +224,9 @@ fn a_signup_flood_leaves_an_honest_login_fast() {
         })
         .collect();
     thread::sleep(Duration::from_millis(500));
-    let flooded: Vec<Duration> = (0..5).map(|_| timed_login(&server, "victim")).collect();
+    let flooded: Vec<Duration> = (0..5)
+        .map(|_| timed_login(&server, "victim", "127.0.0.1"))
+        .collect();
     // Twenty signups later, the two addresses are refused.
     let started = Instant::now();
     while refused.load(Ordering::SeqCst) == 0 && started.elapsed() < PATIENCE {
@@ -247,4 +251,103 @@ fn a_signup_flood_leaves_an_honest_login_fast() {
         refused.load(Ordering::SeqCst) > 0,
         "the signup limit never applied"
     );
+}
+
+/// A `passwd` to the same password, with the right one.
+const PASSWD_SAME: &str = "<passwd><password>flood-password</password>\
+                           <new_password>flood-password</new_password></passwd>";
+
+/// The replies to an attacker's right passwords.
+#[derive(Default)]
+struct Tally {
+    passed: usize,
+    refused: usize,
+}
+
+impl Tally {
+    /// Counts `reply`; whether the password passed. A refusal is paced (it comes at once).
+    fn add(&mut self, reply: &str) -> bool {
+        // 2304: the password was right, and another session changed it before this one could.
+        if reply.contains("code=\"1000\"") || reply.contains("code=\"2304\"") {
+            self.passed += 1;
+            return true;
+        }
+        assert!(reply.contains("code=\"2502\""), "{reply}");
+        self.refused += 1;
+        thread::sleep(Duration::from_millis(10));
+        false
+    }
+}
+
+#[test]
+fn an_account_looping_right_passwords_leaves_other_logins_fast() {
+    let fx = Fixture::new();
+    // The full default cost, the default limits of right passwords, and the default hashing
+    // places: every core but one.
+    let server = fx.server(&[
+        "--hash-iterations",
+        "220000",
+        "--max-logins-per-account",
+        "10",
+        "--max-logins-per-address",
+        "30",
+    ]);
+    let mut first = tls_connect(&server.addr());
+    assert!(call(&mut first, &signup("victim")).contains("code=\"1000\""));
+    let mut first = tls_connect(&server.addr());
+    assert!(call(&mut first, &signup("mallory")).contains("code=\"1000\""));
+    let victim_address = "127.0.8.3";
+    let quiet: Vec<Duration> = (0..3)
+        .map(|_| timed_login(&server, "victim", victim_address))
+        .collect();
+    let reference = *quiet.iter().max().unwrap();
+
+    // The attacker's own account, in 8 sessions at a time from 2 addresses, each logging in
+    // and giving its right password to `passwd` 20 times, again and again.
+    let stop = Arc::new(AtomicBool::new(false));
+    let attackers: Vec<_> = (0..8)
+        .map(|t| {
+            let (addr, stop) = (server.addr(), stop.clone());
+            thread::spawn(move || {
+                let source = format!("127.0.5.{}", t % 2 + 1);
+                let mut tally = Tally::default();
+                while !stop.load(Ordering::SeqCst) {
+                    let mut ssl = tls_connect_from(&source, &addr);
+                    if !tally.add(&call(&mut ssl, &login("mallory"))) {
+                        continue;
+                    }
+                    for _ in 0..20 {
+                        if stop.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        tally.add(&call(&mut ssl, PASSWD_SAME));
+                    }
+                }
+                tally
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(500));
+    let attacked: Vec<Duration> = (0..5)
+        .map(|_| timed_login(&server, "victim", victim_address))
+        .collect();
+    stop.store(true, Ordering::SeqCst);
+    let (passed, refused) = attackers
+        .into_iter()
+        .map(|a| a.join().unwrap())
+        .fold((0, 0), |(p, r), t| (p + t.passed, r + t.refused));
+    let worst = *attacked.iter().max().unwrap();
+    eprintln!(
+        "right passwords looped: logins took {quiet:?} before and {attacked:?} during \
+         ({:.2}x the slowest quiet one); the attacker's checks: {passed} passed, {refused} \
+         refused",
+        worst.as_secs_f64() / reference.as_secs_f64()
+    );
+    assert!(
+        worst < reference * 2 + Duration::from_millis(500),
+        "{attacked:?} against {quiet:?}"
+    );
+    // Ten successful checks a minute for one account, however many sessions ask.
+    assert!(passed <= 10, "{passed} checks passed");
+    assert!(refused > 0, "the attacker was never refused");
 }
