@@ -16,7 +16,7 @@
 //! context (remade at every renewal) carries its own.
 
 use std::fmt;
-use std::io::{self, Read};
+use std::io;
 use std::os::raw::{c_char, c_int, c_uchar};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -28,10 +28,10 @@ use openssl::error::ErrorStack;
 use openssl::ex_data::Index;
 use openssl::ssl::{SslContext, SslContextBuilder, SslRef};
 use openssl_sys::{EVP_CIPHER_CTX, EVP_MAC_CTX, OSSL_PARAM, SSL, SSL_CTX};
-use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use super::tls_context::check_private;
 use crate::error::{Error, Result};
+use crate::secret_file::read_private;
 
 /// The size of a key file: name, HMAC key, AES key.
 const KEY_FILE_LEN: usize = NAME_LEN + HMAC_KEY_LEN + AES_KEY_LEN;
@@ -148,13 +148,8 @@ fn read_ticket_key(path: &Path) -> Result<TicketKey> {
         };
         Error::Config(format!("cannot read {WHAT} {}: {e}{hint}", path.display()))
     })?;
-    check_private(WHAT, path)?;
-    // One byte more than a key tells a longer file, without reading a huge one; room for
-    // all of it at once, so that no copy is left behind by a growing buffer.
-    let mut bytes = Zeroizing::new(Vec::with_capacity(KEY_FILE_LEN + 1));
-    file.take(KEY_FILE_LEN as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| Error::file(WHAT, path, e))?;
+    // One byte more than a key tells a longer file, without reading a huge one.
+    let bytes = read_private(WHAT, path, file, KEY_FILE_LEN as u64 + 1)?;
     TicketKey::from_bytes(&bytes).ok_or_else(|| {
         let size = if bytes.len() > KEY_FILE_LEN {
             format!("more than {KEY_FILE_LEN}")

@@ -1,6 +1,7 @@
 //! Command lines, start-up errors and the certificate script: one clear line and the right
 //! exit status for each.
 
+use std::io::Write;
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output};
@@ -171,6 +172,34 @@ fn a_key_others_can_read_is_refused_with_the_fix() {
     let out = server_in(fx.path(), &["--bind", "127.0.0.1", "0"]);
     assert_fails_with(&out, "can be read by others (mode 644)");
     assert!(stderr(&out).contains("chmod 600 mycert.pem"));
+}
+
+#[test]
+fn the_key_is_read_from_the_file_whose_permissions_were_checked() {
+    // A named pipe gives its bytes once, to the reader that opens it while the writer does:
+    // a server that opened the key file to check it and again to read it waits for ever.
+    let fx = Fixture::new();
+    let pipe = fx.path().join("key.pipe");
+    let made = Command::new("mkfifo")
+        .args(["-m", "600"])
+        .arg(&pipe)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let pem = std::fs::read(fx.cert()).unwrap();
+    let writer = std::thread::spawn(move || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&pipe)
+            .and_then(|mut key| key.write_all(&pem))
+    });
+    let server = Server::try_start(fx.path(), &["--cert", "mycert.pem", "--key", "key.pipe"])
+        .unwrap_or_else(|log| panic!("the key through a pipe was refused: {log}"));
+    writer.join().unwrap().unwrap();
+    assert_eq!(
+        exchange(&server.addr(), &request("x", "y")),
+        b"Invalid Message"
+    );
 }
 
 #[test]
