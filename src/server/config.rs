@@ -170,9 +170,10 @@ fn parse_config(cli: &CommandLine, args: &[String]) -> Result<ServerConfig, Exit
     opts.optmulti(
         "",
         "proxy-protocol-from",
-        "connections from this address range (CIDR) must start with a PROXY protocol header \
-         (v1 or v2, as HAProxy's send-proxy), whose client address is then the client's; \
-         repeatable; from other addresses a header is never believed [none]",
+        "connections from this address range (a CIDR with its host bits clear, 10.0.0.0/8, or \
+         one address) must start with a PROXY protocol header (v1 or v2, as HAProxy's \
+         send-proxy), whose client address is then the client's; repeatable; from other \
+         addresses a header is never believed [none]",
         "CIDR",
     );
     opts.optmulti(
@@ -308,6 +309,13 @@ fn parse_config(cli: &CommandLine, args: &[String]) -> Result<ServerConfig, Exit
     };
     let proxy_protocol_from = TrustedProxies::parse(&m.opt_strs("proxy-protocol-from"))
         .map_err(|e| cli.usage_error(&format!("--proxy-protocol-from: {e}")))?;
+    for net in proxy_protocol_from.everyone() {
+        log::warn!(
+            "--proxy-protocol-from {net} trusts every client: any of them can forge its address \
+             in a PROXY header, and so escape the per-address cap and login throttling; give \
+             the load balancers' addresses only"
+        );
+    }
     let mut waits = [Duration::ZERO; DURATION_FLAGS.len()];
     for (wait, (flag, _, default)) in waits.iter_mut().zip(DURATION_FLAGS) {
         let secs: u64 = cli.number(&m, flag, default)?;
