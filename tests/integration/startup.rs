@@ -110,6 +110,80 @@ fn bad_ports_are_usage_errors() {
     }
 }
 
+/// Every flag of the server that takes seconds, and the most it takes.
+const LONGEST: [(&str, u64, &str); 7] = [
+    ("--handshake-timeout", 3600, "an hour"),
+    ("--timeout", 86_400, "a day"),
+    ("--idle-timeout", 86_400, "a day"),
+    ("--session-timeout", 604_800, "a week"),
+    ("--ticket-key-lifetime", 604_800, "a week"),
+    ("--grace-period", 86_400, "a day"),
+    ("--hash-wait", 3600, "an hour"),
+];
+
+#[test]
+fn durations_out_of_their_range_are_usage_errors() {
+    let empty = tempfile::tempdir().unwrap();
+    let server = env!("CARGO_BIN_EXE_server");
+    for (flag, longest, words) in LONGEST {
+        for value in [(longest + 1).to_string(), u64::MAX.to_string(), "0".into()] {
+            let out = server_in(empty.path(), &[flag, &value, "--bind", "127.0.0.1", "0"]);
+            assert_eq!(out.status.code(), Some(2), "{flag} {value}: {out:?}");
+            assert_eq!(
+                stderr(&out),
+                format!(
+                    "{server}: {flag}: {value:?} is not a number of seconds from 1 to {longest} \
+                     ({words}) (--help lists the options)\n"
+                )
+            );
+        }
+    }
+    let help = run_with_input(Command::new(server).arg("--help"), b"");
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("at most a week"), "{help}");
+    let out = run_with_input(
+        Command::new(env!("CARGO_BIN_EXE_client")).args([
+            "--timeout",
+            &u64::MAX.to_string(),
+            "127.0.0.1",
+            "9",
+        ]),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        stderr(&out).contains("is not a number of seconds from 1 to 86400 (a day)"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn the_longest_durations_serve_and_stop_without_a_panic() {
+    let fx = Fixture::new();
+    let longest: Vec<String> = LONGEST
+        .iter()
+        .flat_map(|(flag, secs, _)| [flag.to_string(), secs.to_string()])
+        .collect();
+    let args: Vec<&str> = longest.iter().map(String::as_str).collect();
+    let server = fx.server(&args);
+    // Every deadline of a connection, and the wait for a turn to hash.
+    assert_eq!(
+        exchange(&server.addr(), &request("x", "y")),
+        b"Invalid Message"
+    );
+    let mut session = tls_connect(&server.addr());
+    let signup = "<signup><username>ada</username><password>pw-ada-123</password></signup>";
+    assert_eq!(code(&call(&mut session, signup)), "1000");
+    session.shutdown().unwrap();
+    drop(session);
+    // A stop waits for nothing in flight, whatever its grace period.
+    let (stdout, stderr) = (server.stdout.clone(), server.stderr.clone());
+    assert!(server.terminate().success());
+    stderr.wait_for_end();
+    let output = [stdout.text(), stderr.text()].concat();
+    assert!(!output.contains("panicked"), "{output}");
+}
+
 #[test]
 fn a_port_in_use_is_named() {
     let fx = Fixture::new();
