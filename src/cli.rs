@@ -4,11 +4,44 @@
 use std::ops::RangeInclusive;
 use std::process::ExitCode;
 use std::str::FromStr;
+use std::time::Duration;
 
 use getopts::{Matches, Options};
 
 /// Exit status for a usage error.
 pub(crate) const EXIT_USAGE: u8 = 2;
+
+/// The most seconds a flag takes, in figures and in words: a bound that keeps every deadline
+/// computed from it (now + the flag) far from overflowing.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct MaxSeconds {
+    /// In seconds.
+    pub(crate) secs: u64,
+    /// In words, for help and errors ("a day").
+    pub(crate) words: &'static str,
+}
+
+/// An hour at most.
+pub(crate) const AN_HOUR: MaxSeconds = MaxSeconds {
+    secs: 3600,
+    words: "an hour",
+};
+/// A day at most.
+pub(crate) const A_DAY: MaxSeconds = MaxSeconds {
+    secs: 86_400,
+    words: "a day",
+};
+/// A week at most.
+pub(crate) const A_WEEK: MaxSeconds = MaxSeconds {
+    secs: 604_800,
+    words: "a week",
+};
+
+/// The help of a flag that takes seconds: what it bounds (`what`), the most it may be and its
+/// default.
+pub(crate) fn duration_help(what: &str, default: u64, max: MaxSeconds) -> String {
+    format!("{what}; at most {} [{default}]", max.words)
+}
 
 /// A program's command line: its options, its usage line and what it takes.
 pub(crate) struct CommandLine {
@@ -132,6 +165,28 @@ impl CommandLine {
             Some(text) => text.parse().map_err(|_| {
                 self.usage_error(&format!("--{name}: {text:?} is not a valid number"))
             }),
+        }
+    }
+
+    /// The value of option `name`, whole seconds from 1 to `max`, or `default` seconds when
+    /// absent. Anything else, a number too large for any integer included, is a usage error
+    /// that gives the range.
+    pub(crate) fn seconds(
+        &self,
+        m: &Matches,
+        name: &str,
+        default: u64,
+        max: MaxSeconds,
+    ) -> Result<Duration, ExitCode> {
+        let Some(text) = m.opt_str(name) else {
+            return Ok(Duration::from_secs(default));
+        };
+        match text.parse() {
+            Ok(secs) if (1..=max.secs).contains(&secs) => Ok(Duration::from_secs(secs)),
+            _ => Err(self.usage_error(&format!(
+                "--{name}: {text:?} is not a number of seconds from 1 to {} ({})",
+                max.secs, max.words
+            ))),
         }
     }
 

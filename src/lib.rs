@@ -17,6 +17,8 @@
 //! - [`xml`]: the protocol, pure: the legacy exchange's bytes, framing, XML documents,
 //!   commands and replies. Uses nothing above it.
 //! - `password`: salted PBKDF2-HMAC-SHA512 password hashes.
+//! - `secret_file`: files of secrets (keys, the account database), their permissions checked
+//!   on the opened file and read from it into memory wiped when dropped.
 //! - `address`: what counts as one client address (an IPv4 address or an IPv6 /64).
 //! - `tls`: TLS pieces both programs use (the TLS 1.2 pin, certificate names, errors).
 //! - `deadline`: a TCP stream whose every wait ends by a deadline.
@@ -32,6 +34,7 @@ mod db;
 mod deadline;
 pub mod error;
 mod password;
+mod secret_file;
 pub mod server;
 mod tls;
 pub mod xml;

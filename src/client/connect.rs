@@ -10,7 +10,7 @@ use std::time::Duration;
 use getopts::{Matches, Options};
 use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslSessionRef, SslStream, SslVerifyMode};
 
-use crate::cli::CommandLine;
+use crate::cli::{A_DAY, CommandLine, duration_help};
 use crate::deadline::DeadlineStream;
 use crate::error::{Error, Result};
 use crate::tls;
@@ -64,7 +64,11 @@ impl ConnectOptions {
         opts.optopt(
             "",
             "timeout",
-            &format!("seconds to connect, and then for each exchange [{DEFAULT_TIMEOUT_SECS}]"),
+            &duration_help(
+                "seconds to connect, and then for each exchange",
+                DEFAULT_TIMEOUT_SECS,
+                A_DAY,
+            ),
             "SECS",
         );
     }
@@ -78,10 +82,7 @@ impl ConnectOptions {
         port: &str,
     ) -> Result<ConnectOptions, ExitCode> {
         let port = cli.port(port)?;
-        let timeout_secs: u64 = cli.number(m, "timeout", DEFAULT_TIMEOUT_SECS)?;
-        if timeout_secs == 0 {
-            return Err(cli.usage_error("--timeout must be at least 1 second"));
-        }
+        let timeout = cli.seconds(m, "timeout", DEFAULT_TIMEOUT_SECS, A_DAY)?;
         let cert = match (m.opt_str("cert"), m.opt_str("key")) {
             (None, None) => None,
             (Some(cert), key) => {
@@ -107,7 +108,7 @@ impl ConnectOptions {
                 .collect(),
             insecure,
             cert,
-            timeout: Duration::from_secs(timeout_secs),
+            timeout,
         })
     }
 }

@@ -4,9 +4,9 @@
 //! The schema is versioned with `PRAGMA user_version`; [`MIGRATIONS`] upgrades an older file in
 //! place, in one transaction.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,6 +24,7 @@ use super::{
     LoginUpdate, SessionAccount, SessionState, value_of,
 };
 use crate::error::{Error, Result};
+use crate::secret_file::open_to_others;
 use crate::xml::account::{AccountView, Field};
 
 /// Schema migrations, in order: entry `n` takes the schema from version `n` to `n + 1`.
@@ -621,7 +622,8 @@ impl FailureCounts for SqliteFailureCounts<'_> {
 
 /// Creates the database file readable and writable by its owner only (it holds password
 /// hashes and addresses); SQLite gives its journal files (`-wal`, `-shm`) the same mode. An
-/// existing file others can read is used, with a warning.
+/// existing file others can read (as the open file says, not its path) is used, with a
+/// warning.
 fn create_private(path: &Path) -> Result<()> {
     let created = OpenOptions::new()
         .write(true)
@@ -631,16 +633,15 @@ fn create_private(path: &Path) -> Result<()> {
     match created {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            let mode = std::fs::metadata(path)
-                .map_err(|e| Error::file("account database", path, e))?
-                .permissions()
-                .mode();
-            if mode & 0o077 != 0 {
+            let exposed = File::open(path)
+                .and_then(|file| open_to_others(&file))
+                .map_err(|e| Error::file("account database", path, e))?;
+            if let Some(mode) = exposed {
                 log::warn!(
                     "the account database {0} can be read by other users (mode {1:o}); make it \
                      private with `chmod 600 {0} {0}-wal {0}-shm`",
                     path.display(),
-                    mode & 0o777
+                    mode
                 );
             }
             Ok(())
@@ -679,6 +680,7 @@ mod tests {
     use crate::db::contract::{TestDatabase, contract_tests, fast, session};
     use crate::db::{AccountStore, StoreLocation, StoreOptions};
     use crate::password::{MIN_ITERATIONS, PasswordHash, Pbkdf2Params};
+    use std::os::unix::fs::PermissionsExt;
 
     /// A fresh SQLite file in a directory of its own.
     struct SqliteFile(tempfile::TempDir);

@@ -9,37 +9,51 @@ use getopts::Options;
 
 use super::connections::ConnectionLimits;
 use super::proxy_protocol::TrustedProxies;
-use crate::cli::CommandLine;
+use crate::cli::{A_DAY, A_WEEK, AN_HOUR, CommandLine, MaxSeconds, duration_help};
 use crate::db::{StoreLocation, StoreOptions};
 use crate::password::{DEFAULT_ITERATIONS, Pbkdf2Params};
 
 const ABOUT: &str =
     "A TLS 1.2 server for the legacy login exchange, backed by an account database.";
-/// The flags that take seconds: name, what it bounds, default.
-const DURATION_FLAGS: [(&str, &str, u64); 6] = [
+/// The flags that take seconds: name, what it bounds, default, and the most it may be (a
+/// bound far below what would overflow a deadline, and above any sensible setting: a week
+/// for a connection's life and the ticket keys', as TLS 1.3 caps a ticket's life at a week).
+const DURATION_FLAGS: [(&str, &str, u64, MaxSeconds); 6] = [
     (
         "handshake-timeout",
         "seconds the TLS handshake (a PROXY header included) may take",
         10,
+        AN_HOUR,
     ),
-    ("timeout", "seconds each read and write may wait", 30),
+    ("timeout", "seconds each read and write may wait", 30, A_DAY),
     (
         "idle-timeout",
         "seconds an account session may wait for its next command",
         300,
+        A_DAY,
     ),
-    ("session-timeout", "seconds one connection may last", 3600),
+    (
+        "session-timeout",
+        "seconds one connection may last",
+        3600,
+        A_WEEK,
+    ),
     (
         "ticket-key-lifetime",
         "seconds before session-ticket keys are replaced",
         3600,
+        A_WEEK,
     ),
     (
         "grace-period",
         "seconds a stop waits for connections in flight",
         10,
+        A_DAY,
     ),
 ];
+/// The most `--hash-wait` may be: a command that waits longer for its turn is better told
+/// that the server is busy.
+const MAX_HASH_WAIT: MaxSeconds = AN_HOUR;
 const DEFAULT_MAX_CLIENTS: usize = 1024;
 /// The certificate (with its key) when no `--cert` is given, as the original's.
 const DEFAULT_CERT: &str = "mycert.pem";
@@ -170,9 +184,10 @@ fn parse_config(cli: &CommandLine, args: &[String]) -> Result<ServerConfig, Exit
     opts.optmulti(
         "",
         "proxy-protocol-from",
-        "connections from this address range (CIDR) must start with a PROXY protocol header \
-         (v1 or v2, as HAProxy's send-proxy), whose client address is then the client's; \
-         repeatable; from other addresses a header is never believed [none]",
+        "connections from this address range (a CIDR with its host bits clear, 10.0.0.0/8, or \
+         one address) must start with a PROXY protocol header (v1 or v2, as HAProxy's \
+         send-proxy), whose client address is then the client's; repeatable; from other \
+         addresses a header is never believed [none]",
         "CIDR",
     );
     opts.optmulti(
@@ -206,8 +221,8 @@ fn parse_config(cli: &CommandLine, args: &[String]) -> Result<ServerConfig, Exit
         "demo",
         "create the original's account aticle/123 if missing (weak password: demo only)",
     );
-    for (flag, what, default) in DURATION_FLAGS {
-        opts.optopt("", flag, &format!("{what} [{default}]"), "SECS");
+    for (flag, what, default, max) in DURATION_FLAGS {
+        opts.optopt("", flag, &duration_help(what, default, max), "SECS");
     }
     opts.optmulti(
         "",
@@ -261,9 +276,10 @@ fn parse_config(cli: &CommandLine, args: &[String]) -> Result<ServerConfig, Exit
     opts.optopt(
         "",
         "hash-wait",
-        &format!(
-            "seconds a command may wait for its turn to hash a password [{}]",
-            defaults.hash_wait.as_secs()
+        &duration_help(
+            "seconds a command may wait for its turn to hash a password",
+            defaults.hash_wait.as_secs(),
+            MAX_HASH_WAIT,
         ),
         "SECS",
     );
@@ -328,13 +344,16 @@ fn parse_config(cli: &CommandLine, args: &[String]) -> Result<ServerConfig, Exit
     };
     let proxy_protocol_from = TrustedProxies::parse(&m.opt_strs("proxy-protocol-from"))
         .map_err(|e| cli.usage_error(&format!("--proxy-protocol-from: {e}")))?;
+    for net in proxy_protocol_from.everyone() {
+        log::warn!(
+            "--proxy-protocol-from {net} trusts every client: any of them can forge its address \
+             in a PROXY header, and so escape the per-address cap and login throttling; give \
+             the load balancers' addresses only"
+        );
+    }
     let mut waits = [Duration::ZERO; DURATION_FLAGS.len()];
-    for (wait, (flag, _, default)) in waits.iter_mut().zip(DURATION_FLAGS) {
-        let secs: u64 = cli.number(&m, flag, default)?;
-        if secs == 0 {
-            return Err(cli.usage_error(&format!("--{flag} must be at least 1 second")));
-        }
-        *wait = Duration::from_secs(secs);
+    for (wait, (flag, _, default, max)) in waits.iter_mut().zip(DURATION_FLAGS) {
+        *wait = cli.seconds(&m, flag, default, max)?;
     }
     let [handshake, io, idle, connection, ticket_key_lifetime, grace] = waits;
     let connections = ConnectionLimits {
@@ -349,11 +368,7 @@ fn parse_config(cli: &CommandLine, args: &[String]) -> Result<ServerConfig, Exit
         hash: Pbkdf2Params::new(iterations)
             .map_err(|e| cli.usage_error(&format!("--hash-iterations: {e}")))?,
         hash_threads: cli.number(&m, "hash-threads", defaults.hash_threads)?,
-        hash_wait: Duration::from_secs(cli.number(
-            &m,
-            "hash-wait",
-            defaults.hash_wait.as_secs(),
-        )?),
+        hash_wait: cli.seconds(&m, "hash-wait", defaults.hash_wait.as_secs(), MAX_HASH_WAIT)?,
         ..defaults
     };
     store.throttle.per_account =
@@ -485,6 +500,37 @@ mod tests {
         );
         assert!(parse(&["--key", "a", "--key", "b"]).is_err());
         assert!(parse(&["--cert", "a", "--key", "a", "--key", "b"]).is_err());
+    }
+
+    #[test]
+    fn durations_are_bounded() {
+        let parse = |flag: &str, value: &str| {
+            let a: Vec<String> = ["server", flag, value, "0"].map(String::from).to_vec();
+            parse_config(&command_line(&a), &a)
+        };
+        for (flag, longest) in [
+            ("--handshake-timeout", 3600),
+            ("--timeout", 86_400),
+            ("--idle-timeout", 86_400),
+            ("--session-timeout", 604_800),
+            ("--ticket-key-lifetime", 604_800),
+            ("--grace-period", 86_400),
+            ("--hash-wait", 3600),
+        ] {
+            assert!(
+                parse(flag, &longest.to_string()).is_ok(),
+                "{flag} {longest}"
+            );
+            assert!(parse(flag, "1").is_ok(), "{flag} 1");
+            for bad in [
+                (longest + 1).to_string(),
+                u64::MAX.to_string(),
+                "0".into(),
+                "-1".into(),
+            ] {
+                assert!(parse(flag, &bad).is_err(), "{flag} {bad}");
+            }
+        }
     }
 
     #[test]

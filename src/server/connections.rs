@@ -258,12 +258,17 @@ pub(super) struct ConnectionSlot {
 
 impl ConnectionSlot {
     /// The client has sent its first request: from now on the connection is not closed to
-    /// make room.
-    pub(super) fn started(&self) {
+    /// make room. `false` if it was closed already (between its first read and now): its
+    /// place is another's, and it must not be served.
+    #[must_use]
+    pub(super) fn start(&self) -> bool {
         let mut registry = self.connections.lock();
-        if let Some(address) = registry.open.get(&self.id).map(|open| open.address.clone()) {
-            registry.stop_waiting(self.id, &address);
-        }
+        let Some(open) = registry.open.get(&self.id).filter(|open| !open.evicted) else {
+            return false;
+        };
+        let address = open.address.clone();
+        registry.stop_waiting(self.id, &address);
+        true
     }
 
     /// Moves a connection admitted through a trusted proxy
@@ -362,7 +367,7 @@ mod tests {
         let (second, _second_client) = pair(&listener);
         let oldest = slot(connections.admit(&first, a_ip));
         let started = slot(connections.admit(&second, a_ip));
-        started.started();
+        assert!(started.start());
         // Full: the one still waiting is closed for the newcomer.
         let (third, _third_client) = pair(&listener);
         let Admission::AdmittedByEvicting(newest, victim) = connections.admit(&third, b_ip) else {
@@ -372,7 +377,7 @@ mod tests {
         assert!(oldest.evicted() && !started.evicted() && !newest.evicted());
         assert_eq!(first_client.read(&mut [0u8; 1]).unwrap(), 0, "closed");
         // Now every place holds one that has sent a request, or waits since just now.
-        newest.started();
+        assert!(newest.start());
         let (fourth, _fourth_client) = pair(&listener);
         assert!(matches!(
             connections.admit(&fourth, b_ip),
@@ -382,6 +387,33 @@ mod tests {
         assert_eq!(connections.wait_idle(Duration::from_millis(10)), 2);
         drop((started, newest));
         assert_eq!(connections.wait_idle(Duration::from_millis(10)), 0);
+    }
+
+    #[test]
+    fn a_connection_closed_to_make_room_after_its_first_read_does_not_start() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let limits = ConnectionLimits {
+            total: 1,
+            per_address: 10,
+        };
+        let connections = Arc::new(Connections::new(limits));
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let (first, _first_client) = pair(&listener);
+        let (second, _second_client) = pair(&listener);
+        // The first has read its request but not started when the second takes its place.
+        let read_its_request = slot(connections.admit(&first, ip));
+        let newcomer = slot(connections.admit(&second, ip));
+        assert!(!read_its_request.start(), "its place is the newcomer's");
+        assert!(read_its_request.evicted());
+        assert!(newcomer.start());
+        // One place, the newcomer's, started: no room for anyone else.
+        let (third, _third_client) = pair(&listener);
+        assert!(matches!(
+            connections.admit(&third, ip),
+            Admission::Refused(Refusal::ServerFull)
+        ));
+        drop((read_its_request, newcomer));
+        assert_consistent(&connections);
     }
 
     #[test]
@@ -527,7 +559,7 @@ mod tests {
         moved.set_address(client).unwrap();
         let started = slot(connections.admit_via_proxy(&sockets[1].0, proxy));
         started.set_address(client).unwrap();
-        started.started();
+        assert!(started.start());
         let headless = slot(connections.admit_via_proxy(&sockets[2].0, proxy));
         // Full. The proxy's address has one waiting, the client's one: the older goes first,
         // and it is counted where it was moved.

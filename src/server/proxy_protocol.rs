@@ -37,23 +37,21 @@ pub(crate) struct TrustedProxies(Vec<IpNet>);
 
 impl TrustedProxies {
     /// The address ranges `texts`, each a CIDR (`10.0.0.0/8`, `::1/128`) or a single address.
+    /// A CIDR with host bits set (`10.0.0.5/8`) is refused, naming the network and the one
+    /// address it may have meant: trusting a whole network by mistake lets every host in it
+    /// claim any address.
     pub(crate) fn parse<S: AsRef<str>>(texts: &[S]) -> Result<TrustedProxies, String> {
         texts
             .iter()
-            .map(|text| {
-                let text = text.as_ref();
-                text.parse::<IpNet>()
-                    .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
-                    .map(|net| net.trunc())
-                    .map_err(|_| {
-                        format!(
-                            "{text:?} is not an address range (a CIDR such as 10.0.0.0/8 or \
-                             ::1/128, or one address)"
-                        )
-                    })
-            })
+            .map(|text| trusted_range(text.as_ref()))
             .collect::<Result<_, _>>()
             .map(TrustedProxies)
+    }
+
+    /// The ranges that hold every address (`0.0.0.0/0`, `::/0`): every client may then forge
+    /// its address.
+    pub(crate) fn everyone(&self) -> impl Iterator<Item = &IpNet> {
+        self.0.iter().filter(|net| net.prefix_len() == 0)
     }
 
     /// Whether a connection from `ip` must begin with a PROXY header (an IPv4 client of a
@@ -64,6 +62,26 @@ impl TrustedProxies {
             .iter()
             .any(|net| net.contains(&ip) || net.contains(&canonical))
     }
+}
+
+/// One range of `--proxy-protocol-from`: a CIDR whose host bits are clear, or one address.
+fn trusted_range(text: &str) -> Result<IpNet, String> {
+    let Ok(net) = text.parse::<IpNet>() else {
+        return text.parse::<IpAddr>().map(IpNet::from).map_err(|_| {
+            format!(
+                "{text:?} is not an address range (a CIDR such as 10.0.0.0/8 or ::1/128, or one \
+                 address)"
+            )
+        });
+    };
+    if net != net.trunc() {
+        return Err(format!(
+            "{text:?} has host bits set: did you mean the network {}, or the one address {}?",
+            net.trunc(),
+            IpNet::from(net.addr())
+        ));
+    }
+    Ok(net)
 }
 
 /// What a valid header says.
@@ -333,6 +351,24 @@ mod tests {
         for bad in ["10.0.0.0/33", "localhost", "10.0.0.0/", ""] {
             assert!(TrustedProxies::parse(&[bad]).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_range_with_host_bits_is_refused_naming_its_network() {
+        for (given, network, address) in [
+            ("10.0.0.5/8", "10.0.0.0/8", "10.0.0.5/32"),
+            ("2001:db8::1/32", "2001:db8::/32", "2001:db8::1/128"),
+            ("192.0.2.1/0", "0.0.0.0/0", "192.0.2.1/32"),
+        ] {
+            assert_eq!(
+                TrustedProxies::parse(&[given]).unwrap_err(),
+                format!(
+                    "{given:?} has host bits set: did you mean the network {network}, or the \
+                     one address {address}?"
+                )
+            );
+        }
+        assert!(TrustedProxies::parse(&["10.0.0.0/8", "10.0.0.5", "::/0"]).is_ok());
     }
 
     #[test]

@@ -165,7 +165,11 @@ fn serve(stream: DeadlineStream, peer: &str, ip: IpAddr, shared: &Shared, slot: 
             return;
         }
     };
-    slot.started();
+    if !slot.start() {
+        // Closed to make room since the read: no login or session on a closed socket, and
+        // its place is the newcomer's.
+        return;
+    }
     if request.first().is_some_and(|&b| b != b'<') {
         let client = session::Client { peer, ip };
         session::serve_session(

@@ -16,7 +16,7 @@
 //! context (remade at every renewal) carries its own.
 
 use std::fmt;
-use std::io::{self, Read};
+use std::io;
 use std::os::raw::{c_char, c_int, c_uchar};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -28,9 +28,10 @@ use openssl::error::ErrorStack;
 use openssl::ex_data::Index;
 use openssl::ssl::{SslContext, SslContextBuilder, SslRef};
 use openssl_sys::{EVP_CIPHER_CTX, EVP_MAC_CTX, OSSL_PARAM, SSL, SSL_CTX};
+use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use super::tls_context::check_private;
 use crate::error::{Error, Result};
+use crate::secret_file::read_private;
 
 /// The size of a key file: name, HMAC key, AES key.
 const KEY_FILE_LEN: usize = NAME_LEN + HMAC_KEY_LEN + AES_KEY_LEN;
@@ -72,7 +73,9 @@ type TicketKeyCallback = unsafe extern "C" fn(
     enc: c_int,
 ) -> c_int;
 
-/// One session-ticket key, as read from its file.
+/// One session-ticket key, as read from its file; wiped from memory when dropped (with the
+/// context that holds it, at the next renewal).
+#[derive(Zeroize, ZeroizeOnDrop)]
 #[cfg_attr(test, derive(PartialEq, Eq))]
 pub(super) struct TicketKey {
     /// Sent in clear in every ticket, to find the key again.
@@ -145,12 +148,8 @@ fn read_ticket_key(path: &Path) -> Result<TicketKey> {
         };
         Error::Config(format!("cannot read {WHAT} {}: {e}{hint}", path.display()))
     })?;
-    check_private(WHAT, path)?;
     // One byte more than a key tells a longer file, without reading a huge one.
-    let mut bytes = Vec::with_capacity(KEY_FILE_LEN + 1);
-    file.take(KEY_FILE_LEN as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| Error::file(WHAT, path, e))?;
+    let bytes = read_private(WHAT, path, file, KEY_FILE_LEN as u64 + 1)?;
     TicketKey::from_bytes(&bytes).ok_or_else(|| {
         let size = if bytes.len() > KEY_FILE_LEN {
             format!("more than {KEY_FILE_LEN}")
@@ -361,6 +360,14 @@ mod tests {
             .to_string();
         assert!(e.contains("can be read by others (mode 644)"), "{e}");
         assert!(e.contains(&format!("chmod 600 {}", open.display())), "{e}");
+    }
+
+    /// Compiles only for a type that wipes itself when dropped.
+    fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+
+    #[test]
+    fn keys_are_wiped_when_dropped() {
+        wiped_on_drop::<TicketKey>();
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! certificates (mutual TLS), and the context's renewal, which replaces the session-ticket
 //! keys.
 
+use std::fs::File;
 use std::io;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
@@ -9,10 +10,10 @@ use std::thread;
 
 use foreign_types::ForeignTypeRef;
 use openssl::error::ErrorStack;
-use openssl::pkey::Id;
+use openssl::pkey::{Id, PKey, Private};
 use openssl::ssl::{
-    SslAcceptor, SslAcceptorBuilder, SslContextBuilder, SslFiletype, SslMethod, SslOptions,
-    SslSessionCacheMode, SslVerifyMode, SslVersion,
+    SslAcceptor, SslAcceptorBuilder, SslContextBuilder, SslMethod, SslOptions, SslSessionCacheMode,
+    SslVerifyMode, SslVersion,
 };
 use openssl::x509::{X509, X509Name, X509Ref};
 
@@ -20,7 +21,11 @@ use super::config::{CertificateFiles, ServerConfig};
 use super::listener::Shutdown;
 use super::ticket_keys::{load_ticket_keys, set_ticket_keys};
 use crate::error::{Error, Result};
+use crate::secret_file::read_private;
 use crate::tls;
+
+/// The most a private key file may hold (its certificate chain included, if in one file).
+const MAX_KEY_FILE_LEN: u64 = 1 << 20;
 
 /// The server's TLS context, shared by every client thread (and so its TLS session cache), and
 /// replaced when the session-ticket keys are.
@@ -131,8 +136,7 @@ pub(crate) fn load_certificates(
     let mut loaded: Vec<(Id, &Path)> = Vec::new();
     for CertificateFiles { cert, key } in certificates {
         check_readable("certificate file", cert)?;
-        check_readable("key file", key)?;
-        check_private("private key file", key)?;
+        let private_key = read_private_key(key)?;
         ctx.set_certificate_chain_file(cert)
             .map_err(|e| pem_error("certificate", cert, e))?;
         let leaf = current_certificate(ctx)
@@ -164,14 +168,13 @@ pub(crate) fn load_certificates(
                 cert.display()
             ))
         };
-        ctx.set_private_key_file(key, SslFiletype::PEM)
-            .map_err(|e| {
-                if has_reason(&e, "key values mismatch") {
-                    mismatch()
-                } else {
-                    pem_error("private key", key, e)
-                }
-            })?;
+        ctx.set_private_key(&private_key).map_err(|e| {
+            if has_reason(&e, "key values mismatch") {
+                mismatch()
+            } else {
+                pem_error("private key", key, e)
+            }
+        })?;
         // The key went to the place of its own type, which `check_private_key` checks: of
         // another type than the certificate, it may match another certificate there while
         // this one stays without a key, so the certificate in that place must be this one.
@@ -215,8 +218,10 @@ fn key_type_name(kind: Id) -> String {
     }
 }
 
-fn check_readable(what: &str, path: &Path) -> Result<()> {
-    std::fs::File::open(path).map(drop).map_err(|e| {
+/// Opens `path`, a file the server needs (`what`: "certificate file"), or says why it
+/// cannot.
+fn open_readable(what: &str, path: &Path) -> Result<File> {
+    File::open(path).map_err(|e| {
         let hint = if e.kind() == io::ErrorKind::NotFound {
             " (`make cert` writes a self-signed mycert.pem, `make cert KEY=ec` an ECDSA \
              mycert-ec.pem)"
@@ -227,23 +232,24 @@ fn check_readable(what: &str, path: &Path) -> Result<()> {
     })
 }
 
-/// Refuses a file of secrets (`what`: "private key file") that others than its owner may
-/// read.
-pub(super) fn check_private(what: &str, key: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(key)
-        .map_err(|e| Error::file(what, key, e))?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
+fn check_readable(what: &str, path: &Path) -> Result<()> {
+    open_readable(what, path).map(drop)
+}
+
+/// The private key in the PEM file `path`, read from the file whose permissions were checked
+/// (OpenSSL's `SSL_CTX_use_PrivateKey_file` would open the path again); the file's bytes are
+/// wiped once parsed.
+fn read_private_key(path: &Path) -> Result<PKey<Private>> {
+    let file = open_readable("key file", path)?;
+    let pem = read_private("private key file", path, file, MAX_KEY_FILE_LEN + 1)?;
+    if pem.len() as u64 > MAX_KEY_FILE_LEN {
         return Err(Error::Config(format!(
-            "the {what} {0} can be read by others (mode {1:o}); make it private \
-             with `chmod 600 {0}`",
-            key.display(),
-            mode & 0o777
+            "the private key file {} holds more than {} KiB; a key is a few KiB",
+            path.display(),
+            MAX_KEY_FILE_LEN / 1024
         )));
     }
-    Ok(())
+    PKey::private_key_from_pem(&pem).map_err(|e| pem_error("private key", path, e))
 }
 
 /// Whether OpenSSL gave `reason` among the errors of `stack`.
@@ -287,7 +293,6 @@ mod tests {
     use openssl::ec::{EcGroup, EcKey};
     use openssl::hash::MessageDigest;
     use openssl::nid::Nid;
-    use openssl::pkey::{PKey, Private};
     use openssl::rsa::Rsa;
     use openssl::x509::{X509Builder, X509NameBuilder};
     use std::os::unix::fs::PermissionsExt;

@@ -338,3 +338,46 @@ fn an_unfinished_header_is_closed_within_the_handshake_timeout() {
     });
     assert!(!server.stdout.text().contains("Connection:"));
 }
+
+#[test]
+fn a_range_with_host_bits_is_a_usage_error_naming_its_network() {
+    let empty = tempfile::tempdir().unwrap();
+    for (given, network) in [("10.0.0.5/8", "10.0.0.0/8"), ("::1/64", "::/64")] {
+        let out = server_in(
+            empty.path(),
+            &["--proxy-protocol-from", given, "--bind", "127.0.0.1", "0"],
+        );
+        assert_eq!(out.status.code(), Some(2), "{given}: {out:?}");
+        let (_, err) = texts(&out);
+        assert!(
+            err.contains(&format!(
+                "--proxy-protocol-from: {given:?} has host bits set: did you mean the network \
+                 {network}, or the one address"
+            )),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn trusting_every_address_is_warned_about() {
+    let fx = Fixture::new();
+    let server = fx.server(&[
+        "--proxy-protocol-from",
+        "0.0.0.0/0",
+        "--proxy-protocol-from",
+        "::/0",
+    ]);
+    let log = server.stderr.wait_for("the warnings", |log| {
+        log.contains("listening on") && log.matches("trusts every client").count() == 2
+    });
+    for net in ["0.0.0.0/0", "::/0"] {
+        assert!(
+            log.contains(&format!(
+                "--proxy-protocol-from {net} trusts every client: any of them can forge its \
+                 address"
+            )),
+            "{log}"
+        );
+    }
+}

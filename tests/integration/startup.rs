@@ -1,6 +1,7 @@
 //! Command lines, start-up errors and the certificate script: one clear line and the right
 //! exit status for each.
 
+use std::io::Write;
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output};
@@ -109,6 +110,80 @@ fn bad_ports_are_usage_errors() {
     }
 }
 
+/// Every flag of the server that takes seconds, and the most it takes.
+const LONGEST: [(&str, u64, &str); 7] = [
+    ("--handshake-timeout", 3600, "an hour"),
+    ("--timeout", 86_400, "a day"),
+    ("--idle-timeout", 86_400, "a day"),
+    ("--session-timeout", 604_800, "a week"),
+    ("--ticket-key-lifetime", 604_800, "a week"),
+    ("--grace-period", 86_400, "a day"),
+    ("--hash-wait", 3600, "an hour"),
+];
+
+#[test]
+fn durations_out_of_their_range_are_usage_errors() {
+    let empty = tempfile::tempdir().unwrap();
+    let server = env!("CARGO_BIN_EXE_server");
+    for (flag, longest, words) in LONGEST {
+        for value in [(longest + 1).to_string(), u64::MAX.to_string(), "0".into()] {
+            let out = server_in(empty.path(), &[flag, &value, "--bind", "127.0.0.1", "0"]);
+            assert_eq!(out.status.code(), Some(2), "{flag} {value}: {out:?}");
+            assert_eq!(
+                stderr(&out),
+                format!(
+                    "{server}: {flag}: {value:?} is not a number of seconds from 1 to {longest} \
+                     ({words}) (--help lists the options)\n"
+                )
+            );
+        }
+    }
+    let help = run_with_input(Command::new(server).arg("--help"), b"");
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("at most a week"), "{help}");
+    let out = run_with_input(
+        Command::new(env!("CARGO_BIN_EXE_client")).args([
+            "--timeout",
+            &u64::MAX.to_string(),
+            "127.0.0.1",
+            "9",
+        ]),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        stderr(&out).contains("is not a number of seconds from 1 to 86400 (a day)"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn the_longest_durations_serve_and_stop_without_a_panic() {
+    let fx = Fixture::new();
+    let longest: Vec<String> = LONGEST
+        .iter()
+        .flat_map(|(flag, secs, _)| [flag.to_string(), secs.to_string()])
+        .collect();
+    let args: Vec<&str> = longest.iter().map(String::as_str).collect();
+    let server = fx.server(&args);
+    // Every deadline of a connection, and the wait for a turn to hash.
+    assert_eq!(
+        exchange(&server.addr(), &request("x", "y")),
+        b"Invalid Message"
+    );
+    let mut session = tls_connect(&server.addr());
+    let signup = "<signup><username>ada</username><password>pw-ada-123</password></signup>";
+    assert_eq!(code(&call(&mut session, signup)), "1000");
+    session.shutdown().unwrap();
+    drop(session);
+    // A stop waits for nothing in flight, whatever its grace period.
+    let (stdout, stderr) = (server.stdout.clone(), server.stderr.clone());
+    assert!(server.terminate().success());
+    stderr.wait_for_end();
+    let output = [stdout.text(), stderr.text()].concat();
+    assert!(!output.contains("panicked"), "{output}");
+}
+
 #[test]
 fn a_port_in_use_is_named() {
     let fx = Fixture::new();
@@ -171,6 +246,34 @@ fn a_key_others_can_read_is_refused_with_the_fix() {
     let out = server_in(fx.path(), &["--bind", "127.0.0.1", "0"]);
     assert_fails_with(&out, "can be read by others (mode 644)");
     assert!(stderr(&out).contains("chmod 600 mycert.pem"));
+}
+
+#[test]
+fn the_key_is_read_from_the_file_whose_permissions_were_checked() {
+    // A named pipe gives its bytes once, to the reader that opens it while the writer does:
+    // a server that opened the key file to check it and again to read it waits for ever.
+    let fx = Fixture::new();
+    let pipe = fx.path().join("key.pipe");
+    let made = Command::new("mkfifo")
+        .args(["-m", "600"])
+        .arg(&pipe)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let pem = std::fs::read(fx.cert()).unwrap();
+    let writer = std::thread::spawn(move || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&pipe)
+            .and_then(|mut key| key.write_all(&pem))
+    });
+    let server = Server::try_start(fx.path(), &["--cert", "mycert.pem", "--key", "key.pipe"])
+        .unwrap_or_else(|log| panic!("the key through a pipe was refused: {log}"));
+    writer.join().unwrap().unwrap();
+    assert_eq!(
+        exchange(&server.addr(), &request("x", "y")),
+        b"Invalid Message"
+    );
 }
 
 #[test]
