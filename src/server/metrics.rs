@@ -3,15 +3,15 @@
 //! the account store answers within a second, 503 otherwise, so that a balancer takes an
 //! instance whose store is gone out of service.
 //!
-//! Its part `http` is the listener and its bounds (connections, deadlines, request size).
+//! Its parts: `http`, the listener and its bounds (connections, deadlines, request size);
+//! `health`, the question `/healthz` asks the store.
 
+mod health;
 mod http;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, mpsc};
-use std::thread;
-use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -22,10 +22,8 @@ use prometheus_client::registry::Registry;
 use super::listener::Shutdown;
 use crate::db::AccountStore;
 use crate::error::Result;
+use health::HealthCheck;
 use http::{Answer, Status};
-
-/// How long `/healthz` waits for the store.
-const HEALTH_WAIT: Duration = Duration::from_secs(1);
 
 /// A label set of one label.
 type Label = [(&'static str, String); 1];
@@ -159,10 +157,12 @@ impl Metrics {
         store: Arc<AccountStore>,
         shutdown: &Shutdown,
     ) -> Result<()> {
+        let pinged = Arc::clone(&store);
+        let health = HealthCheck::new(move || pinged.ping());
         let metrics = Arc::clone(self);
         http::serve(
             addr,
-            Arc::new(move |path: &str| metrics.answer(path, &store)),
+            Arc::new(move |path: &str| metrics.answer(path, &store, &health)),
             shutdown,
         )?;
         log::info!("metrics on http://{addr}/metrics");
@@ -170,16 +170,16 @@ impl Metrics {
     }
 
     /// The answer to a `GET` of `path`.
-    fn answer(&self, path: &str, store: &Arc<AccountStore>) -> Answer {
+    fn answer(&self, path: &str, store: &AccountStore, health: &Arc<HealthCheck>) -> Answer {
         match path {
             "/metrics" => Answer {
                 status: Status::Ok,
                 content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
                 body: self.render(store),
             },
-            "/healthz" => match healthy(store) {
+            "/healthz" => match health.check() {
                 Ok(()) => Answer::text(Status::Ok, "ok\n"),
-                Err(why) => Answer::text(Status::ServiceUnavailable, &format!("{why}\n")),
+                Err(why) => Answer::text(Status::ServiceUnavailable, why.body()),
             },
             _ => Answer::text(Status::NotFound, "/metrics or /healthz\n"),
         }
@@ -200,20 +200,5 @@ impl Active<'_> {
 impl Drop for Active<'_> {
     fn drop(&mut self) {
         self.0.active.dec();
-    }
-}
-
-/// Whether the store answers within [`HEALTH_WAIT`]; if not, why.
-fn healthy(store: &Arc<AccountStore>) -> std::result::Result<(), String> {
-    let (tx, rx) = mpsc::channel();
-    let store = Arc::clone(store);
-    // A store that hangs keeps this thread until its own timeouts end it, not the answer.
-    thread::spawn(move || {
-        let _ = tx.send(store.ping());
-    });
-    match rx.recv_timeout(HEALTH_WAIT) {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(format!("the account store fails: {e}")),
-        Err(_) => Err("the account store does not answer".into()),
     }
 }
