@@ -150,13 +150,21 @@ impl Metrics {
         text
     }
 
-    /// Serves `/metrics` and `/healthz` on `addr` until `shutdown`, on threads of their own.
+    /// Serves `/metrics` and `/healthz` on `addr` until `shutdown`, on threads of their own;
+    /// warns if others than this machine may reach it.
     pub(super) fn serve(
         self: &Arc<Self>,
         addr: SocketAddr,
         store: Arc<AccountStore>,
         shutdown: &Shutdown,
     ) -> Result<()> {
+        if !addr.ip().is_loopback() {
+            log::warn!(
+                "--metrics is not on a loopback address ({addr}): whoever reaches it can read \
+                 the server's figures and probe its store; let only the balancer and \
+                 Prometheus reach it"
+            );
+        }
         let pinged = Arc::clone(&store);
         let health = HealthCheck::new(move || pinged.ping());
         let metrics = Arc::clone(self);

@@ -89,6 +89,24 @@ fn the_figures_count_what_the_server_did() {
     assert_eq!(get(&metrics, "/nothing").0, 404);
     let post = "POST /metrics HTTP/1.0\r\nContent-Length: 0\r\n\r\n";
     assert_eq!(ask(TcpStream::connect(&metrics).unwrap(), post).0, 405);
+    assert!(
+        !server.stderr.text().contains(EXPOSED),
+        "on loopback: no warning"
+    );
+}
+
+/// The start of the warning for a metrics port on an address other than loopback.
+const EXPOSED: &str = "--metrics is not on a loopback address";
+
+#[test]
+fn a_metrics_port_beyond_loopback_is_warned_of() {
+    let fx = Fixture::new();
+    let port = free_addr().rsplit(':').next().unwrap().to_string();
+    let server = fx.server(&["--metrics", &format!("0.0.0.0:{port}")]);
+    server
+        .stderr
+        .wait_for("the warning", |t| t.contains(EXPOSED));
+    assert_eq!(get(&format!("127.0.0.1:{port}"), "/healthz").0, 200);
 }
 
 /// A figure of /proc/PID/status (`VmRSS`, `Threads`), as a number (kB for sizes).
