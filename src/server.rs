@@ -21,7 +21,8 @@
 //! - `connections`: the connections served, capped in all and per address, the longest
 //!   waiting closed to make room;
 //! - `flood_log`: refused, closed and failed connections summarised in the log;
-//! - `metrics`: the figures of `--metrics` (`/metrics`, `/healthz`);
+//! - `metrics`: the figures of `--metrics` (`/metrics`, `/healthz`) and their HTTP listener,
+//!   bounded as the service port is (a few places, deadlines, a cap on the request);
 //! - `workers`: the client threads;
 //! - `memory`: what an idle connection's thread gives back, and glibc's thread caches;
 //! - `console`: where the original's console lines go ([`Console`]);
@@ -50,7 +51,6 @@ use std::net::TcpListener;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
 
 pub use config::ServerConfig;
 pub use console::Console;
@@ -61,7 +61,7 @@ use crate::db::AccountStore;
 use crate::error::{Error, Result};
 use connections::{Admission, Connections};
 use flood_log::{FloodEvent, FloodLog};
-use listener::peer_display;
+use listener::{accept_next, peer_display};
 use metrics::{Active, Metrics};
 use servlet::{Shared, servlet, servlet_behind_proxy};
 use tls_context::TlsContext;
@@ -141,18 +141,12 @@ pub fn run(
     let threads = ClientThreads::new();
 
     loop {
-        let accepted = listener.accept();
+        let accepted = accept_next(&listener, "service port");
         if shutdown.is_requested() {
             break;
         }
-        let (tcp, socket) = match accepted {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                log::warn!("accept failed: {e}");
-                // Out of file descriptors and the like: give exchanges time to end.
-                thread::sleep(Duration::from_millis(50));
-                continue;
-            }
+        let Some((tcp, socket)) = accepted else {
+            continue;
         };
         let (peer, ip) = (peer_display(socket), socket.ip());
         // From a trusted proxy, the client's address comes in the PROXY header, read on the

@@ -1,9 +1,11 @@
-//! Listening: the original's `OpenListener`, peer addresses as it printed them, and the
-//! [`Shutdown`] that stops the accept loop.
+//! Listening: the original's `OpenListener`, accepting without ever stopping on a failed
+//! `accept`, peer addresses as the original printed them, and the [`Shutdown`] that stops the
+//! accept loops.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -12,6 +14,9 @@ use crate::error::{Error, Result};
 
 /// Pending connections the kernel queues for `accept` (the original asked for 10).
 const LISTEN_BACKLOG: i32 = 1024;
+
+/// How long an accept loop pauses after a failed `accept`.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
 
 /// Ports `OpenListener(port)`: a listening TCP socket on `port`, on `bind` or on every
 /// interface (IPv6 and IPv4 on one socket; IPv4 alone where IPv6 is off).
@@ -41,6 +46,20 @@ fn listen_on(addr: SocketAddr) -> Result<TcpListener> {
     Ok(socket.into())
 }
 
+/// The next connection on `listener`, the `port` named in the log; `None` when `accept`
+/// fails (out of file descriptors and the like), which is logged and followed by a pause of
+/// [`ACCEPT_PAUSE`] that gives connections time to end. The loop goes on either way.
+pub(super) fn accept_next(listener: &TcpListener, port: &str) -> Option<(TcpStream, SocketAddr)> {
+    match listener.accept() {
+        Ok(accepted) => Some(accepted),
+        Err(e) => {
+            log::warn!("accept failed on the {port}: {e}");
+            thread::sleep(ACCEPT_PAUSE);
+            None
+        }
+    }
+}
+
 /// Asks a running server to stop: it accepts no new connection and gives those in flight the
 /// grace period. Clones share one request; any of them may make it, from any thread.
 #[derive(Clone, Debug)]
@@ -57,21 +76,10 @@ struct ShutdownState {
 impl Shutdown {
     /// A shutdown for the server that accepts on `listener`.
     pub fn new(listener: &TcpListener) -> Result<Shutdown> {
-        let local = listener
-            .local_addr()
-            .map_err(|e| Error::io("cannot read the listening address", e))?;
-        let wake = SocketAddr::new(
-            match local.ip() {
-                IpAddr::V4(ip) if ip.is_unspecified() => Ipv4Addr::LOCALHOST.into(),
-                IpAddr::V6(ip) if ip.is_unspecified() => Ipv6Addr::LOCALHOST.into(),
-                ip => ip,
-            },
-            local.port(),
-        );
         Ok(Shutdown(Arc::new(ShutdownState {
             requested: Mutex::new(false),
             changed: Condvar::new(),
-            wake,
+            wake: wake_address(listener)?,
         })))
     }
 
@@ -79,9 +87,21 @@ impl Shutdown {
     pub fn request(&self) {
         *self.0.requested.lock().unwrap_or_else(|e| e.into_inner()) = true;
         self.0.changed.notify_all();
-        if let Err(e) = TcpStream::connect_timeout(&self.0.wake, Duration::from_secs(1)) {
-            log::warn!("cannot wake the accept loop: {e}");
-        }
+        wake(self.0.wake);
+    }
+
+    /// Wakes the accept loop of `listener`, another port of the server's, once a stop is
+    /// asked for: a thread waits for it.
+    pub(super) fn wake_on_stop(&self, listener: &TcpListener) -> Result<()> {
+        let (shutdown, address) = (self.clone(), wake_address(listener)?);
+        thread::Builder::new()
+            .name("wake on stop".into())
+            .spawn(move || {
+                while !shutdown.wait(Duration::from_secs(3600)) {}
+                wake(address);
+            })
+            .map(drop)
+            .map_err(|e| Error::io("cannot start a thread", e))
     }
 
     /// Whether a stop was asked for.
@@ -98,6 +118,27 @@ impl Shutdown {
             .wait_timeout_while(requested, limit, |requested| !*requested)
             .unwrap_or_else(|e| e.into_inner());
         *requested
+    }
+}
+
+/// Where a connection reaches `listener`: its own address, or loopback if it listens on
+/// every interface.
+fn wake_address(listener: &TcpListener) -> Result<SocketAddr> {
+    let local = listener
+        .local_addr()
+        .map_err(|e| Error::io("cannot read the listening address", e))?;
+    let ip = match local.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => Ipv4Addr::LOCALHOST.into(),
+        IpAddr::V6(ip) if ip.is_unspecified() => Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    Ok(SocketAddr::new(ip, local.port()))
+}
+
+/// Wakes the accept loop that listens on `address` with a connection.
+fn wake(address: SocketAddr) {
+    if let Err(e) = TcpStream::connect_timeout(&address, Duration::from_secs(1)) {
+        log::warn!("cannot wake the accept loop on {address}: {e}");
     }
 }
 

@@ -2,26 +2,28 @@
 //! Prometheus's text format (`GET /metrics`), and `GET /healthz` for a load balancer: 200 when
 //! the account store answers within a second, 503 otherwise, so that a balancer takes an
 //! instance whose store is gone out of service.
+//!
+//! Its parts: `http`, the listener and its bounds (connections, deadlines, request size);
+//! `health`, the question `/healthz` asks the store.
+
+mod health;
+mod http;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, mpsc};
-use std::thread;
-use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tiny_http::{Header, Method, Response, Server};
 
 use super::listener::Shutdown;
 use crate::db::AccountStore;
-use crate::error::{Error, Result};
-
-/// How long `/healthz` waits for the store.
-const HEALTH_WAIT: Duration = Duration::from_secs(1);
+use crate::error::Result;
+use health::HealthCheck;
+use http::{Answer, Status};
 
 /// A label set of one label.
 type Label = [(&'static str, String); 1];
@@ -148,68 +150,46 @@ impl Metrics {
         text
     }
 
-    /// Serves `/metrics` and `/healthz` on `addr` until `shutdown`, on a thread of its own.
+    /// Serves `/metrics` and `/healthz` on `addr` until `shutdown`, on threads of their own;
+    /// warns if others than this machine may reach it.
     pub(super) fn serve(
         self: &Arc<Self>,
         addr: SocketAddr,
         store: Arc<AccountStore>,
         shutdown: &Shutdown,
     ) -> Result<()> {
-        let server = Arc::new(
-            Server::http(addr)
-                .map_err(|e| Error::Config(format!("--metrics: cannot listen on {addr}: {e}")))?,
-        );
+        if !addr.ip().is_loopback() {
+            log::warn!(
+                "--metrics is not on a loopback address ({addr}): whoever reaches it can read \
+                 the server's figures and probe its store; let only the balancer and \
+                 Prometheus reach it"
+            );
+        }
+        let pinged = Arc::clone(&store);
+        let health = HealthCheck::new(move || pinged.ping());
+        let metrics = Arc::clone(self);
+        http::serve(
+            addr,
+            Arc::new(move |path: &str| metrics.answer(path, &store, &health)),
+            shutdown,
+        )?;
         log::info!("metrics on http://{addr}/metrics");
-        let (metrics, requests) = (Arc::clone(self), Arc::clone(&server));
-        thread::Builder::new()
-            .name("metrics".into())
-            .spawn(move || {
-                for request in requests.incoming_requests() {
-                    let response = metrics.answer(request.method(), request.url(), &store);
-                    if let Err(e) = request.respond(response) {
-                        log::debug!("metrics: cannot answer: {e}");
-                    }
-                }
-            })
-            .map_err(|e| Error::io("cannot start the metrics thread", e))?;
-        let shutdown = shutdown.clone();
-        thread::Builder::new()
-            .name("metrics stop".into())
-            .spawn(move || {
-                while !shutdown.wait(Duration::from_secs(3600)) {}
-                server.unblock();
-            })
-            .map(drop)
-            .map_err(|e| Error::io("cannot start the metrics thread", e))
+        Ok(())
     }
 
-    fn answer(
-        &self,
-        method: &Method,
-        url: &str,
-        store: &Arc<AccountStore>,
-    ) -> Response<std::io::Cursor<Vec<u8>>> {
-        let text = |status: u16, body: String, kind: &str| {
-            let header = Header::from_bytes("Content-Type", kind).expect("a valid header");
-            Response::from_string(body)
-                .with_status_code(status)
-                .with_header(header)
-        };
-        let plain = "text/plain; charset=utf-8";
-        if *method != Method::Get {
-            return text(405, "only GET\n".into(), plain);
-        }
-        match url {
-            "/metrics" => text(
-                200,
-                self.render(store),
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            ),
-            "/healthz" => match healthy(store) {
-                Ok(()) => text(200, "ok\n".into(), plain),
-                Err(why) => text(503, format!("{why}\n"), plain),
+    /// The answer to a `GET` of `path`.
+    fn answer(&self, path: &str, store: &AccountStore, health: &Arc<HealthCheck>) -> Answer {
+        match path {
+            "/metrics" => Answer {
+                status: Status::Ok,
+                content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                body: self.render(store),
             },
-            _ => text(404, "/metrics or /healthz\n".into(), plain),
+            "/healthz" => match health.check() {
+                Ok(()) => Answer::text(Status::Ok, "ok\n"),
+                Err(why) => Answer::text(Status::ServiceUnavailable, why.body()),
+            },
+            _ => Answer::text(Status::NotFound, "/metrics or /healthz\n"),
         }
     }
 }
@@ -228,20 +208,5 @@ impl Active<'_> {
 impl Drop for Active<'_> {
     fn drop(&mut self) {
         self.0.active.dec();
-    }
-}
-
-/// Whether the store answers within [`HEALTH_WAIT`]; if not, why.
-fn healthy(store: &Arc<AccountStore>) -> std::result::Result<(), String> {
-    let (tx, rx) = mpsc::channel();
-    let store = Arc::clone(store);
-    // A store that hangs keeps this thread until its own timeouts end it, not the answer.
-    thread::spawn(move || {
-        let _ = tx.send(store.ping());
-    });
-    match rx.recv_timeout(HEALTH_WAIT) {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(format!("the account store fails: {e}")),
-        Err(_) => Err("the account store does not answer".into()),
     }
 }
