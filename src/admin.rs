@@ -10,17 +10,20 @@
 //! none is printed but one made by `--generate`.
 
 use std::io::{BufRead, IsTerminal};
+use std::net::{IpAddr, Ipv6Addr};
 use std::process::ExitCode;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use getopts::Options;
+use getopts::{Matches, Options};
 use serde::Serialize;
 
 use crate::cli::CommandLine;
-use crate::db::{AccountStore, AccountSummary, FailureCount, StoreLocation, StoreOptions};
+use crate::db::{
+    AccountStore, AccountSummary, FailureCount, StoreLocation, StoreOptions, ThrottleTarget,
+};
 use crate::error::{Error, Result};
-use crate::xml::account::{Field, check_new_password};
+use crate::xml::account::{Field, check_new_password, check_username};
 
 const ABOUT: &str = "Manages the accounts of the account service, on the server's store \
                      (--db), while servers run.
@@ -30,11 +33,13 @@ Commands:
   show NAME                  every field but the password hash, the lock and the throttle
   lock NAME                  refuse the account's logins (its owner learns it only with the
                              right password); its open sessions end at their next command
-  unlock NAME                lift the lock and clear the name's failed-login counts
+  unlock NAME                lift the lock and clear the user's failed-login counts
   reset-password NAME        a new password, one line from standard input (or --generate:
                              a random one, printed once); the account's sessions end
   delete NAME                delete the account and everything stored with it
-  unthrottle ADDRESS|NAME    clear the failed-login counts of an address or a name
+  unthrottle --user NAME     clear the failed-login counts of a user name
+  unthrottle --address A     clear those of an address (an IPv6 address: its /64); a bare
+                             NAME or A is taken when it can be only one of the two
   stats                      accounts, logins and failures over the last day, refusals now
 
 Exit status: 0 done, 1 refused (the reason on stderr), 2 usage error.";
@@ -45,6 +50,15 @@ const GENERATED_BYTES: usize = 18;
 /// A day, in seconds.
 const DAY: f64 = 86_400.0;
 
+/// The options that go with one command only, each with its command.
+const COMMAND_OPTIONS: [(&str, &str); 5] = [
+    ("locked", "list"),
+    ("json", "list"),
+    ("generate", "reset-password"),
+    ("user", "unthrottle"),
+    ("address", "unthrottle"),
+];
+
 /// The `admin` program.
 pub fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
@@ -54,33 +68,14 @@ pub fn main() -> ExitCode {
         ABOUT,
         1..=2,
     );
-    let mut opts = Options::new();
-    opts.optopt(
-        "",
-        "db",
-        "the account store, as the server's --db: a SQLite file (sqlite:PATH or PATH) or a \
-         postgres:// URL (its password also from PGPASSWORD) [users.db]",
-        "URL",
-    );
-    opts.optflag("", "locked", "list: only the locked accounts");
-    opts.optflag("", "json", "list: as JSON");
-    opts.optflag(
-        "",
-        "generate",
-        "reset-password: make a random password and print it (once)",
-    );
-    let m = match cli.parse(opts, &args) {
+    let m = match cli.parse(options(), &args) {
         Ok(m) => m,
         Err(code) => return code,
     };
-    let command = match AdminCommand::parse(&m.free, m.opt_present("generate")) {
+    let command = match AdminCommand::parse(&m) {
         Ok(command) => command,
         Err(why) => return cli.usage_error(&why),
     };
-    if !matches!(command, AdminCommand::List) && (m.opt_present("locked") || m.opt_present("json"))
-    {
-        return cli.usage_error("--locked and --json go with list only");
-    }
     let db_text = m.opt_str("db").unwrap_or_else(|| "users.db".into());
     let location = match StoreLocation::parse(&db_text) {
         Ok(location) => location,
@@ -113,6 +108,38 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The options of `./admin`, but the common ones.
+fn options() -> Options {
+    let mut opts = Options::new();
+    opts.optopt(
+        "",
+        "db",
+        "the account store, as the server's --db: a SQLite file (sqlite:PATH or PATH) or a \
+         postgres:// URL (its password also from PGPASSWORD) [users.db]",
+        "URL",
+    );
+    opts.optflag("", "locked", "list: only the locked accounts");
+    opts.optflag("", "json", "list: as JSON");
+    opts.optflag(
+        "",
+        "generate",
+        "reset-password: make a random password and print it (once)",
+    );
+    opts.optopt(
+        "",
+        "user",
+        "unthrottle: the failed-login counts of this user name",
+        "NAME",
+    );
+    opts.optopt(
+        "",
+        "address",
+        "unthrottle: those of this address (an IPv6 address: its /64)",
+        "A",
+    );
+    opts
+}
+
 /// One command of `./admin`, as given.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum AdminCommand {
@@ -122,18 +149,25 @@ enum AdminCommand {
     Unlock(String),
     ResetPassword { name: String, generate: bool },
     Delete(String),
-    Unthrottle(String),
+    Unthrottle(ThrottleTarget),
     Stats,
 }
 
 impl AdminCommand {
-    /// The command in the free arguments; the error says what is wrong with them.
-    fn parse(free: &[String], generate: bool) -> std::result::Result<AdminCommand, String> {
-        let (name, arg) = match free {
+    /// The command in `m`'s free arguments and options; the error says what is wrong with
+    /// them.
+    fn parse(m: &Matches) -> std::result::Result<AdminCommand, String> {
+        let (name, arg) = match m.free.as_slice() {
             [name] => (name.as_str(), None),
             [name, arg] => (name.as_str(), Some(arg.clone())),
             _ => return Err("expected a command".into()),
         };
+        if let Some((option, command)) = COMMAND_OPTIONS
+            .iter()
+            .find(|(option, command)| m.opt_present(option) && *command != name)
+        {
+            return Err(format!("--{option} goes with {command} only"));
+        }
         let needs_arg = |what: &str| arg.clone().ok_or(format!("{name}: expected {what}"));
         let command = match name {
             "list" | "stats" if arg.is_some() => {
@@ -146,17 +180,51 @@ impl AdminCommand {
             "unlock" => AdminCommand::Unlock(needs_arg("an account name")?),
             "reset-password" => AdminCommand::ResetPassword {
                 name: needs_arg("an account name")?,
-                generate,
+                generate: m.opt_present("generate"),
             },
             "delete" => AdminCommand::Delete(needs_arg("an account name")?),
-            "unthrottle" => AdminCommand::Unthrottle(needs_arg("an address or a name")?),
+            "unthrottle" => AdminCommand::Unthrottle(throttle_target(
+                arg,
+                m.opt_str("user"),
+                m.opt_str("address"),
+            )?),
             other => return Err(format!("no command {other:?}")),
         };
-        if generate && !matches!(command, AdminCommand::ResetPassword { .. }) {
-            return Err("--generate goes with reset-password only".into());
-        }
         Ok(command)
     }
+}
+
+/// Whose counts `unthrottle` clears: `--user NAME`, `--address A`, or one bare argument that
+/// can be only one of the two (`10.1.2.3` may be either: a user name may be all digits and
+/// dots).
+fn throttle_target(
+    bare: Option<String>,
+    user: Option<String>,
+    address: Option<String>,
+) -> std::result::Result<ThrottleTarget, String> {
+    match (bare, user, address) {
+        (None, Some(name), None) => Ok(ThrottleTarget::User(name)),
+        (None, None, Some(text)) => parse_address(&text)
+            .map(ThrottleTarget::Address)
+            .ok_or(format!("unthrottle: --address {text:?} is not an address")),
+        (Some(text), None, None) => match parse_address(&text) {
+            Some(_) if check_username(&text).is_ok() => Err(format!(
+                "unthrottle: {text:?} may be a user name or an address; say which with \
+                 --user NAME or --address A"
+            )),
+            Some(ip) => Ok(ThrottleTarget::Address(ip)),
+            None => Ok(ThrottleTarget::User(text)),
+        },
+        _ => Err("unthrottle: expected --user NAME or --address A".into()),
+    }
+}
+
+/// An address as `unthrottle` takes it: IPv4 or IPv6, or an IPv6 /64 as `PREFIX::/64`.
+fn parse_address(text: &str) -> Option<IpAddr> {
+    text.parse().ok().or_else(|| {
+        let prefix = text.strip_suffix("/64")?;
+        prefix.parse::<Ipv6Addr>().ok().map(IpAddr::V6)
+    })
 }
 
 /// How `list` shows the accounts.
@@ -468,27 +536,72 @@ fn iso_time(secs: f64) -> String {
 mod tests {
     use super::*;
 
-    fn args(list: &[&str]) -> Vec<String> {
-        list.iter().map(|s| s.to_string()).collect()
+    /// The command in `args` (after the program's name), or why not.
+    fn parsed(args: &[&str]) -> std::result::Result<AdminCommand, String> {
+        let m = options().parse(args).map_err(|e| e.to_string())?;
+        AdminCommand::parse(&m)
     }
 
     #[test]
     fn commands_are_parsed_strictly() {
         assert_eq!(
-            AdminCommand::parse(&args(&["show", "ann"]), false),
+            parsed(&["show", "ann"]),
             Ok(AdminCommand::Show("ann".into()))
         );
         assert_eq!(
-            AdminCommand::parse(&args(&["reset-password", "ann"]), true),
+            parsed(&["reset-password", "--generate", "ann"]),
             Ok(AdminCommand::ResetPassword {
                 name: "ann".into(),
                 generate: true
             })
         );
-        assert!(AdminCommand::parse(&args(&["show"]), false).is_err());
-        assert!(AdminCommand::parse(&args(&["list", "x"]), false).is_err());
-        assert!(AdminCommand::parse(&args(&["lock", "ann"]), true).is_err());
-        assert!(AdminCommand::parse(&args(&["frobnicate"]), false).is_err());
+        for wrong in [
+            &["show"][..],
+            &["list", "x"],
+            &["lock", "ann", "--generate"],
+            &["list", "--user", "ann"],
+            &["frobnicate"],
+        ] {
+            assert!(parsed(wrong).is_err(), "{wrong:?}");
+        }
+    }
+
+    #[test]
+    fn unthrottle_says_whose_counts() {
+        let user = |name: &str| Ok(AdminCommand::Unthrottle(ThrottleTarget::User(name.into())));
+        let address = |ip: &str| {
+            Ok(AdminCommand::Unthrottle(ThrottleTarget::Address(
+                ip.parse().unwrap(),
+            )))
+        };
+        assert_eq!(
+            parsed(&["unthrottle", "--user", "10.1.2.3"]),
+            user("10.1.2.3")
+        );
+        assert_eq!(
+            parsed(&["unthrottle", "--address", "10.1.2.3"]),
+            address("10.1.2.3")
+        );
+        assert_eq!(parsed(&["unthrottle", "alice"]), user("alice"));
+        assert_eq!(
+            parsed(&["unthrottle", "2001:db8::/64"]),
+            address("2001:db8::")
+        );
+        assert_eq!(parsed(&["unthrottle", "::1"]), address("::1"));
+        let ambiguous = parsed(&["unthrottle", "10.1.2.3"]).unwrap_err();
+        assert!(
+            ambiguous.contains("--user NAME") && ambiguous.contains("--address A"),
+            "{ambiguous}"
+        );
+        for wrong in [
+            &["unthrottle"][..],
+            &["unthrottle", "--address", "alice"],
+            &["unthrottle", "--address", "10.1.2.3/64"],
+            &["unthrottle", "--user", "a", "--address", "::1"],
+            &["unthrottle", "--user", "a", "b"],
+        ] {
+            assert!(parsed(wrong).is_err(), "{wrong:?}");
+        }
     }
 
     #[test]

@@ -643,15 +643,12 @@ impl AccountStore {
         self.backend.failure_counts()
     }
 
-    /// Clears, in one transaction, the failure counts of `target`: an address (its
-    /// `addr:`, `signup:` and `pair:...@` keys, for the address as counted: an IPv6 /64, which
-    /// may be given as `PREFIX::/64`) or an account name (its `user:` and `pair:` keys, in any
-    /// letter case). Gives how many were cleared.
-    pub(crate) fn clear_failure_counts(&self, target: &str) -> Result<usize> {
-        let as_address = target.strip_suffix("/64").unwrap_or(target);
-        let selection = match as_address.parse::<IpAddr>() {
-            Ok(ip) => count_keys_at(ip),
-            Err(_) => count_keys_of(target),
+    /// Clears, in one transaction, the failure counts of `target` (see [`ThrottleTarget`]).
+    /// Gives how many were cleared.
+    pub(crate) fn clear_failure_counts(&self, target: &ThrottleTarget) -> Result<usize> {
+        let selection = match target {
+            ThrottleTarget::User(name) => count_keys_of(name),
+            ThrottleTarget::Address(ip) => count_keys_at(*ip),
         };
         Ok(self
             .backend
@@ -723,6 +720,26 @@ impl AccountStore {
         self.gate
             .run(turn, hash)
             .map_err(|hash_gate::Busy| Error::Busy)
+    }
+}
+
+/// Whose failure counts the operator clears.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum ThrottleTarget {
+    /// An account name's: its `user:` and `pair:` keys, in any letter case.
+    User(String),
+    /// An address's, as counted (an IPv6 address counts as its /64): its `addr:`, `signup:`
+    /// and `pair:...@` keys.
+    Address(IpAddr),
+}
+
+/// As the operator reads it: "the name NAME", "the address ADDRESS" (as counted).
+impl fmt::Display for ThrottleTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ThrottleTarget::User(name) => write!(f, "the name {name}"),
+            ThrottleTarget::Address(ip) => write!(f, "the address {}", address_key(*ip)),
+        }
     }
 }
 

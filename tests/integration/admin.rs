@@ -208,12 +208,12 @@ fn every_command(fx: &Fixture, server: &impl Listening, db: Option<&str>) {
     );
     assert_eq!(
         texts(&run(&["unthrottle", "BOB"], "")).0,
-        "2 throttle counts of BOB cleared\n"
+        "2 throttle counts of the name BOB cleared\n"
     );
     assert!(login_reply(server, "bob", &generated).contains("code=\"1000\""));
     assert_eq!(
-        texts(&run(&["unthrottle", "127.0.0.1"], "")).0,
-        "2 throttle counts of 127.0.0.1 cleared\n"
+        texts(&run(&["unthrottle", "--address", "127.0.0.1"], "")).0,
+        "2 throttle counts of the address 127.0.0.1 cleared\n"
     );
 
     // delete, and refusals.
@@ -275,5 +275,71 @@ fn help_and_a_missing_database() {
     assert!(
         texts(&out).1.contains("no account database at users.db"),
         "{out:?}"
+    );
+}
+
+/// `show NAME`'s text.
+fn shown(fx: &Fixture, name: &str) -> String {
+    let out = admin(fx, None, &["show", name], "");
+    assert!(out.status.success(), "{out:?}");
+    texts(&out).0
+}
+
+/// A user name that is also an address (`10.1.2.3`): `unthrottle` refuses it bare, naming
+/// both forms, and clears the name's counts with `--user`, the address's with `--address`;
+/// `unlock` clears the name's.
+#[test]
+fn a_name_that_looks_like_an_address() {
+    let fx = Fixture::new();
+    let server = fx.in_process(&[]);
+    signup(&fx, &server, "10.1.2.3", "dotted-secret");
+    let guess = || {
+        for _ in 0..3 {
+            login_reply(&server, "10.1.2.3", "guess-word");
+        }
+        assert!(shown(&fx, "10.1.2.3").contains("failed logins  3 (last 20"));
+    };
+    guess();
+
+    let out = admin(&fx, None, &["unthrottle", "10.1.2.3"], "");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let said = texts(&out).1;
+    assert!(
+        said.contains("--user NAME") && said.contains("--address A"),
+        "{said}"
+    );
+    assert!(shown(&fx, "10.1.2.3").contains("failed logins  3 (last 20"));
+    let out = admin(&fx, None, &["unthrottle", "--address", "10.1.2.3"], "");
+    assert_eq!(
+        texts(&out).0,
+        "0 throttle counts of the address 10.1.2.3 cleared\n",
+        "{out:?}"
+    );
+    let out = admin(&fx, None, &["unthrottle", "--user", "10.1.2.3"], "");
+    assert_eq!(
+        texts(&out).0,
+        "2 throttle counts of the name 10.1.2.3 cleared\n",
+        "{out:?}"
+    );
+    assert!(shown(&fx, "10.1.2.3").contains("failed logins  none\n"));
+    for usage in [
+        &["unthrottle"][..],
+        &["unthrottle", "--user", "a", "--address", "::1"],
+        &["unthrottle", "--user", "a", "b"],
+        &["unthrottle", "--address", "not-an-address"],
+        &["show", "--user", "a"],
+    ] {
+        let out = admin(&fx, None, usage, "");
+        assert_eq!(out.status.code(), Some(2), "{usage:?}: {out:?}");
+    }
+
+    guess();
+    assert!(admin(&fx, None, &["lock", "10.1.2.3"], "").status.success());
+    let out = admin(&fx, None, &["unlock", "10.1.2.3"], "");
+    assert!(out.status.success(), "{out:?}");
+    let after = shown(&fx, "10.1.2.3");
+    assert!(
+        after.contains("failed logins  none\n") && after.contains("state          active\n"),
+        "{after}"
     );
 }
