@@ -8,6 +8,10 @@
 //! generation with the one it logged in with). Exit status 0 on success, 1 when refused (the
 //! reason on stderr), 2 for a usage error. No password is taken from the command line, and
 //! none is printed but one made by `--generate`.
+//!
+//! Only `migrate` upgrades the store's schema: every other command refuses a schema that is not
+//! at this program's version, so that a newer `./admin` never upgrades it under servers of an
+//! older version.
 
 use std::io::{BufRead, IsTerminal};
 use std::net::{IpAddr, Ipv6Addr};
@@ -20,7 +24,8 @@ use serde::Serialize;
 
 use crate::cli::CommandLine;
 use crate::db::{
-    AccountStore, AccountSummary, FailureCount, StoreLocation, StoreOptions, ThrottleTarget,
+    AccountStore, AccountSummary, FailureCount, SchemaChange, SchemaUpgrade, StoreLocation,
+    StoreOptions, ThrottleTarget,
 };
 use crate::error::{Error, Result};
 use crate::xml::account::{Field, check_new_password, check_username};
@@ -41,6 +46,8 @@ Commands:
   unthrottle --address A     clear those of an address (an IPv6 address: its /64); a bare
                              NAME or A is taken when it can be only one of the two
   stats                      accounts, logins and failures over the last day, refusals now
+  migrate                    upgrade the store's schema to this program's version (the
+                             other commands refuse an older one; servers migrate at start)
 
 Exit status: 0 done, 1 refused (the reason on stderr), 2 usage error.";
 
@@ -89,15 +96,23 @@ pub fn main() -> ExitCode {
             path.display()
         ));
     }
-    let store = match AccountStore::open(&location, StoreOptions::default()) {
-        Ok(store) => store,
-        Err(e) => return cli.fail(&e),
+    let upgrade = match command {
+        AdminCommand::Migrate => SchemaUpgrade::Migrate,
+        _ => SchemaUpgrade::Refuse,
     };
+    let (store, schema) =
+        match AccountStore::open_with_schema(&location, StoreOptions::default(), upgrade) {
+            Ok(opened) => opened,
+            Err(Error::Schema { found, known }) => {
+                return cli.fail(&schema_refusal(&cli.argv0, found, known));
+            }
+            Err(e) => return cli.fail(&e),
+        };
     let listing = Listing {
         locked_only: m.opt_present("locked"),
         json: m.opt_present("json"),
     };
-    let outcome = run(&command, &store, listing);
+    let outcome = run(&command, &store, listing, schema);
     store.close();
     match outcome {
         Ok(output) => {
@@ -151,6 +166,7 @@ enum AdminCommand {
     Delete(String),
     Unthrottle(ThrottleTarget),
     Stats,
+    Migrate,
 }
 
 impl AdminCommand {
@@ -170,11 +186,12 @@ impl AdminCommand {
         }
         let needs_arg = |what: &str| arg.clone().ok_or(format!("{name}: expected {what}"));
         let command = match name {
-            "list" | "stats" if arg.is_some() => {
+            "list" | "stats" | "migrate" if arg.is_some() => {
                 return Err(format!("{name}: takes no argument"));
             }
             "list" => AdminCommand::List,
             "stats" => AdminCommand::Stats,
+            "migrate" => AdminCommand::Migrate,
             "show" => AdminCommand::Show(needs_arg("an account name")?),
             "lock" => AdminCommand::Lock(needs_arg("an account name")?),
             "unlock" => AdminCommand::Unlock(needs_arg("an account name")?),
@@ -251,8 +268,50 @@ fn refusal(command: &AdminCommand, e: Error) -> String {
     }
 }
 
-/// Runs `command` on `store` and gives what to print.
-fn run(command: &AdminCommand, store: &AccountStore, listing: Listing) -> Result<String> {
+/// Why the commands but `migrate` do not work on a store at schema version `found` when this
+/// program's is `known`, and what to do; `argv0` is this program.
+fn schema_refusal(argv0: &str, found: i64, known: i64) -> String {
+    if found > known {
+        format!(
+            "the account database is at schema version {found}, newer than this program knows \
+             ({known}): use the {argv0} of the servers' version"
+        )
+    } else if found == 0 {
+        format!(
+            "the account database has no schema yet: start a server on it, or run `{argv0} \
+             migrate`"
+        )
+    } else {
+        format!(
+            "the account database is at schema version {found}, this program's is {known}: \
+             start a server of this version on it (servers migrate when they start), or run \
+             `{argv0} migrate` once the servers that use it are stopped or upgraded"
+        )
+    }
+}
+
+/// What `migrate` did to the schema, in words.
+fn migrated(schema: SchemaChange) -> String {
+    if schema.from == schema.to {
+        format!(
+            "the account database is at schema version {}, this program's: nothing to do\n",
+            schema.to
+        )
+    } else {
+        format!(
+            "migrated the account database from schema version {} to {}\n",
+            schema.from, schema.to
+        )
+    }
+}
+
+/// Runs `command` on `store` (opened at `schema`) and gives what to print.
+fn run(
+    command: &AdminCommand,
+    store: &AccountStore,
+    listing: Listing,
+    schema: SchemaChange,
+) -> Result<String> {
     let now = crate::db::unix_now();
     match command {
         AdminCommand::List => list(store, listing, now),
@@ -302,6 +361,7 @@ fn run(command: &AdminCommand, store: &AccountStore, listing: Listing) -> Result
             ))
         }
         AdminCommand::Stats => stats(store, now),
+        AdminCommand::Migrate => Ok(migrated(schema)),
     }
 }
 

@@ -113,6 +113,26 @@ impl Default for StoreOptions {
     }
 }
 
+/// What opening the store does with a schema older than this program's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SchemaUpgrade {
+    /// Migrates it: the server when it starts, and `./admin migrate`.
+    Migrate,
+    /// Refuses it ([`Error::Schema`]) and changes nothing: the rest of `./admin`, which must
+    /// not upgrade the schema under servers of an older version.
+    Refuse,
+}
+
+/// The schema versions of a store when it was opened: the one found and the one it is at now
+/// (this program's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SchemaChange {
+    /// The version found (0: no schema yet).
+    pub(crate) from: i64,
+    /// The version now.
+    pub(crate) to: i64,
+}
+
 /// What a login attempt came to.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum LoginOutcome {
@@ -319,11 +339,28 @@ impl AccountStore {
     /// Opens (creating a SQLite file if needed) the store at `location` and brings its
     /// schema up to date.
     pub(crate) fn open(location: &StoreLocation, options: StoreOptions) -> Result<Self> {
-        let backend: Box<dyn Backend> = match location {
-            StoreLocation::Sqlite(path) => Box::new(sqlite::SqliteBackend::open(path)?),
-            StoreLocation::Postgres(url) => Box::new(postgres::PostgresBackend::open(url)?),
+        Ok(AccountStore::open_with_schema(location, options, SchemaUpgrade::Migrate)?.0)
+    }
+
+    /// Opens the store at `location` as [`Self::open`] does, with `upgrade` for a schema older
+    /// than this program's; gives also the schema's versions. A newer schema is refused
+    /// ([`Error::Schema`]).
+    pub(crate) fn open_with_schema(
+        location: &StoreLocation,
+        options: StoreOptions,
+        upgrade: SchemaUpgrade,
+    ) -> Result<(Self, SchemaChange)> {
+        let (backend, change): (Box<dyn Backend>, _) = match location {
+            StoreLocation::Sqlite(path) => {
+                let (backend, change) = sqlite::SqliteBackend::open(path, upgrade)?;
+                (Box::new(backend), change)
+            }
+            StoreLocation::Postgres(url) => {
+                let (backend, change) = postgres::PostgresBackend::open(url, upgrade)?;
+                (Box::new(backend), change)
+            }
         };
-        Ok(AccountStore::new(backend, options))
+        Ok((AccountStore::new(backend, options), change))
     }
 
     /// The store's rules over `backend`.

@@ -343,3 +343,129 @@ fn a_name_that_looks_like_an_address() {
         "{after}"
     );
 }
+
+/// The schema version of the SQLite file at `path`.
+fn user_version(path: &std::path::Path) -> i64 {
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .unwrap()
+}
+
+/// The version after "to " in `./admin migrate`'s report.
+fn migrated_to(said: &str) -> i64 {
+    said.rsplit("to ")
+        .next()
+        .and_then(|rest| rest.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no version in {said:?}"))
+}
+
+/// `./admin` does not migrate: on an older schema it refuses, naming the versions, and the
+/// file stays as it was; `./admin migrate` migrates and says from which version to which; on
+/// a newer schema both refuse.
+#[test]
+fn an_older_sqlite_schema_is_migrated_only_when_asked() {
+    let fx = Fixture::new();
+    let path = fx.path().join("users.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE accounts (
+                 id            INTEGER PRIMARY KEY,
+                 username      TEXT NOT NULL UNIQUE COLLATE NOCASE,
+                 password_hash TEXT NOT NULL,
+                 created_at    TEXT NOT NULL,
+                 updated_at    TEXT NOT NULL,
+                 last_login_at TEXT
+             );
+             INSERT INTO accounts (username, password_hash, created_at, updated_at)
+             VALUES ('olduser', 'x', '2025-01-01T00:00:00.000Z', '2025-01-01T00:00:00.000Z');
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    }
+    let out = admin(&fx, None, &["list"], "");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let said = texts(&out).1;
+    assert!(
+        said.contains("schema version 1,") && said.contains("admin migrate"),
+        "{said}"
+    );
+    assert_eq!(user_version(&path), 1);
+
+    let out = admin(&fx, None, &["migrate"], "");
+    assert!(out.status.success(), "{out:?}");
+    let said = texts(&out).0;
+    assert!(said.contains("from schema version 1 to "), "{said}");
+    let current = migrated_to(&said);
+    assert!(current > 1, "{said}");
+    assert_eq!(user_version(&path), current);
+    let out = admin(&fx, None, &["list"], "");
+    assert!(texts(&out).0.contains("olduser "), "{out:?}");
+    let out = admin(&fx, None, &["migrate"], "");
+    assert_eq!(
+        texts(&out).0,
+        format!(
+            "the account database is at schema version {current}, this program's: nothing to do\n"
+        ),
+        "{out:?}"
+    );
+
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .pragma_update(None, "user_version", current + 1)
+        .unwrap();
+    for command in ["list", "migrate"] {
+        let out = admin(&fx, None, &[command], "");
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let said = texts(&out).1;
+        assert!(
+            said.contains(&format!("schema version {}, newer", current + 1)),
+            "{said}"
+        );
+    }
+}
+
+/// On PostgreSQL: a new database is refused (and left empty) until `./admin migrate` makes
+/// the schema; a newer schema is refused.
+#[test]
+fn a_postgres_schema_is_migrated_only_when_asked() {
+    let fx = Fixture::new();
+    let url = crate::common::pg::cluster().new_database();
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let out = admin(&fx, Some(&url), &["list"], "");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let said = texts(&out).1;
+    assert!(
+        said.contains("no schema yet") && said.contains("admin migrate"),
+        "{said}"
+    );
+    let tables: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 0);
+
+    let out = admin(&fx, Some(&url), &["migrate"], "");
+    assert!(out.status.success(), "{out:?}");
+    let current = migrated_to(&texts(&out).0);
+    assert!(admin(&fx, Some(&url), &["list"], "").status.success());
+
+    client
+        .execute(
+            "UPDATE schema_version SET version = $1",
+            &[&i32::try_from(current + 1).unwrap()],
+        )
+        .unwrap();
+    let out = admin(&fx, Some(&url), &["stats"], "");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        texts(&out)
+            .1
+            .contains(&format!("schema version {}, newer", current + 1)),
+        "{out:?}"
+    );
+}
