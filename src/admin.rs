@@ -28,7 +28,7 @@ use crate::db::{
     StoreOptions, ThrottleTarget,
 };
 use crate::error::{Error, Result};
-use crate::xml::account::{Field, check_new_password, check_username};
+use crate::xml::account::{Field, check_new_password, check_username, terminal_text};
 
 const ABOUT: &str = "Manages the accounts of the account service, on the server's store \
                      (--db), while servers run.
@@ -399,6 +399,7 @@ struct ListedAccount<'a> {
     state: String,
 }
 
+/// The accounts, one line each (or as JSON), their values escaped for the terminal.
 fn list(store: &AccountStore, listing: Listing, now: f64) -> Result<String> {
     let counts = store.failure_counts()?;
     let accounts: Vec<AccountSummary> = store
@@ -419,11 +420,15 @@ fn list(store: &AccountStore, listing: Listing, now: f64) -> Result<String> {
     if listing.json {
         let json = serde_json::to_string_pretty(&listed)
             .map_err(|e| Error::Input(format!("cannot write JSON: {e}")))?;
-        return Ok(json + "\n");
+        return Ok(without_c1_controls(&json) + "\n");
     }
-    let width = listed
+    let rows: Vec<[String; 4]> = listed
         .iter()
-        .map(|a| a.name.len())
+        .map(|a| [a.name, a.created, a.last_login.unwrap_or("never"), &a.state].map(terminal_text))
+        .collect();
+    let width = rows
+        .iter()
+        .map(|[name, ..]| name.chars().count())
         .max()
         .unwrap_or(0)
         .max(4);
@@ -431,18 +436,30 @@ fn list(store: &AccountStore, listing: Listing, now: f64) -> Result<String> {
         "{:width$}  {:24}  {:24}  STATE\n",
         "NAME", "CREATED", "LAST LOGIN"
     );
-    for a in &listed {
+    for [name, created, last_login, state] in &rows {
         out.push_str(&format!(
-            "{:width$}  {:24}  {:24}  {}\n",
-            a.name,
-            a.created,
-            a.last_login.unwrap_or("never"),
-            a.state
+            "{name:width$}  {created:24}  {last_login:24}  {state}\n"
         ));
     }
     Ok(out)
 }
 
+/// `json` with DEL and the C1 control characters, which JSON lets a string hold as they are
+/// and a terminal may obey (U+009B starts a control sequence, as ESC `[` does), written as
+/// `\u00XX` escapes: the same JSON value. (JSON escapes the other control characters.)
+fn without_c1_controls(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        match c {
+            '\u{7f}'..='\u{9f}' => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Everything about the account called `name` but its password hash, one line each, its
+/// values escaped for the terminal.
 fn show(store: &AccountStore, name: &str, now: f64) -> Result<String> {
     let account = store.account_named(name)?;
     let view = store.operator_view(account.id)?;
@@ -467,7 +484,7 @@ fn show(store: &AccountStore, name: &str, now: f64) -> Result<String> {
     lines.push(("failed logins", describe_count(&counts, &name_key, now)));
     let mut out = String::new();
     for (label, value) in lines {
-        out.push_str(&format!("{label:14} {value}\n"));
+        out.push_str(&format!("{label:14} {}\n", terminal_text(&value)));
     }
     let known = store.known_addresses(account.id)?;
     if known.is_empty() {
@@ -477,7 +494,8 @@ fn show(store: &AccountStore, name: &str, now: f64) -> Result<String> {
     }
     for (address, last) in known {
         out.push_str(&format!(
-            "  {address:24} last right password {}; failures here: {}; from the address: {}\n",
+            "  {:24} last right password {}; failures here: {}; from the address: {}\n",
+            terminal_text(&address),
             iso_time(last),
             describe_count(&counts, &format!("pair:{lowered}@{address}"), now),
             describe_count(&counts, &format!("addr:{address}"), now),
@@ -662,6 +680,14 @@ mod tests {
         ] {
             assert!(parsed(wrong).is_err(), "{wrong:?}");
         }
+    }
+
+    #[test]
+    fn json_keeps_no_control_character_as_it_is() {
+        let value = "a\u{1b}[1mb\u{7f}c\u{9b}2Jd\u{202e}";
+        let json = without_c1_controls(&serde_json::to_string(value).unwrap());
+        assert_eq!(json, "\"a\\u001b[1mb\\u007fc\\u009b2Jd\u{202e}\"");
+        assert_eq!(serde_json::from_str::<String>(&json).unwrap(), value);
     }
 
     #[test]

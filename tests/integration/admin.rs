@@ -469,3 +469,46 @@ fn a_postgres_schema_is_migrated_only_when_asked() {
         "{out:?}"
     );
 }
+
+/// Stored values with an escape sequence, a direction override or a C1 control (written into
+/// the database, as no server takes them) reach the operator's terminal escaped, as the
+/// client shows them; as JSON, escaped by JSON's rules, and read back as stored.
+#[test]
+fn stored_values_are_shown_escaped() {
+    let fx = Fixture::new();
+    let server = fx.in_process(&[]);
+    signup(&fx, &server, "carol", "carol-secret");
+    let (red, evil) = (
+        "x\u{1b}[31mred\u{202e}txt",
+        "ev\u{1b}]0;owned\u{7}il\u{9b}2J",
+    );
+    rusqlite::Connection::open(fx.path().join("users.db"))
+        .unwrap()
+        .execute_batch(&format!(
+            "UPDATE accounts SET full_name = '{red}', address = 'line 1\nline 2';
+             INSERT INTO accounts (username, password_hash, created_at, updated_at)
+             VALUES ('{evil}', 'x', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z');"
+        ))
+        .unwrap();
+    let text = shown(&fx, "carol");
+    assert!(
+        text.contains("full_name      x\\u{1b}[31mred\\u{202e}txt\n")
+            && text.contains("address        line 1\\nline 2\n"),
+        "{text}"
+    );
+    let out = admin(&fx, None, &["list"], "");
+    let text = texts(&out).0;
+    assert!(
+        text.contains("ev\\u{1b}]0;owned\\u{7}il\\u{9b}2J  2026-01-01T00:00:00.000Z"),
+        "{text}"
+    );
+    let out = admin(&fx, None, &["list", "--json"], "");
+    for (what, text) in [("list", texts(&out).0), ("show", shown(&fx, "carol"))] {
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{what}: {text:?}"
+        );
+    }
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(json[1]["name"], evil);
+}
