@@ -13,7 +13,6 @@
 //! at this program's version, so that a newer `./admin` never upgrades it under servers of an
 //! older version.
 
-use std::io::{BufRead, IsTerminal};
 use std::net::{IpAddr, Ipv6Addr};
 use std::process::ExitCode;
 
@@ -28,7 +27,8 @@ use crate::db::{
     StoreOptions, ThrottleTarget,
 };
 use crate::error::{Error, Result};
-use crate::xml::account::{Field, check_new_password, check_username, terminal_text};
+use crate::prompt::Prompter;
+use crate::xml::account::{Field, PASSWORD_LEN, check_new_password, check_username, terminal_text};
 
 const ABOUT: &str = "Manages the accounts of the account service, on the server's store \
                      (--db), while servers run.
@@ -39,8 +39,9 @@ Commands:
   lock NAME                  refuse the account's logins (its owner learns it only with the
                              right password); its open sessions end at their next command
   unlock NAME                lift the lock and clear the user's failed-login counts
-  reset-password NAME        a new password, one line from standard input (or --generate:
-                             a random one, printed once); the account's sessions end
+  reset-password NAME        a new password, one line from standard input, asked twice on a
+                             terminal (or --generate: a random one, printed once); the
+                             account's sessions end
   delete NAME                delete the account and everything stored with it
   unthrottle --user NAME     clear the failed-login counts of a user name
   unthrottle --address A     clear those of an address (an IPv6 address: its /64); a bare
@@ -567,25 +568,23 @@ fn generate_password() -> Result<String> {
     Ok(URL_SAFE_NO_PAD.encode(bytes))
 }
 
-/// The new password: asked without echo on a terminal, else one line of standard input.
+/// The new password: asked twice without echo on a terminal (refused if the two differ), else
+/// one line of standard input.
 fn read_password() -> Result<String> {
-    let stdin = std::io::stdin();
-    if stdin.is_terminal() {
-        return rpassword::prompt_password("new password: ")
-            .map_err(|e| Error::io("cannot read the new password", e));
-    }
-    let mut line = String::new();
-    stdin
-        .lock()
-        .read_line(&mut line)
-        .map_err(|e| Error::io("cannot read the new password from standard input", e))?;
-    if line.is_empty() {
+    let ask = Prompter::stdin();
+    let (what, limit) = ("new password", *PASSWORD_LEN.end());
+    let password = ask.secret("new password: ", what, limit)?.ok_or_else(|| {
+        Error::Input("no new password on standard input (or use --generate)".into())
+    })?;
+    if ask.is_terminal()
+        && ask.secret("new password again: ", what, limit)?.as_ref() != Some(&password)
+    {
         return Err(Error::Input(
-            "no new password on standard input (or use --generate)".into(),
+            "the two passwords differ; nothing changed".into(),
         ));
     }
-    let line = line.strip_suffix('\n').unwrap_or(&line);
-    Ok(line.strip_suffix('\r').unwrap_or(line).to_string())
+    String::from_utf8(password)
+        .map_err(|_| Error::Input("the new password is not valid UTF-8".into()))
 }
 
 /// Seconds since the Unix epoch as ISO 8601 UTC to the second, as the store writes times.

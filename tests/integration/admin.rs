@@ -512,3 +512,58 @@ fn stored_values_are_shown_escaped() {
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(json[1]["name"], evil);
 }
+
+/// Runs `admin args` on a terminal (tests/support/pty_run.py), answering its prompts as
+/// `answers` says; gives what the terminal showed and the exit status.
+fn admin_on_terminal(fx: &Fixture, answers: &[&str], args: &[&str]) -> (String, i32) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/pty_run.py");
+    let out = run_with_input(
+        Command::new("python3")
+            .arg(script)
+            .args(answers)
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_admin"))
+            .args(args)
+            .current_dir(fx.path()),
+        b"",
+    );
+    let shown = String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n");
+    (shown, out.status.code().unwrap_or(-1))
+}
+
+/// On a terminal, `reset-password` asks twice, without echo, and changes nothing if the two
+/// differ.
+#[test]
+fn reset_password_on_a_terminal_asks_twice() {
+    let fx = Fixture::new();
+    let server = fx.in_process(&[]);
+    signup(&fx, &server, "tess", "tess-secret-1");
+    let (shown, status) = admin_on_terminal(
+        &fx,
+        &[
+            "new password: ",
+            "tess-secret-2",
+            "again: ",
+            "tess-secret-3",
+        ],
+        &["reset-password", "tess"],
+    );
+    assert_eq!(status, 1, "{shown}");
+    assert!(shown.contains("the two passwords differ"), "{shown}");
+    assert!(!shown.contains("tess-secret"), "{shown}");
+    assert!(login_reply(&server, "tess", "tess-secret-1").contains("code=\"1000\""));
+
+    let (shown, status) = admin_on_terminal(
+        &fx,
+        &[
+            "new password: ",
+            "tess-secret-2",
+            "again: ",
+            "tess-secret-2",
+        ],
+        &["reset-password", "tess"],
+    );
+    assert_eq!(status, 0, "{shown}");
+    assert!(!shown.contains("tess-secret"), "{shown}");
+    assert!(login_reply(&server, "tess", "tess-secret-2").contains("code=\"1000\""));
+}
