@@ -8,19 +8,27 @@
 //! generation with the one it logged in with). Exit status 0 on success, 1 when refused (the
 //! reason on stderr), 2 for a usage error. No password is taken from the command line, and
 //! none is printed but one made by `--generate`.
+//!
+//! Only `migrate` upgrades the store's schema: every other command refuses a schema that is not
+//! at this program's version, so that a newer `./admin` never upgrades it under servers of an
+//! older version.
 
-use std::io::{BufRead, IsTerminal};
+use std::net::{IpAddr, Ipv6Addr};
 use std::process::ExitCode;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use getopts::Options;
+use getopts::{Matches, Options};
 use serde::Serialize;
 
 use crate::cli::CommandLine;
-use crate::db::{AccountStore, AccountSummary, FailureCount, StoreLocation, StoreOptions};
+use crate::db::{
+    AccountStore, AccountSummary, FailureCount, SchemaChange, SchemaUpgrade, StoreLocation,
+    StoreOptions, ThrottleTarget,
+};
 use crate::error::{Error, Result};
-use crate::xml::account::{Field, check_new_password};
+use crate::prompt::Prompter;
+use crate::xml::account::{Field, PASSWORD_LEN, check_new_password, check_username, terminal_text};
 
 const ABOUT: &str = "Manages the accounts of the account service, on the server's store \
                      (--db), while servers run.
@@ -30,12 +38,17 @@ Commands:
   show NAME                  every field but the password hash, the lock and the throttle
   lock NAME                  refuse the account's logins (its owner learns it only with the
                              right password); its open sessions end at their next command
-  unlock NAME                lift the lock and clear the name's failed-login counts
-  reset-password NAME        a new password, one line from standard input (or --generate:
-                             a random one, printed once); the account's sessions end
+  unlock NAME                lift the lock and clear the user's failed-login counts
+  reset-password NAME        a new password, one line from standard input, asked twice on a
+                             terminal (or --generate: a random one, printed once); the
+                             account's sessions end
   delete NAME                delete the account and everything stored with it
-  unthrottle ADDRESS|NAME    clear the failed-login counts of an address or a name
+  unthrottle --user NAME     clear the failed-login counts of a user name
+  unthrottle --address A     clear those of an address (an IPv6 address: its /64); a bare
+                             NAME or A is taken when it can be only one of the two
   stats                      accounts, logins and failures over the last day, refusals now
+  migrate                    upgrade the store's schema to this program's version (the
+                             other commands refuse an older one; servers migrate at start)
 
 Exit status: 0 done, 1 refused (the reason on stderr), 2 usage error.";
 
@@ -44,6 +57,15 @@ const GENERATED_BYTES: usize = 18;
 
 /// A day, in seconds.
 const DAY: f64 = 86_400.0;
+
+/// The options that go with one command only, each with its command.
+const COMMAND_OPTIONS: [(&str, &str); 5] = [
+    ("locked", "list"),
+    ("json", "list"),
+    ("generate", "reset-password"),
+    ("user", "unthrottle"),
+    ("address", "unthrottle"),
+];
 
 /// The `admin` program.
 pub fn main() -> ExitCode {
@@ -54,6 +76,56 @@ pub fn main() -> ExitCode {
         ABOUT,
         1..=2,
     );
+    let m = match cli.parse(options(), &args) {
+        Ok(m) => m,
+        Err(code) => return code,
+    };
+    let command = match AdminCommand::parse(&m) {
+        Ok(command) => command,
+        Err(why) => return cli.usage_error(&why),
+    };
+    let db_text = m.opt_str("db").unwrap_or_else(|| "users.db".into());
+    let location = match StoreLocation::parse(&db_text) {
+        Ok(location) => location,
+        Err(why) => return cli.usage_error(&format!("--db: {why}")),
+    };
+    if let StoreLocation::Sqlite(path) = &location
+        && !path.exists()
+    {
+        return cli.fail(&format!(
+            "no account database at {} (--db names the server's)",
+            path.display()
+        ));
+    }
+    let upgrade = match command {
+        AdminCommand::Migrate => SchemaUpgrade::Migrate,
+        _ => SchemaUpgrade::Refuse,
+    };
+    let (store, schema) =
+        match AccountStore::open_with_schema(&location, StoreOptions::default(), upgrade) {
+            Ok(opened) => opened,
+            Err(Error::Schema { found, known }) => {
+                return cli.fail(&schema_refusal(&cli.argv0, found, known));
+            }
+            Err(e) => return cli.fail(&e),
+        };
+    let listing = Listing {
+        locked_only: m.opt_present("locked"),
+        json: m.opt_present("json"),
+    };
+    let outcome = run(&command, &store, listing, schema);
+    store.close();
+    match outcome {
+        Ok(output) => {
+            print!("{output}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => cli.fail(&refusal(&command, e)),
+    }
+}
+
+/// The options of `./admin`, but the common ones.
+fn options() -> Options {
     let mut opts = Options::new();
     opts.optopt(
         "",
@@ -69,48 +141,19 @@ pub fn main() -> ExitCode {
         "generate",
         "reset-password: make a random password and print it (once)",
     );
-    let m = match cli.parse(opts, &args) {
-        Ok(m) => m,
-        Err(code) => return code,
-    };
-    let command = match AdminCommand::parse(&m.free, m.opt_present("generate")) {
-        Ok(command) => command,
-        Err(why) => return cli.usage_error(&why),
-    };
-    if !matches!(command, AdminCommand::List) && (m.opt_present("locked") || m.opt_present("json"))
-    {
-        return cli.usage_error("--locked and --json go with list only");
-    }
-    let db_text = m.opt_str("db").unwrap_or_else(|| "users.db".into());
-    let location = match StoreLocation::parse(&db_text) {
-        Ok(location) => location,
-        Err(why) => return cli.usage_error(&format!("--db: {why}")),
-    };
-    if let StoreLocation::Sqlite(path) = &location
-        && !path.exists()
-    {
-        return cli.fail(&format!(
-            "no account database at {} (--db names the server's)",
-            path.display()
-        ));
-    }
-    let store = match AccountStore::open(&location, StoreOptions::default()) {
-        Ok(store) => store,
-        Err(e) => return cli.fail(&e),
-    };
-    let listing = Listing {
-        locked_only: m.opt_present("locked"),
-        json: m.opt_present("json"),
-    };
-    let outcome = run(&command, &store, listing);
-    store.close();
-    match outcome {
-        Ok(output) => {
-            print!("{output}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => cli.fail(&refusal(&command, e)),
-    }
+    opts.optopt(
+        "",
+        "user",
+        "unthrottle: the failed-login counts of this user name",
+        "NAME",
+    );
+    opts.optopt(
+        "",
+        "address",
+        "unthrottle: those of this address (an IPv6 address: its /64)",
+        "A",
+    );
+    opts
 }
 
 /// One command of `./admin`, as given.
@@ -122,41 +165,84 @@ enum AdminCommand {
     Unlock(String),
     ResetPassword { name: String, generate: bool },
     Delete(String),
-    Unthrottle(String),
+    Unthrottle(ThrottleTarget),
     Stats,
+    Migrate,
 }
 
 impl AdminCommand {
-    /// The command in the free arguments; the error says what is wrong with them.
-    fn parse(free: &[String], generate: bool) -> std::result::Result<AdminCommand, String> {
-        let (name, arg) = match free {
+    /// The command in `m`'s free arguments and options; the error says what is wrong with
+    /// them.
+    fn parse(m: &Matches) -> std::result::Result<AdminCommand, String> {
+        let (name, arg) = match m.free.as_slice() {
             [name] => (name.as_str(), None),
             [name, arg] => (name.as_str(), Some(arg.clone())),
             _ => return Err("expected a command".into()),
         };
+        if let Some((option, command)) = COMMAND_OPTIONS
+            .iter()
+            .find(|(option, command)| m.opt_present(option) && *command != name)
+        {
+            return Err(format!("--{option} goes with {command} only"));
+        }
         let needs_arg = |what: &str| arg.clone().ok_or(format!("{name}: expected {what}"));
         let command = match name {
-            "list" | "stats" if arg.is_some() => {
+            "list" | "stats" | "migrate" if arg.is_some() => {
                 return Err(format!("{name}: takes no argument"));
             }
             "list" => AdminCommand::List,
             "stats" => AdminCommand::Stats,
+            "migrate" => AdminCommand::Migrate,
             "show" => AdminCommand::Show(needs_arg("an account name")?),
             "lock" => AdminCommand::Lock(needs_arg("an account name")?),
             "unlock" => AdminCommand::Unlock(needs_arg("an account name")?),
             "reset-password" => AdminCommand::ResetPassword {
                 name: needs_arg("an account name")?,
-                generate,
+                generate: m.opt_present("generate"),
             },
             "delete" => AdminCommand::Delete(needs_arg("an account name")?),
-            "unthrottle" => AdminCommand::Unthrottle(needs_arg("an address or a name")?),
+            "unthrottle" => AdminCommand::Unthrottle(throttle_target(
+                arg,
+                m.opt_str("user"),
+                m.opt_str("address"),
+            )?),
             other => return Err(format!("no command {other:?}")),
         };
-        if generate && !matches!(command, AdminCommand::ResetPassword { .. }) {
-            return Err("--generate goes with reset-password only".into());
-        }
         Ok(command)
     }
+}
+
+/// Whose counts `unthrottle` clears: `--user NAME`, `--address A`, or one bare argument that
+/// can be only one of the two (`10.1.2.3` may be either: a user name may be all digits and
+/// dots).
+fn throttle_target(
+    bare: Option<String>,
+    user: Option<String>,
+    address: Option<String>,
+) -> std::result::Result<ThrottleTarget, String> {
+    match (bare, user, address) {
+        (None, Some(name), None) => Ok(ThrottleTarget::User(name)),
+        (None, None, Some(text)) => parse_address(&text)
+            .map(ThrottleTarget::Address)
+            .ok_or(format!("unthrottle: --address {text:?} is not an address")),
+        (Some(text), None, None) => match parse_address(&text) {
+            Some(_) if check_username(&text).is_ok() => Err(format!(
+                "unthrottle: {text:?} may be a user name or an address; say which with \
+                 --user NAME or --address A"
+            )),
+            Some(ip) => Ok(ThrottleTarget::Address(ip)),
+            None => Ok(ThrottleTarget::User(text)),
+        },
+        _ => Err("unthrottle: expected --user NAME or --address A".into()),
+    }
+}
+
+/// An address as `unthrottle` takes it: IPv4 or IPv6, or an IPv6 /64 as `PREFIX::/64`.
+fn parse_address(text: &str) -> Option<IpAddr> {
+    text.parse().ok().or_else(|| {
+        let prefix = text.strip_suffix("/64")?;
+        prefix.parse::<Ipv6Addr>().ok().map(IpAddr::V6)
+    })
 }
 
 /// How `list` shows the accounts.
@@ -183,8 +269,50 @@ fn refusal(command: &AdminCommand, e: Error) -> String {
     }
 }
 
-/// Runs `command` on `store` and gives what to print.
-fn run(command: &AdminCommand, store: &AccountStore, listing: Listing) -> Result<String> {
+/// Why the commands but `migrate` do not work on a store at schema version `found` when this
+/// program's is `known`, and what to do; `argv0` is this program.
+fn schema_refusal(argv0: &str, found: i64, known: i64) -> String {
+    if found > known {
+        format!(
+            "the account database is at schema version {found}, newer than this program knows \
+             ({known}): use the {argv0} of the servers' version"
+        )
+    } else if found == 0 {
+        format!(
+            "the account database has no schema yet: start a server on it, or run `{argv0} \
+             migrate`"
+        )
+    } else {
+        format!(
+            "the account database is at schema version {found}, this program's is {known}: \
+             start a server of this version on it (servers migrate when they start), or run \
+             `{argv0} migrate` once the servers that use it are stopped or upgraded"
+        )
+    }
+}
+
+/// What `migrate` did to the schema, in words.
+fn migrated(schema: SchemaChange) -> String {
+    if schema.from == schema.to {
+        format!(
+            "the account database is at schema version {}, this program's: nothing to do\n",
+            schema.to
+        )
+    } else {
+        format!(
+            "migrated the account database from schema version {} to {}\n",
+            schema.from, schema.to
+        )
+    }
+}
+
+/// Runs `command` on `store` (opened at `schema`) and gives what to print.
+fn run(
+    command: &AdminCommand,
+    store: &AccountStore,
+    listing: Listing,
+    schema: SchemaChange,
+) -> Result<String> {
     let now = crate::db::unix_now();
     match command {
         AdminCommand::List => list(store, listing, now),
@@ -234,6 +362,7 @@ fn run(command: &AdminCommand, store: &AccountStore, listing: Listing) -> Result
             ))
         }
         AdminCommand::Stats => stats(store, now),
+        AdminCommand::Migrate => Ok(migrated(schema)),
     }
 }
 
@@ -275,6 +404,7 @@ struct ListedAccount<'a> {
     state: String,
 }
 
+/// The accounts, one line each (or as JSON), their values escaped for the terminal.
 fn list(store: &AccountStore, listing: Listing, now: f64) -> Result<String> {
     let counts = store.failure_counts()?;
     let accounts: Vec<AccountSummary> = store
@@ -295,11 +425,15 @@ fn list(store: &AccountStore, listing: Listing, now: f64) -> Result<String> {
     if listing.json {
         let json = serde_json::to_string_pretty(&listed)
             .map_err(|e| Error::Input(format!("cannot write JSON: {e}")))?;
-        return Ok(json + "\n");
+        return Ok(without_c1_controls(&json) + "\n");
     }
-    let width = listed
+    let rows: Vec<[String; 4]> = listed
         .iter()
-        .map(|a| a.name.len())
+        .map(|a| [a.name, a.created, a.last_login.unwrap_or("never"), &a.state].map(terminal_text))
+        .collect();
+    let width = rows
+        .iter()
+        .map(|[name, ..]| name.chars().count())
         .max()
         .unwrap_or(0)
         .max(4);
@@ -307,18 +441,30 @@ fn list(store: &AccountStore, listing: Listing, now: f64) -> Result<String> {
         "{:width$}  {:24}  {:24}  STATE\n",
         "NAME", "CREATED", "LAST LOGIN"
     );
-    for a in &listed {
+    for [name, created, last_login, state] in &rows {
         out.push_str(&format!(
-            "{:width$}  {:24}  {:24}  {}\n",
-            a.name,
-            a.created,
-            a.last_login.unwrap_or("never"),
-            a.state
+            "{name:width$}  {created:24}  {last_login:24}  {state}\n"
         ));
     }
     Ok(out)
 }
 
+/// `json` with DEL and the C1 control characters, which JSON lets a string hold as they are
+/// and a terminal may obey (U+009B starts a control sequence, as ESC `[` does), written as
+/// `\u00XX` escapes: the same JSON value. (JSON escapes the other control characters.)
+fn without_c1_controls(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        match c {
+            '\u{7f}'..='\u{9f}' => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Everything about the account called `name` but its password hash, one line each, its
+/// values escaped for the terminal.
 fn show(store: &AccountStore, name: &str, now: f64) -> Result<String> {
     let account = store.account_named(name)?;
     let view = store.operator_view(account.id)?;
@@ -343,7 +489,7 @@ fn show(store: &AccountStore, name: &str, now: f64) -> Result<String> {
     lines.push(("failed logins", describe_count(&counts, &name_key, now)));
     let mut out = String::new();
     for (label, value) in lines {
-        out.push_str(&format!("{label:14} {value}\n"));
+        out.push_str(&format!("{label:14} {}\n", terminal_text(&value)));
     }
     let known = store.known_addresses(account.id)?;
     if known.is_empty() {
@@ -353,7 +499,8 @@ fn show(store: &AccountStore, name: &str, now: f64) -> Result<String> {
     }
     for (address, last) in known {
         out.push_str(&format!(
-            "  {address:24} last right password {}; failures here: {}; from the address: {}\n",
+            "  {:24} last right password {}; failures here: {}; from the address: {}\n",
+            terminal_text(&address),
             iso_time(last),
             describe_count(&counts, &format!("pair:{lowered}@{address}"), now),
             describe_count(&counts, &format!("addr:{address}"), now),
@@ -425,25 +572,23 @@ fn generate_password() -> Result<String> {
     Ok(URL_SAFE_NO_PAD.encode(bytes))
 }
 
-/// The new password: asked without echo on a terminal, else one line of standard input.
+/// The new password: asked twice without echo on a terminal (refused if the two differ), else
+/// one line of standard input.
 fn read_password() -> Result<String> {
-    let stdin = std::io::stdin();
-    if stdin.is_terminal() {
-        return rpassword::prompt_password("new password: ")
-            .map_err(|e| Error::io("cannot read the new password", e));
-    }
-    let mut line = String::new();
-    stdin
-        .lock()
-        .read_line(&mut line)
-        .map_err(|e| Error::io("cannot read the new password from standard input", e))?;
-    if line.is_empty() {
+    let ask = Prompter::stdin();
+    let (what, limit) = ("new password", *PASSWORD_LEN.end());
+    let password = ask.secret("new password: ", what, limit)?.ok_or_else(|| {
+        Error::Input("no new password on standard input (or use --generate)".into())
+    })?;
+    if ask.is_terminal()
+        && ask.secret("new password again: ", what, limit)?.as_ref() != Some(&password)
+    {
         return Err(Error::Input(
-            "no new password on standard input (or use --generate)".into(),
+            "the two passwords differ; nothing changed".into(),
         ));
     }
-    let line = line.strip_suffix('\n').unwrap_or(&line);
-    Ok(line.strip_suffix('\r').unwrap_or(line).to_string())
+    String::from_utf8(password)
+        .map_err(|_| Error::Input("the new password is not valid UTF-8".into()))
 }
 
 /// Seconds since the Unix epoch as ISO 8601 UTC to the second, as the store writes times.
@@ -472,27 +617,80 @@ fn iso_time(secs: f64) -> String {
 mod tests {
     use super::*;
 
-    fn args(list: &[&str]) -> Vec<String> {
-        list.iter().map(|s| s.to_string()).collect()
+    /// The command in `args` (after the program's name), or why not.
+    fn parsed(args: &[&str]) -> std::result::Result<AdminCommand, String> {
+        let m = options().parse(args).map_err(|e| e.to_string())?;
+        AdminCommand::parse(&m)
     }
 
     #[test]
     fn commands_are_parsed_strictly() {
         assert_eq!(
-            AdminCommand::parse(&args(&["show", "ann"]), false),
+            parsed(&["show", "ann"]),
             Ok(AdminCommand::Show("ann".into()))
         );
         assert_eq!(
-            AdminCommand::parse(&args(&["reset-password", "ann"]), true),
+            parsed(&["reset-password", "--generate", "ann"]),
             Ok(AdminCommand::ResetPassword {
                 name: "ann".into(),
                 generate: true
             })
         );
-        assert!(AdminCommand::parse(&args(&["show"]), false).is_err());
-        assert!(AdminCommand::parse(&args(&["list", "x"]), false).is_err());
-        assert!(AdminCommand::parse(&args(&["lock", "ann"]), true).is_err());
-        assert!(AdminCommand::parse(&args(&["frobnicate"]), false).is_err());
+        for wrong in [
+            &["show"][..],
+            &["list", "x"],
+            &["lock", "ann", "--generate"],
+            &["list", "--user", "ann"],
+            &["frobnicate"],
+        ] {
+            assert!(parsed(wrong).is_err(), "{wrong:?}");
+        }
+    }
+
+    #[test]
+    fn unthrottle_says_whose_counts() {
+        let user = |name: &str| Ok(AdminCommand::Unthrottle(ThrottleTarget::User(name.into())));
+        let address = |ip: &str| {
+            Ok(AdminCommand::Unthrottle(ThrottleTarget::Address(
+                ip.parse().unwrap(),
+            )))
+        };
+        assert_eq!(
+            parsed(&["unthrottle", "--user", "10.1.2.3"]),
+            user("10.1.2.3")
+        );
+        assert_eq!(
+            parsed(&["unthrottle", "--address", "10.1.2.3"]),
+            address("10.1.2.3")
+        );
+        assert_eq!(parsed(&["unthrottle", "alice"]), user("alice"));
+        assert_eq!(
+            parsed(&["unthrottle", "2001:db8::/64"]),
+            address("2001:db8::")
+        );
+        assert_eq!(parsed(&["unthrottle", "::1"]), address("::1"));
+        let ambiguous = parsed(&["unthrottle", "10.1.2.3"]).unwrap_err();
+        assert!(
+            ambiguous.contains("--user NAME") && ambiguous.contains("--address A"),
+            "{ambiguous}"
+        );
+        for wrong in [
+            &["unthrottle"][..],
+            &["unthrottle", "--address", "alice"],
+            &["unthrottle", "--address", "10.1.2.3/64"],
+            &["unthrottle", "--user", "a", "--address", "::1"],
+            &["unthrottle", "--user", "a", "b"],
+        ] {
+            assert!(parsed(wrong).is_err(), "{wrong:?}");
+        }
+    }
+
+    #[test]
+    fn json_keeps_no_control_character_as_it_is() {
+        let value = "a\u{1b}[1mb\u{7f}c\u{9b}2Jd\u{202e}";
+        let json = without_c1_controls(&serde_json::to_string(value).unwrap());
+        assert_eq!(json, "\"a\\u001b[1mb\\u007fc\\u009b2Jd\u{202e}\"");
+        assert_eq!(serde_json::from_str::<String>(&json).unwrap(), value);
     }
 
     #[test]

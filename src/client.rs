@@ -20,14 +20,12 @@
 //! - `connection`: an account-protocol session, one command and reply at a time;
 //! - `portal`: the interactive Login / Signup portal;
 //! - `script`: one command from the command line;
-//! - `prompt`: asking the person at the keyboard, with limits;
 //! - `render`: an account's information as text.
 
 pub(crate) mod connect;
 pub(crate) mod connection;
 mod legacy;
 mod portal;
-mod prompt;
 mod render;
 mod script;
 

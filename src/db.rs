@@ -115,6 +115,26 @@ impl Default for StoreOptions {
     }
 }
 
+/// What opening the store does with a schema older than this program's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SchemaUpgrade {
+    /// Migrates it: the server when it starts, and `./admin migrate`.
+    Migrate,
+    /// Refuses it ([`Error::Schema`]) and changes nothing: the rest of `./admin`, which must
+    /// not upgrade the schema under servers of an older version.
+    Refuse,
+}
+
+/// The schema versions of a store when it was opened: the one found and the one it is at now
+/// (this program's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SchemaChange {
+    /// The version found (0: no schema yet).
+    pub(crate) from: i64,
+    /// The version now.
+    pub(crate) to: i64,
+}
+
 /// What a login attempt came to.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum LoginOutcome {
@@ -320,11 +340,28 @@ impl AccountStore {
     /// Opens (creating a SQLite file if needed) the store at `location` and brings its
     /// schema up to date.
     pub(crate) fn open(location: &StoreLocation, options: StoreOptions) -> Result<Self> {
-        let backend: Box<dyn Backend> = match location {
-            StoreLocation::Sqlite(path) => Box::new(sqlite::SqliteBackend::open(path)?),
-            StoreLocation::Postgres(url) => Box::new(postgres::PostgresBackend::open(url)?),
+        Ok(AccountStore::open_with_schema(location, options, SchemaUpgrade::Migrate)?.0)
+    }
+
+    /// Opens the store at `location` as [`Self::open`] does, with `upgrade` for a schema older
+    /// than this program's; gives also the schema's versions. A newer schema is refused
+    /// ([`Error::Schema`]).
+    pub(crate) fn open_with_schema(
+        location: &StoreLocation,
+        options: StoreOptions,
+        upgrade: SchemaUpgrade,
+    ) -> Result<(Self, SchemaChange)> {
+        let (backend, change): (Box<dyn Backend>, _) = match location {
+            StoreLocation::Sqlite(path) => {
+                let (backend, change) = sqlite::SqliteBackend::open(path, upgrade)?;
+                (Box::new(backend), change)
+            }
+            StoreLocation::Postgres(url) => {
+                let (backend, change) = postgres::PostgresBackend::open(url, upgrade)?;
+                (Box::new(backend), change)
+            }
         };
-        Ok(AccountStore::new(backend, options))
+        Ok((AccountStore::new(backend, options), change))
     }
 
     /// The store's rules over `backend`.
@@ -677,15 +714,12 @@ impl AccountStore {
         self.backend.failure_counts()
     }
 
-    /// Clears, in one transaction, the failure counts of `target`: an address (its
-    /// `addr:`, `signup:` and `pair:...@` keys, for the address as counted: an IPv6 /64, which
-    /// may be given as `PREFIX::/64`) or an account name (its `user:` and `pair:` keys, in any
-    /// letter case). Gives how many were cleared.
-    pub(crate) fn clear_failure_counts(&self, target: &str) -> Result<usize> {
-        let as_address = target.strip_suffix("/64").unwrap_or(target);
-        let selection = match as_address.parse::<IpAddr>() {
-            Ok(ip) => count_keys_at(ip),
-            Err(_) => count_keys_of(target),
+    /// Clears, in one transaction, the failure counts of `target` (see [`ThrottleTarget`]).
+    /// Gives how many were cleared.
+    pub(crate) fn clear_failure_counts(&self, target: &ThrottleTarget) -> Result<usize> {
+        let selection = match target {
+            ThrottleTarget::User(name) => count_keys_of(name),
+            ThrottleTarget::Address(ip) => count_keys_at(*ip),
         };
         Ok(self
             .backend
@@ -758,6 +792,26 @@ impl AccountStore {
         self.gate
             .run(turn, hash)
             .map_err(|hash_gate::Busy| Error::Busy)
+    }
+}
+
+/// Whose failure counts the operator clears.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum ThrottleTarget {
+    /// An account name's: its `user:` and `pair:` keys, in any letter case.
+    User(String),
+    /// An address's, as counted (an IPv6 address counts as its /64): its `addr:`, `signup:`
+    /// and `pair:...@` keys.
+    Address(IpAddr),
+}
+
+/// As the operator reads it: "the name NAME", "the address ADDRESS" (as counted).
+impl fmt::Display for ThrottleTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ThrottleTarget::User(name) => write!(f, "the name {name}"),
+            ThrottleTarget::Address(ip) => write!(f, "the address {}", address_key(*ip)),
+        }
     }
 }
 

@@ -56,6 +56,14 @@ pub enum Error {
     Input(String),
     /// A setting or file is unusable; the text says which and why.
     Config(String),
+    /// The account database's schema is not at this program's version: newer than this
+    /// program knows, or older and not to be migrated by this opening.
+    Schema {
+        /// The version the database is at (0: no schema yet).
+        found: i64,
+        /// This program's version.
+        known: i64,
+    },
 }
 
 impl Error {
@@ -104,6 +112,16 @@ impl fmt::Display for Error {
             | Error::Protocol(why)
             | Error::Input(why)
             | Error::Config(why) => f.write_str(why),
+            Error::Schema { found, known } if found > known => write!(
+                f,
+                "account database schema version {found} is newer than this program knows \
+                 ({known}); use a newer server"
+            ),
+            Error::Schema { found, known } => write!(
+                f,
+                "account database schema version {found} is older than this program's \
+                 ({known}) and was not migrated"
+            ),
         }
     }
 }

@@ -23,6 +23,8 @@
 //! - `tls`: TLS pieces both programs use (the TLS 1.2 pin, certificate names, errors).
 //! - `deadline`: a TCP stream whose every wait ends by a deadline.
 //! - `cli`: the command-line handling the programs share.
+//! - `prompt`: asking the person at a terminal for input, passwords without echo (the client
+//!   and the admin tool).
 //! - [`error`]: the library's error type.
 
 mod address;
@@ -34,6 +36,7 @@ mod db;
 mod deadline;
 pub mod error;
 mod password;
+mod prompt;
 mod secret_file;
 pub mod server;
 mod tls;

@@ -8,8 +8,8 @@ use std::path::Path;
 use openssl::ssl::{SslRef, SslSession};
 
 use super::connect::{ConnectOptions, connect, connect_resuming, init_ctx};
-use super::prompt::Prompter;
 use crate::error::{Error, Result};
+use crate::prompt::Prompter;
 use crate::tls;
 use crate::xml::legacy::{LEGACY_INVALID_REPLY, LEGACY_REQUEST_MAX, legacy_request, printable};
 

@@ -10,9 +10,9 @@ use openssl::ssl::SslConnector;
 
 use super::connect::{ConnectOptions, init_ctx};
 use super::connection::AccountConnection;
-use super::prompt::Prompter;
 use super::render::{message, portal_view_text};
 use crate::error::{Error, Result};
+use crate::prompt::Prompter;
 use crate::xml::account::{Field, PASSWORD_LEN, PolicyError, check_new_password, check_username};
 use crate::xml::command::{Command, Delete, Login, Passwd, Signup, Update};
 use crate::xml::reply::{Reply, ResultCode};

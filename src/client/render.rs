@@ -2,7 +2,7 @@
 //! line each, and the server's messages, with nothing in them that could act on the terminal
 //! or make the text read otherwise.
 
-use crate::xml::account::{AccountView, is_invisible};
+use crate::xml::account::{AccountView, terminal_text};
 use crate::xml::legacy::printable;
 
 /// `view`'s text: one `field: value` line per field; a backslash in a value is written `\\`,
@@ -12,7 +12,7 @@ pub(super) fn view_text(account: &AccountView) -> String {
     account
         .entries()
         .into_iter()
-        .map(|(name, value)| format!("{name}: {}\n", escaped(&value)))
+        .map(|(name, value)| format!("{name}: {}\n", terminal_text(&value)))
         .collect()
 }
 
@@ -24,7 +24,7 @@ pub(super) fn portal_view_text(account: &AccountView) -> String {
         .into_iter()
         .map(|(name, value)| {
             let indent = format!("\n{}", " ".repeat(name.len() + 2));
-            let lines: Vec<String> = value.split('\n').map(escaped).collect();
+            let lines: Vec<String> = value.split('\n').map(terminal_text).collect();
             format!("{name}: {}\n", lines.join(&indent))
         })
         .collect()
@@ -33,19 +33,6 @@ pub(super) fn portal_view_text(account: &AccountView) -> String {
 /// A message from the server, safe to print (see [`printable`]).
 pub(super) fn message(text: &str) -> String {
     printable(text.as_bytes())
-}
-
-fn escaped(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c if c.is_control() || is_invisible(c) => out.extend(c.escape_unicode()),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -10,10 +10,10 @@ use getopts::{Matches, Options};
 
 use super::connect::{ConnectOptions, init_ctx};
 use super::connection::AccountConnection;
-use super::prompt::Prompter;
 use super::render::{message, view_text};
 use crate::cli::CommandLine;
 use crate::error::{Error, Result};
+use crate::prompt::Prompter;
 use crate::xml::account::{Field, PASSWORD_LEN};
 use crate::xml::command::{Command, CommandKind, Delete, Login, Passwd, Signup, Update};
 use crate::xml::reply::{Reply, ResultCode};

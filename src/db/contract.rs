@@ -11,6 +11,7 @@ use super::hash_gate::HashTurn;
 use super::throttle::{Attempt, Limit, PRUNE_BATCH, ThrottleKeys};
 use super::{
     AccountId, AccountStore, Counted, LoginOutcome, SessionAccount, StoreOptions, ThrottlePolicy,
+    ThrottleTarget,
 };
 use crate::error::{Error, Result};
 use crate::password::{MIN_ITERATIONS, Pbkdf2Params};
@@ -762,7 +763,7 @@ pub(crate) fn the_operator_lists_counts_unthrottles_and_deletes(
         s.login("olaf", b"guess", from)?;
     }
     assert_eq!(
-        s.clear_failure_counts("2001:db8:1:2::99")?,
+        s.clear_failure_counts(&ThrottleTarget::Address(ip("2001:db8:1:2::99")))?,
         2,
         "addr and pair"
     );
@@ -779,10 +780,20 @@ pub(crate) fn the_operator_lists_counts_unthrottles_and_deletes(
             "user:olaf"
         ]
     );
-    assert_eq!(s.clear_failure_counts("OLAF")?, 2, "user and pair");
-    assert_eq!(s.clear_failure_counts("192.0.2.50")?, 1);
-    assert_eq!(s.clear_failure_counts("198.51.100.200")?, 1);
-    assert_eq!(s.clear_failure_counts("Nils")?, 1);
+    assert_eq!(
+        s.clear_failure_counts(&ThrottleTarget::User("OLAF".into()))?,
+        2,
+        "user and pair"
+    );
+    assert_eq!(s.clear_failure_counts(&ThrottleTarget::Address(v4))?, 1);
+    assert_eq!(
+        s.clear_failure_counts(&ThrottleTarget::Address(ip("198.51.100.200")))?,
+        1
+    );
+    assert_eq!(
+        s.clear_failure_counts(&ThrottleTarget::User("Nils".into()))?,
+        1
+    );
     assert!(s.failure_counts()?.is_empty());
     s.remove("NILS")?;
     assert!(matches!(

@@ -35,7 +35,7 @@ use super::sql::{
 use super::throttle::{Attempt, FailureCount, Limit, Outcome, PRUNE_BATCH, Refusal};
 use super::{
     AccountId, AccountSummary, AccountTotals, Backend, Counted, KeySelection, LoginRecord,
-    LoginUpdate, SessionAccount, SessionState, value_of,
+    LoginUpdate, SchemaChange, SchemaUpgrade, SessionAccount, SessionState, value_of,
 };
 use crate::error::{Error, Result, with_causes};
 use crate::xml::account::{AccountView, Field};
@@ -480,8 +480,8 @@ pub(super) struct PostgresBackend {
 
 impl PostgresBackend {
     /// Connects to the database at `url` (its password from the URL, else `PGPASSWORD`) and
-    /// brings its schema up to date.
-    pub(super) fn open(url: &str) -> Result<Self> {
+    /// brings its schema up to date, or refuses an older one ([`sql::migrate`]).
+    pub(super) fn open(url: &str, upgrade: SchemaUpgrade) -> Result<(Self, SchemaChange)> {
         let mut config: postgres::Config = url
             .parse()
             .map_err(|e| Error::Config(format!("--db: not a PostgreSQL URL: {e}")))?;
@@ -507,23 +507,24 @@ impl PostgresBackend {
             .error_handler(Box::new(NopErrorHandler))
             .build_unchecked(Connector(config));
         let backend = PostgresBackend { pool };
-        backend
+        let change = backend
             .transaction(|tx| {
                 execute(
                     tx,
                     "SELECT pg_advisory_xact_lock($1)",
                     &[(&MIGRATION_LOCK, Type::INT8)],
                 )?;
-                sql::migrate(tx, MIGRATIONS)
+                sql::migrate(tx, MIGRATIONS, upgrade)
             })
             .map_err(|e| {
                 let why = match &e {
+                    Error::Schema { .. } => return e,
                     Error::Store(source) => with_causes(source.as_ref()),
                     e => e.to_string(),
                 };
                 Error::Config(format!("cannot open the account database: {why}"))
             })?;
-        Ok(backend)
+        Ok((backend, change))
     }
 
     fn connection(&self) -> Result<PooledConnection<Connector>> {
@@ -1552,8 +1553,9 @@ mod tests {
                 forget_after: Duration::from_secs(60),
             };
             let dir = tempfile::tempdir().unwrap();
-            let sqlite = SqliteBackend::open(&dir.path().join("users.db")).unwrap();
-            let postgres = PostgresBackend::open(&PostgresDatabase::new().0).unwrap();
+            let migrate = crate::db::SchemaUpgrade::Migrate;
+            let sqlite = SqliteBackend::open(&dir.path().join("users.db"), migrate).unwrap().0;
+            let postgres = PostgresBackend::open(&PostgresDatabase::new().0, migrate).unwrap().0;
             let backends: [&dyn Backend; 2] = [&sqlite, &postgres];
             let names = ["ann", "BOB", "nobody", "b\u{212A}d"];
             for backend in backends {

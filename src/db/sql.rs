@@ -3,7 +3,7 @@
 //! row as [`Columns`] and its open transaction as [`SchemaVersions`].
 
 use super::throttle::FailureCount;
-use super::{AccountSummary, LoginRecord, SessionState};
+use super::{AccountSummary, LoginRecord, SchemaChange, SchemaUpgrade, SessionState};
 use crate::error::{Error, Result};
 use crate::xml::account::AccountView;
 
@@ -102,15 +102,21 @@ pub(crate) trait SchemaVersions {
 }
 
 /// Brings the schema up to the newest of `migrations` (entry `n` takes it from version `n` to
-/// `n + 1`), inside the caller's transaction; refuses a database newer than this program.
-pub(crate) fn migrate(db: &mut dyn SchemaVersions, migrations: &[&str]) -> Result<()> {
+/// `n + 1`), inside the caller's transaction, or with [`SchemaUpgrade::Refuse`] refuses an
+/// older one ([`Error::Schema`]); refuses a database newer than this program. Gives the
+/// version found and the one the schema is at now.
+pub(crate) fn migrate(
+    db: &mut dyn SchemaVersions,
+    migrations: &[&str],
+    upgrade: SchemaUpgrade,
+) -> Result<SchemaChange> {
     let version = db.version()?;
     let known = migrations.len() as i64;
-    if !(0..=known).contains(&version) {
-        return Err(Error::Config(format!(
-            "account database schema version {version} is newer than this program knows ({known}); \
-             use a newer server"
-        )));
+    if !(0..=known).contains(&version) || (version < known && upgrade == SchemaUpgrade::Refuse) {
+        return Err(Error::Schema {
+            found: version,
+            known,
+        });
     }
     for (to, sql) in (1..).zip(migrations).skip(version as usize) {
         db.apply(sql)?;
@@ -119,5 +125,59 @@ pub(crate) fn migrate(db: &mut dyn SchemaVersions, migrations: &[&str]) -> Resul
     if version < known {
         db.set_version(known)?;
     }
-    Ok(())
+    Ok(SchemaChange {
+        from: version,
+        to: known,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A schema version and the migrations applied, in memory.
+    #[derive(Default)]
+    struct Versions {
+        version: i64,
+        applied: Vec<String>,
+    }
+
+    impl SchemaVersions for Versions {
+        fn version(&mut self) -> Result<i64> {
+            Ok(self.version)
+        }
+        fn apply(&mut self, sql: &str) -> Result<()> {
+            self.applied.push(sql.to_string());
+            Ok(())
+        }
+        fn set_version(&mut self, version: i64) -> Result<()> {
+            self.version = version;
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn an_older_schema_is_migrated_only_when_asked() {
+        let migrations = ["one", "two", "three"];
+        let mut db = Versions {
+            version: 1,
+            ..Versions::default()
+        };
+        let refused = migrate(&mut db, &migrations, SchemaUpgrade::Refuse).unwrap_err();
+        assert!(matches!(refused, Error::Schema { found: 1, known: 3 }));
+        assert!(db.applied.is_empty());
+        let change = migrate(&mut db, &migrations, SchemaUpgrade::Migrate).unwrap();
+        assert_eq!(change, SchemaChange { from: 1, to: 3 });
+        assert_eq!(
+            (db.version, db.applied.as_slice()),
+            (3, &["two".to_string(), "three".to_string()][..])
+        );
+        let current = migrate(&mut db, &migrations, SchemaUpgrade::Refuse).unwrap();
+        assert_eq!(current, SchemaChange { from: 3, to: 3 });
+        db.version = 4;
+        for upgrade in [SchemaUpgrade::Refuse, SchemaUpgrade::Migrate] {
+            let newer = migrate(&mut db, &migrations, upgrade).unwrap_err();
+            assert!(newer.to_string().contains("newer"), "{newer}");
+        }
+    }
 }

@@ -21,7 +21,7 @@ use super::sql::{
 use super::throttle::{self, Attempt, FailureCount, FailureCounts, Outcome, PRUNE_BATCH};
 use super::{
     AccountId, AccountSummary, AccountTotals, Backend, Counted, KeySelection, LoginRecord,
-    LoginUpdate, SessionAccount, SessionState, value_of,
+    LoginUpdate, SchemaChange, SchemaUpgrade, SessionAccount, SessionState, value_of,
 };
 use crate::error::{Error, Result};
 use crate::secret_file::open_to_others;
@@ -127,8 +127,8 @@ pub(super) struct SqliteBackend {
 
 impl SqliteBackend {
     /// Opens (creating if needed, readable by its owner only) the database at `path` and
-    /// brings its schema up to date.
-    pub(super) fn open(path: &Path) -> Result<Self> {
+    /// brings its schema up to date, or refuses an older one ([`sql::migrate`]).
+    pub(super) fn open(path: &Path, upgrade: SchemaUpgrade) -> Result<(Self, SchemaChange)> {
         create_private(path)?;
         let backend = SqliteBackend {
             path: path.to_path_buf(),
@@ -139,9 +139,9 @@ impl SqliteBackend {
         let mut conn = backend.connect()?;
         // WAL: readers never wait for the writer, and a crash leaves the old or the new state.
         conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))?;
-        migrate(&mut conn)?;
+        let change = migrate(&mut conn, upgrade)?;
         backend.release(conn);
-        Ok(backend)
+        Ok((backend, change))
     }
 
     /// Runs `f` on a pooled connection, opening one if none is idle.
@@ -666,12 +666,12 @@ impl SchemaVersions for Transaction<'_> {
     }
 }
 
-/// Brings the schema up to the newest version, in one transaction.
-fn migrate(conn: &mut Connection) -> Result<()> {
+/// Brings the schema up to the newest version, in one transaction (see [`sql::migrate`]).
+fn migrate(conn: &mut Connection, upgrade: SchemaUpgrade) -> Result<SchemaChange> {
     let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    sql::migrate(&mut tx, MIGRATIONS)?;
+    let change = sql::migrate(&mut tx, MIGRATIONS, upgrade)?;
     tx.commit()?;
-    Ok(())
+    Ok(change)
 }
 
 #[cfg(test)]

@@ -136,6 +136,23 @@ pub fn check_new_password(name: &str, password: &str) -> Result<(), PolicyError>
     Ok(())
 }
 
+/// A stored value as text for a terminal: a backslash written `\\`, a line break `\n`, and
+/// other control, invisible or direction-changing characters ([`is_invisible`]) as
+/// `\u{...}`, so the value stays on its line, reads as stored and cannot act on the terminal.
+/// The client's `view` and the operator's `show` and `list` print values so.
+pub fn terminal_text(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if c.is_control() || is_invisible(c) => out.extend(c.escape_unicode()),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Whether `c` changes how text reads without being seen: the bidirectional marks,
 /// embeddings, overrides and isolates, zero-width characters and joiners, the line and
 /// paragraph separators, and other invisible format characters. Refused in fields, and

@@ -256,8 +256,10 @@ fn answer_one(
         match parse_head(&head[..filled]) {
             Head::Partial => continue,
             Head::Get(path) => {
-                // Answering now: no longer closed to make room.
-                slot.started();
+                // Answering now: no longer closed to make room, unless it was already.
+                if !slot.start() {
+                    return Ok(());
+                }
                 break handler(path);
             }
             Head::Unserved(status) => break Answer::text(status, "GET /metrics or /healthz\n"),

@@ -1,31 +1,32 @@
-//! Asking the person at the client for input: prompts on stdout, answers as lines from stdin,
-//! passwords without echo when stdin is a terminal. Every answer has a length limit.
+//! Asking the person at a terminal for input (the client's user, the operator at `./admin`):
+//! prompts on stdout, answers as lines from stdin, passwords without echo when stdin is a
+//! terminal. Every answer has a length limit.
 
 use std::io::{self, BufRead, IsTerminal, Read, Write};
 
 use crate::error::{Error, Result};
 
 /// Where answers come from.
-pub(super) struct Prompter {
+pub(crate) struct Prompter {
     terminal: bool,
 }
 
 impl Prompter {
     /// Answers from this process's stdin.
-    pub(super) fn stdin() -> Prompter {
+    pub(crate) fn stdin() -> Prompter {
         Prompter {
             terminal: io::stdin().is_terminal(),
         }
     }
 
     /// Prints `prompt` and reads one line of at most `limit` bytes; `None` at end of input.
-    pub(super) fn line(&self, prompt: &str, what: &str, limit: usize) -> Result<Option<Vec<u8>>> {
+    pub(crate) fn line(&self, prompt: &str, what: &str, limit: usize) -> Result<Option<Vec<u8>>> {
         show(prompt)?;
         read_line(&mut io::stdin().lock(), what, limit)
     }
 
     /// As [`Prompter::line`], for text.
-    pub(super) fn text(&self, prompt: &str, what: &str, limit: usize) -> Result<Option<String>> {
+    pub(crate) fn text(&self, prompt: &str, what: &str, limit: usize) -> Result<Option<String>> {
         self.line(prompt, what, limit)?
             .map(|bytes| {
                 String::from_utf8(bytes)
@@ -35,7 +36,7 @@ impl Prompter {
     }
 
     /// Prints `prompt` and reads a password: without echo from a terminal, else as a line.
-    pub(super) fn password(
+    pub(crate) fn password(
         &self,
         prompt: &str,
         what: &str,
@@ -50,12 +51,17 @@ impl Prompter {
 
     /// A password for a script: from a terminal without echo, the prompt on stderr (stdout is
     /// the script's); otherwise a line from stdin, without a prompt.
-    pub(super) fn secret(&self, prompt: &str, what: &str, limit: usize) -> Result<Option<Vec<u8>>> {
+    pub(crate) fn secret(&self, prompt: &str, what: &str, limit: usize) -> Result<Option<Vec<u8>>> {
         if !self.terminal {
             return read_line(&mut io::stdin().lock(), what, limit);
         }
         eprint!("{prompt}");
         self.hidden(what, limit)
+    }
+
+    /// Whether answers come from a terminal.
+    pub(crate) fn is_terminal(&self) -> bool {
+        self.terminal
     }
 
     fn hidden(&self, what: &str, limit: usize) -> Result<Option<Vec<u8>>> {
