@@ -382,7 +382,18 @@ impl AccountStore {
         password: &[u8],
         info: &[(Field, String)],
     ) -> Result<AccountId> {
-        let hash = self.new_hash(password, HashTurn::Create)?;
+        self.insert_account(username, password, info, OPERATOR)
+    }
+
+    /// [`Self::create_account`], its hash in the gate for `client`.
+    fn insert_account(
+        &self,
+        username: &str,
+        password: &[u8],
+        info: &[(Field, String)],
+        client: &str,
+    ) -> Result<AccountId> {
+        let hash = self.new_hash(password, HashTurn::Create, client)?;
         self.backend.insert_account(username, &hash, info)
     }
 
@@ -398,7 +409,7 @@ impl AccountStore {
         let keys = ThrottleKeys::signup(from, &self.throttle);
         let attempt = self.attempt(&keys);
         self.count_attempt(&attempt, false)?;
-        let created = self.create_account(username, password, info);
+        let created = self.insert_account(username, password, info, keys.address());
         if let Err(Error::Busy) = created {
             self.settle(&attempt, Outcome::Unchecked, None);
         }
@@ -412,7 +423,7 @@ impl AccountStore {
     #[cfg(test)]
     fn authenticate(&self, username: &str, password: &[u8]) -> Result<Option<AccountId>> {
         let record = self.backend.find_login(username)?;
-        let Some(record) = self.check_password(record, password)? else {
+        let Some(record) = self.check_password(record, password, OPERATOR)? else {
             return Ok(None);
         };
         let keys =
@@ -422,20 +433,22 @@ impl AccountStore {
     }
 
     /// `record` if `password` is its password (locked or not); `None` for no account or a
-    /// wrong password, both after about the same time.
+    /// wrong password, both after about the same time. The hash waits in the gate for
+    /// `client`.
     fn check_password(
         &self,
         record: Option<LoginRecord>,
         password: &[u8],
+        client: &str,
     ) -> Result<Option<LoginRecord>> {
         let Some(record) = record else {
-            self.hashing(HashTurn::Check, || {
+            self.hashing(HashTurn::Check, client, || {
                 password::spend_verification_time(password, self.params)
             })?;
             return Ok(None);
         };
         let hash = PasswordHash::parse(&record.hash)?;
-        if !self.hashing(HashTurn::Check, || hash.verify(password))? {
+        if !self.hashing(HashTurn::Check, client, || hash.verify(password))? {
             return Ok(None);
         }
         Ok(Some(record))
@@ -446,9 +459,9 @@ impl AccountStore {
     fn record_login(&self, attempt: &Attempt<'_>, record: &LoginRecord, password: &[u8]) {
         let upgraded = match PasswordHash::parse(&record.hash) {
             // Part of a login: it goes before signups too.
-            Ok(hash) if hash.needs_upgrade(self.params) => {
-                self.new_hash(password, HashTurn::Check).ok()
-            }
+            Ok(hash) if hash.needs_upgrade(self.params) => self
+                .new_hash(password, HashTurn::Check, attempt.keys.address())
+                .ok(),
             _ => None,
         };
         let login = LoginUpdate {
@@ -475,7 +488,7 @@ impl AccountStore {
         record: Option<LoginRecord>,
         password: &[u8],
     ) -> Result<Option<LoginRecord>> {
-        let checked = self.check_password(record, password);
+        let checked = self.check_password(record, password, attempt.keys.address());
         match &checked {
             Ok(None) => self.settle(attempt, Outcome::Failed, None),
             Err(Error::Busy) => self.settle(attempt, Outcome::Unchecked, None),
@@ -515,7 +528,7 @@ impl AccountStore {
         from: IpAddr,
     ) -> Result<()> {
         let stored = self.confirm_password(session, current, from)?;
-        let new_hash = self.new_hash(new, HashTurn::Create)?;
+        let new_hash = self.new_hash(new, HashTurn::Create, &address_key(from))?;
         if !self
             .backend
             .replace_password_hash(session, &stored, &new_hash)?
@@ -683,7 +696,7 @@ impl AccountStore {
     /// sessions end at their next command. Policy is the caller's.
     pub(crate) fn reset_password(&self, username: &str, password: &[u8]) -> Result<()> {
         let account = self.account_named(username)?;
-        let hash = self.new_hash(password, HashTurn::Create)?;
+        let hash = self.new_hash(password, HashTurn::Create, OPERATOR)?;
         if !self.backend.reset_password_hash(account.id, &hash)? {
             return Err(Error::NoSuchAccount);
         }
@@ -780,20 +793,26 @@ impl AccountStore {
         self.backend.close();
     }
 
-    /// A new hash of `password` at the store's cost, as stored.
-    fn new_hash(&self, password: &[u8], turn: HashTurn) -> Result<String> {
+    /// A new hash of `password` at the store's cost, as stored, its turn in the gate for
+    /// `client`.
+    fn new_hash(&self, password: &[u8], turn: HashTurn, client: &str) -> Result<String> {
         Ok(self
-            .hashing(turn, || PasswordHash::new(password, self.params))??
+            .hashing(turn, client, || PasswordHash::new(password, self.params))??
             .to_string())
     }
 
-    /// Runs a password hash when the gate gives it a turn.
-    fn hashing<T>(&self, turn: HashTurn, hash: impl FnOnce() -> T) -> Result<T> {
+    /// Runs a password hash for `client` (an address key, or [`OPERATOR`]) when the gate
+    /// gives it a turn.
+    fn hashing<T>(&self, turn: HashTurn, client: &str, hash: impl FnOnce() -> T) -> Result<T> {
         self.gate
-            .run(turn, hash)
+            .run(turn, client, hash)
             .map_err(|hash_gate::Busy| Error::Busy)
     }
 }
+
+/// The hashing gate's client for hashes no network client asks for: the operator's, the
+/// demo account's.
+const OPERATOR: &str = "";
 
 /// Whose failure counts the operator clears.
 #[derive(Clone, Debug, PartialEq, Eq)]

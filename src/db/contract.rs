@@ -320,7 +320,7 @@ pub(crate) fn a_check_the_server_was_too_busy_to_make_counts_nothing(
     let holder = {
         let s = s.clone();
         thread::spawn(move || {
-            s.gate.run(HashTurn::Check, || {
+            s.gate.run(HashTurn::Check, "", || {
                 held.0.send(()).unwrap();
                 release.1.recv().ok();
             })

@@ -209,13 +209,12 @@ fn every_command(fx: &Fixture, server: &impl Listening, db: Option<&str>) {
     );
     assert_eq!(
         texts(&run(&["unthrottle", "BOB"], "")).0,
-        "3 throttle counts of the name BOB cleared
-"
+        "3 throttle counts of the name BOB cleared\n"
     );
     assert!(login_reply(server, "bob", &generated).contains("code=\"1000\""));
     assert_eq!(
         texts(&run(&["unthrottle", "--address", "127.0.0.1"], "")).0,
-        "2 throttle counts of the address 127.0.0.1 cleared\n"
+        "3 throttle counts of the address 127.0.0.1 cleared\n"
     );
 
     // delete, and refusals.

@@ -95,7 +95,9 @@ fn the_fleet_shares_accounts_counts_and_sees_each_client() {
 #[test]
 fn the_fleet_works_through_pgbouncer_in_transaction_pooling() {
     let fx = Fixture::new();
-    let (_one, _two, fleet) = fleet_on(&fx, &bounced_database(), &[]);
+    // Twenty logins of one account at once: each counts as a failure of the name until its
+    // password is checked, so the default 5 would refuse most of them.
+    let (_one, _two, fleet) = fleet_on(&fx, &bounced_database(), &["--max-login-failures", "100"]);
     let mut ssl = tls_connect(&fleet.addr());
     let signup = "<signup><username>pooled</username><password>pooled-pass</password></signup>";
     assert_eq!(code(&call(&mut ssl, signup)), "1000");

@@ -8,7 +8,9 @@
 //!   head is closed to make room (the [`Connections`] of the service port); a new connection
 //!   is closed at once only when every place is answering a request, or its address holds
 //!   its share. So idle sockets and heads that never end cannot keep a probe out.
-//! - One short-lived thread per admitted connection, so a slow client holds up no one else.
+//! - One short-lived thread per admitted connection, so a slow client holds up no one else;
+//!   at most [`MAX_THREADS`] alive, those of connections closed to make room that have not
+//!   yet ended among them (past it, the loop accepts nothing until one ends).
 //! - Each read and write within [`IO_TIMEOUT`], the whole connection within
 //!   [`CONNECTION_TIME`] ([`DeadlineStream`]).
 //! - A request head of at most [`HEAD_LIMIT`] bytes and [`MAX_HEADERS`] header lines, parsed
@@ -21,7 +23,7 @@
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -51,6 +53,10 @@ const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a connection may last, from its accept to the last byte of its answer: the head,
 /// the wait for the store (a second at most) and the answer.
 const CONNECTION_TIME: Duration = Duration::from_secs(10);
+
+/// Connections' threads alive at once: a place's, and those of connections closed to make
+/// room, which end as soon as they run again.
+const MAX_THREADS: usize = 4 * PLACES;
 
 /// Stack of a connection's thread: a head, its parse and an answer fit many times over;
 /// only the pages a thread touches become resident.
@@ -194,6 +200,35 @@ fn keep_running(what: &str, mut body: impl FnMut()) {
     }
 }
 
+/// How many connections' threads are alive.
+#[derive(Default)]
+struct LiveThreads {
+    count: Mutex<usize>,
+    ended: Condvar,
+}
+
+impl LiveThreads {
+    /// One more thread, once fewer than [`MAX_THREADS`] are alive.
+    fn start(self: &Arc<Self>) -> LiveThread {
+        let mut count = self.count.lock().unwrap_or_else(|e| e.into_inner());
+        while *count >= MAX_THREADS {
+            count = self.ended.wait(count).unwrap_or_else(|e| e.into_inner());
+        }
+        *count += 1;
+        LiveThread(Arc::clone(self))
+    }
+}
+
+/// A connection's thread, counted alive until dropped.
+struct LiveThread(Arc<LiveThreads>);
+
+impl Drop for LiveThread {
+    fn drop(&mut self) {
+        *self.0.count.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        self.0.ended.notify_one();
+    }
+}
+
 /// Accepts connections on `listener` into `places`, each answered on a thread of its own,
 /// until `shutdown`.
 fn accept_loop(
@@ -202,7 +237,9 @@ fn accept_loop(
     handler: &Handler,
     shutdown: &Shutdown,
 ) {
+    let live = Arc::new(LiveThreads::default());
     loop {
+        let alive = live.start();
         let accepted = accept_next(listener, "metrics port");
         if shutdown.is_requested() {
             return;
@@ -227,6 +264,7 @@ fn accept_loop(
             .name("metrics client".into())
             .stack_size(THREAD_STACK)
             .spawn(move || {
+                let _alive = alive;
                 if let Err(e) = answer_one(tcp, &slot, handler.as_ref()) {
                     log::debug!("metrics: {peer}: {e}");
                 }
