@@ -43,7 +43,8 @@ Commands:
                              terminal (or --generate: a random one, printed once); the
                              account's sessions end
   delete NAME                delete the account and everything stored with it
-  unthrottle --user NAME     clear the failed-login counts of a user name
+  unthrottle --user NAME     clear the login counts of a user name (failed, and right
+                             passwords this minute)
   unthrottle --address A     clear those of an address (an IPv6 address: its /64); a bare
                              NAME or A is taken when it can be only one of the two
   stats                      accounts, logins and failures over the last day, refusals now

@@ -370,7 +370,12 @@ impl AccountStore {
             backend,
             params: options.hash,
             gate: HashGate::new(options.hash_threads, options.hash_wait),
-            throttle: options.throttle,
+            // An attempt in flight stops counting once it has waited its longest for a turn
+            // to hash, and a minute for the hash and the rest.
+            throttle: ThrottlePolicy {
+                pending_ttl: options.hash_wait + Duration::from_secs(60),
+                ..options.throttle
+            },
         }
     }
 
@@ -410,9 +415,12 @@ impl AccountStore {
         let attempt = self.attempt(&keys);
         self.count_attempt(&attempt, false)?;
         let created = self.insert_account(username, password, info, keys.address());
-        if let Err(Error::Busy) = created {
-            self.settle(&attempt, Outcome::Unchecked, None);
-        }
+        let outcome = match &created {
+            Ok(id) => Outcome::Passed(*id),
+            Err(Error::Busy) => Outcome::Unchecked,
+            Err(_) => Outcome::Failed,
+        };
+        self.settle(&attempt, outcome, None);
         created
     }
 
@@ -480,8 +488,8 @@ impl AccountStore {
 
     /// Checks `password` against `record` under `attempt`, counted already: the record if the
     /// password is right (the caller settles a success, with what it records), `None` (the
-    /// count settled as a failure) if not, [`Error::Busy`] (the count taken back) if the
-    /// server is too busy to check it.
+    /// attempt settled as a failure) if not; an error (the attempt settled as unchecked) if it
+    /// could not be checked: [`Error::Busy`] if the server is too busy.
     fn settled_check(
         &self,
         attempt: &Attempt<'_>,
@@ -491,8 +499,8 @@ impl AccountStore {
         let checked = self.check_password(record, password, attempt.keys.address());
         match &checked {
             Ok(None) => self.settle(attempt, Outcome::Failed, None),
-            Err(Error::Busy) => self.settle(attempt, Outcome::Unchecked, None),
-            Ok(Some(_)) | Err(_) => {}
+            Err(_) => self.settle(attempt, Outcome::Unchecked, None),
+            Ok(Some(_)) => {}
         }
         checked
     }

@@ -22,8 +22,8 @@ pub(crate) enum HashTurn {
 
 /// Caps how many password hashes are computed at once, so that a flood of logins or signups
 /// cannot take every core from handshakes and other commands. Waiters of each kind are
-/// served in arrival order and give up after a bounded wait. (Per process: each server
-/// instance has its own.)
+/// served by their client's rank, then in arrival order, and give up after a bounded wait.
+/// (Per process: each server instance has its own.)
 pub(crate) struct HashGate {
     permits: usize,
     /// Places [`HashTurn::Create`] hashes may hold at once: all but one, when there are two

@@ -207,23 +207,28 @@ const MIGRATIONS: &[&str] = &[
      END
      $$;"
     ),
-    // Version 8: successful password checks counted too, in windows, and a count settled by
-    // what the check came to (`throttle.rs`). New functions beside version 7's, which servers
-    // of that version go on calling until they are upgraded.
+    // Version 8: attempts in flight counted apart from what they came to, and successful
+    // password checks counted too, in windows (`throttle.rs`). New functions beside version
+    // 7's, which servers of that version go on calling until they are upgraded.
     concat!(
-        "-- throttle::count_attempt: as version 7's, for keys of failures (p_spans 0) and of
-     -- successes (p_spans the window's length): the latter count from the start of their
-     -- window, which they keep in last_failure_at, and refuse to its end once at their
-     -- threshold. r_of_successes: the refusal, if any, is a key of successes' (the first key,
-     -- in p_keys' order, of those refusing longest). Counts last changed before
-     -- p_prune_before and refusing nothing are stale.
+        "ALTER TABLE login_failures ADD COLUMN pending INTEGER NOT NULL DEFAULT 0,
+                                ADD COLUMN pending_at DOUBLE PRECISION NOT NULL DEFAULT 0;
+
+     -- throttle::count_attempt: refused (r_refused_until after p_now, nothing counted) while
+     -- a key's refusal runs (r_limit 0 for failures, 1 for a key of successes: p_spans above
+     -- 0) or its recent events and its attempts in flight reach its threshold (r_limit 2, for
+     -- p_at_once_wait); the longest refusal, the first in p_keys' order of those. The name's
+     -- key refuses nothing at an address the account knows. Else each key has one more
+     -- attempt in flight; then a few stale counts and known addresses are removed. Events are
+     -- recent within p_forget_after of the last (a key of successes: within its span of its
+     -- window's start); attempts in flight within p_pending_ttl of the last.
      CREATE FUNCTION throttle_count(
          p_keys TEXT[], p_thresholds INTEGER[], p_spans DOUBLE PRECISION[], p_name_key TEXT,
          p_username TEXT, p_read BOOLEAN, p_address TEXT, p_now DOUBLE PRECISION,
          p_forget_after DOUBLE PRECISION, p_prune_before DOUBLE PRECISION,
-         p_known_since DOUBLE PRECISION, p_first_block DOUBLE PRECISION,
-         p_longest_block DOUBLE PRECISION, p_prune INTEGER,
-         OUT r_refused_until DOUBLE PRECISION, OUT r_of_successes BOOLEAN, OUT r_id BIGINT,
+         p_known_since DOUBLE PRECISION, p_pending_ttl DOUBLE PRECISION,
+         p_at_once_wait DOUBLE PRECISION, p_prune INTEGER,
+         OUT r_refused_until DOUBLE PRECISION, OUT r_limit INTEGER, OUT r_id BIGINT,
          OUT r_hash TEXT, OUT r_locked BOOLEAN, OUT r_generation BIGINT)
      LANGUAGE plpgsql SET lock_timeout = '5s' AS $$
      DECLARE
@@ -245,41 +250,42 @@ const MIGRATIONS: &[&str] = &[
                  r_generation := NULL;
              END IF;
          END IF;
-         SELECT f.blocked_until, k.span > 0 INTO r_refused_until, r_of_successes
-           FROM unnest(p_keys, p_spans) WITH ORDINALITY AS k (key, span, n)
+         SELECT r.until, r.lim INTO r_refused_until, r_limit
+           FROM unnest(p_keys, p_thresholds, p_spans) WITH ORDINALITY AS k (key, threshold, span, n)
            JOIN login_failures f ON f.key = k.key
+          CROSS JOIN LATERAL (
+                SELECT CASE WHEN p_now - f.pending_at < p_pending_ttl
+                            THEN f.pending ELSE 0 END AS pending,
+                       CASE WHEN p_now - f.last_failure_at
+                                 < CASE WHEN k.span > 0 THEN k.span ELSE p_forget_after END
+                            THEN f.failures ELSE 0 END AS recent) c
+          CROSS JOIN LATERAL (
+                SELECT CASE WHEN f.blocked_until > p_now THEN f.blocked_until
+                            ELSE p_now + p_at_once_wait END AS until,
+                       CASE WHEN f.blocked_until <= p_now THEN 2
+                            WHEN k.span > 0 THEN 1 ELSE 0 END AS lim) r
           WHERE NOT (v_known AND f.key = p_name_key)
-          ORDER BY f.blocked_until DESC, k.n
+            AND (f.blocked_until > p_now
+                 OR (c.pending > 0 AND c.recent + c.pending >= k.threshold))
+          ORDER BY r.until DESC, k.n
           LIMIT 1;
          r_refused_until := coalesce(r_refused_until, 0);
+         r_limit := coalesce(r_limit, 0);
          IF r_refused_until > p_now THEN
              RETURN;
          END IF;
-         r_of_successes := NULL;
-         INSERT INTO login_failures AS f (key, failures, last_failure_at, blocked_until)
-         SELECT k.key, c.failures, c.began,
-                CASE WHEN k.span > 0
-                     THEN CASE WHEN c.failures >= k.threshold THEN c.began + k.span ELSE 0 END
-                     WHEN c.failures >= k.threshold
-                     THEN p_now + least(p_first_block
-                                        * power(2, least(c.failures - k.threshold, 20)),
-                                        p_longest_block)
-                     ELSE 0 END
-           FROM unnest(p_keys, p_thresholds, p_spans) AS k (key, threshold, span)
-           LEFT JOIN login_failures old ON old.key = k.key
-          CROSS JOIN LATERAL (
-                SELECT CASE WHEN p_now - old.last_failure_at
-                                 < CASE WHEN k.span > 0 THEN k.span ELSE p_forget_after END
-                            THEN old.failures + 1 ELSE 1 END AS failures,
-                       CASE WHEN k.span > 0 AND p_now - old.last_failure_at < k.span
-                            THEN old.last_failure_at ELSE p_now END AS began) c
+         INSERT INTO login_failures AS f
+                (key, failures, last_failure_at, blocked_until, pending, pending_at)
+         SELECT k.key, 0, 0, 0, 1, p_now FROM unnest(p_keys) AS k (key)
              ON CONFLICT (key) DO UPDATE
-                SET failures = excluded.failures, last_failure_at = excluded.last_failure_at,
-                    blocked_until = excluded.blocked_until;
+                SET pending = CASE WHEN p_now - f.pending_at < p_pending_ttl
+                                   THEN f.pending + 1 ELSE 1 END,
+                    pending_at = p_now;
          -- Rows another transaction holds are left for a later attempt: this never waits.
          DELETE FROM login_failures WHERE key IN (
              SELECT s.key FROM login_failures s
               WHERE s.last_failure_at < p_prune_before AND s.blocked_until < p_now
+                AND s.pending_at < p_prune_before
               ORDER BY s.last_failure_at LIMIT p_prune FOR UPDATE SKIP LOCKED);
          DELETE FROM known_addresses WHERE (account_id, address) IN (
              SELECT s.account_id, s.address FROM known_addresses s
@@ -288,25 +294,53 @@ const MIGRATIONS: &[&str] = &[
      END
      $$;
 
-     -- throttle::settle: the keys p_cleared are cleared, each of p_lowered lowered by one (its
-     -- refusal lifted below its threshold in p_lowered_thresholds; removed at none); after a success for
-     -- p_account, the address becomes known, and with p_login the login is recorded and the
-     -- hash replaced by p_new_hash if it is still p_old_hash.
+     -- throttle::settle: each of p_keys has one attempt in flight fewer; the event is recorded
+     -- under p_recorded (one more failure, refusing from p_first_block doubled per failure past
+     -- the threshold up to p_longest_block; for a key of successes, one more in its window,
+     -- refusing to the window's end at the threshold); the failures of p_cleared are cleared;
+     -- counts with neither events nor attempts in flight are removed. With p_account (a
+     -- successful password check), the address becomes known, and with p_login the login is
+     -- recorded and the hash replaced by p_new_hash if it is still p_old_hash.
      CREATE FUNCTION throttle_settle(
-         p_keys TEXT[], p_cleared TEXT[], p_lowered TEXT[], p_lowered_thresholds INTEGER[],
-         p_account BIGINT, p_address TEXT, p_now DOUBLE PRECISION, p_login BOOLEAN,
+         p_keys TEXT[], p_thresholds INTEGER[], p_spans DOUBLE PRECISION[], p_recorded TEXT[],
+         p_cleared TEXT[], p_account BIGINT, p_address TEXT, p_now DOUBLE PRECISION,
+         p_forget_after DOUBLE PRECISION, p_pending_ttl DOUBLE PRECISION,
+         p_first_block DOUBLE PRECISION, p_longest_block DOUBLE PRECISION, p_login BOOLEAN,
          p_old_hash TEXT, p_new_hash TEXT)
      RETURNS VOID LANGUAGE plpgsql SET lock_timeout = '5s' AS $$
      BEGIN
          PERFORM throttle_lock_keys(p_keys);
-         DELETE FROM login_failures WHERE key = ANY (p_cleared);
-         DELETE FROM login_failures WHERE key = ANY (p_lowered) AND failures <= 1;
          UPDATE login_failures f
-            SET failures = f.failures - 1,
-                blocked_until = CASE WHEN f.failures - 1 < l.threshold
-                                     THEN 0 ELSE f.blocked_until END
-           FROM unnest(p_lowered, p_lowered_thresholds) AS l (key, threshold)
-          WHERE f.key = l.key;
+            SET pending = greatest(CASE WHEN p_now - f.pending_at < p_pending_ttl
+                                        THEN f.pending ELSE 0 END - 1, 0)
+          WHERE f.key = ANY (p_keys);
+         UPDATE login_failures f
+            SET failures = n.events, last_failure_at = n.began, blocked_until = n.until
+           FROM (SELECT k.key, e.events, b.began,
+                        CASE WHEN k.span > 0
+                             THEN CASE WHEN e.events >= k.threshold
+                                       THEN b.began + k.span ELSE 0 END
+                             WHEN e.events >= k.threshold
+                             THEN p_now + least(p_first_block
+                                                * power(2, least(e.events - k.threshold, 20)),
+                                                p_longest_block)
+                             ELSE 0 END AS until
+                   FROM unnest(p_keys, p_thresholds, p_spans) AS k (key, threshold, span)
+                   JOIN login_failures o ON o.key = k.key
+                  CROSS JOIN LATERAL (
+                        SELECT CASE WHEN p_now - o.last_failure_at
+                                         < CASE WHEN k.span > 0 THEN k.span
+                                                ELSE p_forget_after END
+                                    THEN o.failures + 1 ELSE 1 END AS events) e
+                  CROSS JOIN LATERAL (
+                        SELECT CASE WHEN k.span > 0 AND e.events > 1 THEN o.last_failure_at
+                                    ELSE p_now END AS began) b
+                  WHERE k.key = ANY (p_recorded)) n
+          WHERE f.key = n.key;
+         UPDATE login_failures SET failures = 0, last_failure_at = 0, blocked_until = 0
+          WHERE key = ANY (p_cleared);
+         DELETE FROM login_failures
+          WHERE key = ANY (p_keys) AND failures = 0 AND pending = 0;
          IF p_account IS NULL THEN
              RETURN;
          END IF;
@@ -876,6 +910,20 @@ impl SchemaVersions for Transaction<'_> {
 const GUARD: &str =
     "id = $1 AND ($2::BIGINT IS NULL OR (credentials_generation = $2 AND locked_at IS NULL))";
 
+/// The keys of an attempt as the functions of migration 8 take them: names, thresholds and
+/// spans (0 for a key of failures or signups).
+fn key_columns<'a>(
+    keys: impl Iterator<Item = (&'a str, u32, f64)>,
+) -> (Vec<&'a str>, Vec<i32>, Vec<f64>) {
+    let (mut names, mut thresholds, mut spans) = (Vec::new(), Vec::new(), Vec::new());
+    for (key, threshold, span) in keys {
+        names.push(key);
+        thresholds.push(i32::try_from(threshold).unwrap_or(i32::MAX));
+        spans.push(span);
+    }
+    (names, thresholds, spans)
+}
+
 impl Backend for PostgresBackend {
     fn insert_account(
         &self,
@@ -1073,16 +1121,11 @@ impl Backend for PostgresBackend {
 
     fn count_attempt(&self, attempt: &Attempt<'_>, read_login: bool) -> Result<Counted> {
         let keys = attempt.keys;
-        let (mut names, mut thresholds, mut spans) = (Vec::new(), Vec::new(), Vec::new());
-        for (key, threshold, span) in keys.counted() {
-            names.push(key);
-            thresholds.push(i32::try_from(threshold).unwrap_or(i32::MAX));
-            spans.push(span);
-        }
+        let (names, thresholds, spans) = key_columns(keys.counted());
         let policy = attempt.policy;
         let row = self
             .first_row(
-                "SELECT r_refused_until, r_of_successes, r_id, r_hash, r_locked, r_generation
+                "SELECT r_refused_until, r_limit, r_id, r_hash, r_locked, r_generation
                  FROM throttle_count($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
                                      $14)",
                 &[
@@ -1097,18 +1140,18 @@ impl Backend for PostgresBackend {
                     Param::Double(attempt.forget_after()),
                     Param::Double(attempt.prune_before()),
                     Param::Double(attempt.known_since()),
+                    Param::Double(policy.pending_ttl.as_secs_f64()),
                     Param::Double(policy.first_block.as_secs_f64()),
-                    Param::Double(policy.longest_block.as_secs_f64()),
                     int(Some(PRUNE_BATCH as i32)),
                 ],
             )?
             .ok_or_else(|| Error::Store("throttle_count returned no row".into()))?;
         let until = row.real(0)?;
         if until > attempt.now {
-            let limit = if row.boolean(1)? {
-                Limit::Successes
-            } else {
-                Limit::Failures
+            let limit = match row.integer(1)? {
+                0 => Limit::Failures,
+                1 => Limit::Successes,
+                _ => Limit::AtOnce,
             };
             return Ok(Counted::Refused(Refusal { until, limit }));
         }
@@ -1126,28 +1169,32 @@ impl Backend for PostgresBackend {
         login: Option<LoginUpdate<'_>>,
     ) -> Result<()> {
         let keys = attempt.keys;
-        let all: Vec<&str> = keys.counted().map(|(key, _, _)| key).collect();
+        let (all, thresholds, spans) = key_columns(keys.counted());
+        let recorded: Vec<&str> = keys.recorded(outcome).map(|(key, _, _)| key).collect();
         let cleared: Vec<&str> = keys.cleared(outcome).collect();
-        let (lowered, thresholds): (Vec<&str>, Vec<i32>) = keys
-            .lowered(outcome)
-            .map(|(key, threshold)| (key, i32::try_from(threshold).unwrap_or(i32::MAX)))
-            .unzip();
-        let account = match outcome {
-            Outcome::Passed(id) => Some(id),
-            Outcome::Failed | Outcome::Unchecked => None,
+        let account = match (outcome, keys.username()) {
+            (Outcome::Passed(id), Some(_)) => Some(id),
+            _ => None,
         };
         let rehash = login.and_then(|login| login.rehash);
         let (old_hash, new_hash) = (rehash.map(|(old, _)| old), rehash.map(|(_, new)| new));
+        let policy = attempt.policy;
         self.execute(
-            "SELECT throttle_settle($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "SELECT throttle_settle($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
+                                    $15)",
             &[
                 Param::TextArray(&all),
-                Param::TextArray(&cleared),
-                Param::TextArray(&lowered),
                 Param::IntArray(&thresholds),
+                Param::DoubleArray(&spans),
+                Param::TextArray(&recorded),
+                Param::TextArray(&cleared),
                 big(account),
                 text(keys.address()),
                 Param::Double(attempt.now),
+                Param::Double(attempt.forget_after()),
+                Param::Double(policy.pending_ttl.as_secs_f64()),
+                Param::Double(policy.first_block.as_secs_f64()),
+                Param::Double(policy.longest_block.as_secs_f64()),
                 Param::Bool(login.is_some()),
                 private(old_hash),
                 private(new_hash),
@@ -1506,6 +1553,8 @@ mod tests {
         busy: bool,
         signup: bool,
         read: bool,
+        /// Settled only after the next check that is not held, in reverse order.
+        hold: bool,
     }
 
     fn check() -> impl proptest::strategy::Strategy<Value = Check> {
@@ -1525,6 +1574,7 @@ mod tests {
                 busy: n % 5 == 1,
                 signup: n < 20,
                 read: n % 4 != 0,
+                hold: n % 3 == 2,
             })
     }
 
@@ -1551,6 +1601,7 @@ mod tests {
                 first_block: Duration::from_millis(1500),
                 longest_block: Duration::from_secs(20),
                 forget_after: Duration::from_secs(60),
+                pending_ttl: Duration::from_secs(45),
             };
             let dir = tempfile::tempdir().unwrap();
             let migrate = crate::db::SchemaUpgrade::Migrate;
@@ -1564,6 +1615,7 @@ mod tests {
             }
             let addresses = ["192.0.2.1", "192.0.2.2", "2001:db8::1"];
             let mut now = 1_800_000_000.0;
+            let mut held: Vec<(ThrottleKeys, f64, Outcome)> = Vec::new();
             for check in checks {
                 now += check.delay;
                 let from: IpAddr = addresses[check.from].parse().unwrap();
@@ -1594,14 +1646,19 @@ mod tests {
                     _ => None,
                 };
                 let outcome = match id {
-                    _ if check.busy => Some(Outcome::Unchecked),
-                    Some(id) if check.right => Some(Outcome::Passed(id)),
-                    _ if check.signup => None,
-                    _ => Some(Outcome::Failed),
+                    _ if check.busy => Outcome::Unchecked,
+                    Some(id) if check.right => Outcome::Passed(id),
+                    _ => Outcome::Failed,
                 };
-                if let (Counted::Counted(_), Some(outcome)) = (&outcomes[0], outcome) {
-                    for backend in backends {
-                        backend.settle(&attempt, outcome, None).unwrap();
+                if let Counted::Counted(_) = outcomes[0] {
+                    held.push((keys, now, outcome));
+                }
+                if !check.hold {
+                    for (keys, then, outcome) in held.drain(..).rev() {
+                        let attempt = Attempt { policy: &policy, keys: &keys, now: then };
+                        for backend in backends {
+                            backend.settle(&attempt, outcome, None).unwrap();
+                        }
                     }
                 }
                 let [a, b] = backends.map(|b| b.failure_counts().unwrap());
@@ -1611,6 +1668,8 @@ mod tests {
                     proptest::prop_assert_eq!(ca.failures, cb.failures);
                     proptest::prop_assert!((ca.last_failure_at - cb.last_failure_at).abs() < 1e-6);
                     proptest::prop_assert!((ca.blocked_until - cb.blocked_until).abs() < 1e-6);
+                    proptest::prop_assert_eq!(ca.pending, cb.pending);
+                    proptest::prop_assert!((ca.pending_at - cb.pending_at).abs() < 1e-6);
                 }
                 for id in [1, 2] {
                     let [mut a, mut b] = backends.map(|b| b.known_addresses(id).unwrap());

@@ -77,7 +77,8 @@ pub(crate) fn account_summary(row: &dyn Columns) -> Result<AccountSummary> {
 }
 
 /// The columns of a key and its [`FailureCount`], in [`failure_count`]'s order.
-pub(crate) const FAILURE_COUNT: &str = "key, failures, last_failure_at, blocked_until";
+pub(crate) const FAILURE_COUNT: &str =
+    "key, failures, last_failure_at, blocked_until, pending, pending_at";
 
 /// A key and its [`FailureCount`] from the columns [`FAILURE_COUNT`] names.
 pub(crate) fn failure_count(row: &dyn Columns) -> Result<(String, FailureCount)> {
@@ -87,6 +88,8 @@ pub(crate) fn failure_count(row: &dyn Columns) -> Result<(String, FailureCount)>
             failures: u32::try_from(row.integer(1)?).unwrap_or(u32::MAX),
             last_failure_at: row.real(2)?,
             blocked_until: row.real(3)?,
+            pending: u32::try_from(row.integer(4)?).unwrap_or(u32::MAX),
+            pending_at: row.real(5)?,
         },
     ))
 }

@@ -91,10 +91,11 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE accounts ADD COLUMN credentials_generation INTEGER NOT NULL DEFAULT 0;",
     // Version 7: stale failure counts are found by their time, a few at a time.
     "CREATE INDEX login_failures_by_time ON login_failures (last_failure_at);",
-    // Version 8: successful password checks are counted too, in the same table (their keys
-    // `success:` and `success-addr:`); PostgreSQL gains the functions for it. Nothing
-    // changes here.
-    "SELECT 1;",
+    // Version 8: attempts in flight are counted apart from what they came to (`throttle.rs`),
+    // and successful password checks are counted too, in the same table (their keys
+    // `success:` and `success-addr:`).
+    "ALTER TABLE login_failures ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE login_failures ADD COLUMN pending_at REAL NOT NULL DEFAULT 0;",
 ];
 
 /// Current time as stored: ISO 8601 UTC with milliseconds.
@@ -558,16 +559,19 @@ impl FailureCounts for SqliteFailureCounts<'_> {
     fn put(&mut self, key: &str, count: FailureCount) -> Result<()> {
         self.0
             .prepare_cached(
-                "INSERT INTO login_failures (key, failures, last_failure_at, blocked_until)
-                 VALUES (?1, ?2, ?3, ?4)
+                "INSERT INTO login_failures
+                     (key, failures, last_failure_at, blocked_until, pending, pending_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (key) DO UPDATE SET failures = ?2, last_failure_at = ?3,
-                                                 blocked_until = ?4",
+                     blocked_until = ?4, pending = ?5, pending_at = ?6",
             )?
             .execute(params![
                 key,
                 count.failures,
                 count.last_failure_at,
-                count.blocked_until
+                count.blocked_until,
+                count.pending,
+                count.pending_at
             ])?;
         Ok(())
     }
@@ -584,7 +588,7 @@ impl FailureCounts for SqliteFailureCounts<'_> {
             .prepare_cached(
                 "DELETE FROM login_failures WHERE key IN (
                      SELECT key FROM login_failures
-                     WHERE last_failure_at < ?1 AND blocked_until < ?2
+                     WHERE last_failure_at < ?1 AND blocked_until < ?2 AND pending_at < ?1
                      ORDER BY last_failure_at LIMIT ?3)",
             )?
             .execute(params![last_failure_before, now, PRUNE_BATCH])?;

@@ -1,27 +1,30 @@
 //! When password checks and signups lead to refusals, whatever backend keeps the counts.
 //!
-//! An attempt is counted before its slow hash, so that attempts sent at once cannot pass a
-//! limit, and settled after it ([`settle`]) by what it came to:
+//! An attempt is counted as in flight before its slow hash, under every key it concerns, so
+//! that attempts sent at once cannot pass a limit: while a key's events and its attempts in
+//! flight together reach its threshold, further attempts are refused ("at once"). After the
+//! hash it is settled ([`settle`]) by what it came to, and only then is anything recorded:
 //!
-//! - A password check (a login, or the current password given to `passwd` or `delete`) is
-//!   counted as a failure under three keys: the account name (whether or not the account
-//!   exists, so a refusal tells nothing), the name and client address together, and the
-//!   address. Past a threshold, attempts under that key are refused, without checking the
-//!   password, for a time that doubles with each further failure, up to a cap. Refused attempts
-//!   are not counted, so an attacker cannot keep anyone out longer than the cap.
-//! - It is also counted as a success under two more keys, the name's and the address's, which
+//! - A password check (a login, or the current password given to `passwd` or `delete`) that
+//!   fails is recorded as a failure under three keys: the account name (whether or not the
+//!   account exists, so a refusal tells nothing), the name and client address together, and
+//!   the address. Past a threshold, attempts under that key are refused, without checking the
+//!   password, for a time that doubles with each further failure, up to a cap. Refused
+//!   attempts are not counted, so an attacker cannot keep anyone out longer than the cap.
+//! - One that succeeds is recorded under two more keys, the name's and the address's, which
 //!   allow a number of successful checks in each window of [`ThrottlePolicy::success_window`]
-//!   (a minute): an account one owns cannot be used to keep the hashing threads busy.
-//! - A check that fails takes back its success counts. One that succeeds takes back its own
-//!   failure under the name and the address (no more: the owner's logins do not give a
-//!   guesser elsewhere a fresh allowance), and clears the pair's count. One that was not made
-//!   (the server was too busy to hash) takes back everything it counted.
+//!   (a minute): an account one owns cannot be used to keep the hashing threads busy. It
+//!   clears the pair's failures, and no other: the owner's logins give a guesser elsewhere no
+//!   new guesses, and do not renew a refusal.
+//! - One that was not made (the server was too busy to hash) records nothing.
+//! - A signup is recorded under its address, made or not, unless it was not made for want of
+//!   a turn to hash.
 //!
 //! So that guessing from elsewhere cannot lock the owner out, a refusal of the name's failures
 //! does not apply at an address the account has logged in from before (a "known" address,
 //! remembered for [`KNOWN_ADDRESS_DAYS`] after its last login): there the owner is limited by
-//! the pair's and the address's counts only. Signups are counted per address, and taken back
-//! only when not made.
+//! the pair's and the address's counts only. An attempt in flight that is never settled (its
+//! server died) stops counting after [`ThrottlePolicy::pending_ttl`].
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -55,6 +58,9 @@ pub(crate) struct ThrottlePolicy {
     pub(crate) longest_block: Duration,
     /// A count is forgotten after this long without failures.
     pub(crate) forget_after: Duration,
+    /// How long an attempt in flight counts if it is never settled: longer than its wait for
+    /// a turn to hash and the hash (the store sets it from its `hash_wait`).
+    pub(crate) pending_ttl: Duration,
 }
 
 impl Default for ThrottlePolicy {
@@ -69,6 +75,7 @@ impl Default for ThrottlePolicy {
             first_block: Duration::from_secs(1),
             longest_block: Duration::from_secs(300),
             forget_after: Duration::from_secs(900),
+            pending_ttl: Duration::from_secs(70),
         }
     }
 }
@@ -77,14 +84,19 @@ impl Default for ThrottlePolicy {
 pub(crate) const KNOWN_ADDRESS_DAYS: u64 = 90;
 
 /// The stored count of one key. Times are seconds since the Unix epoch.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub(crate) struct FailureCount {
-    /// Failures (or, for a key of successes, checks in the window) counted.
+    /// Failures (for a key of successes: successes in the window; of signups: signups)
+    /// recorded.
     pub(crate) failures: u32,
     /// When the last failure was (for a key of successes: when its window began).
     pub(crate) last_failure_at: f64,
     /// Attempts are refused until then (0 or past: not refused).
     pub(crate) blocked_until: f64,
+    /// Attempts counted and not yet settled.
+    pub(crate) pending: u32,
+    /// When the last of them was counted.
+    pub(crate) pending_at: f64,
 }
 
 /// How many stale counts (and known addresses) an attempt removes at most: old counts go a
@@ -100,9 +112,9 @@ pub(crate) trait FailureCounts {
     fn put(&mut self, key: &str, count: FailureCount) -> Result<()>;
     /// Removes the count of `key`.
     fn remove(&mut self, key: &str) -> Result<()>;
-    /// Removes up to [`PRUNE_BATCH`] counts whose last failure was before `last_failure_before`
-    /// and which refuse nothing after `now`, oldest first, and as many known addresses last
-    /// used before `known_before`.
+    /// Removes up to [`PRUNE_BATCH`] counts whose last failure and last attempt in flight were
+    /// before `last_failure_before` and which refuse nothing after `now`, oldest first, and as
+    /// many known addresses last used before `known_before`.
     fn forget(&mut self, last_failure_before: f64, now: f64, known_before: f64) -> Result<()>;
     /// Whether the account called `username` (in any letter case) has logged in from
     /// `address` (an address key) since `since`.
@@ -167,12 +179,14 @@ impl Counting {
         matches!(self, Counting::NameSuccesses | Counting::AddressSuccesses)
     }
 
-    /// Whether an attempt that came to `outcome` takes its count under this key back.
-    fn taken_back(self, outcome: Outcome) -> bool {
-        match outcome {
-            Outcome::Passed(_) => matches!(self, Counting::Name | Counting::Address),
-            Outcome::Failed => self.of_successes(),
-            Outcome::Unchecked => true,
+    /// Whether an attempt that came to `outcome` is recorded under this key.
+    fn records(self, outcome: Outcome) -> bool {
+        match (self, outcome) {
+            (_, Outcome::Unchecked) => false,
+            (Counting::Signup, _) => true,
+            (Counting::NameSuccesses | Counting::AddressSuccesses, Outcome::Passed(_)) => true,
+            (Counting::Name | Counting::Pair | Counting::Address, Outcome::Failed) => true,
+            _ => false,
         }
     }
 }
@@ -184,6 +198,9 @@ pub enum Limit {
     Failures,
     /// Too many successful password checks in the window.
     Successes,
+    /// Too many attempts under one key at once: with those in flight, the key's events would
+    /// reach its threshold.
+    AtOnce,
 }
 
 /// An attempt refused without being counted.
@@ -198,9 +215,9 @@ pub(crate) struct Refusal {
 /// What a counted attempt came to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Outcome {
-    /// The password was right for this account.
+    /// The password was right for this account (or the signup was made).
     Passed(AccountId),
-    /// The password was wrong, or the account does not exist.
+    /// The password was wrong, or the account does not exist (or the signup was refused).
     Failed,
     /// The password was not checked (or the signup not made): the server was busy.
     Unchecked,
@@ -296,14 +313,36 @@ impl ThrottleKeys {
     /// Every key with its threshold and, for a key of successes, its window in seconds (0 for
     /// the others), in the order they are counted.
     pub(crate) fn counted(&self) -> impl Iterator<Item = (&str, u32, f64)> {
-        self.keys.iter().map(|k| {
-            let window = if k.counting.of_successes() {
-                self.window
-            } else {
-                0.0
-            };
-            (k.key.as_str(), k.threshold, window)
-        })
+        self.keys.iter().map(|k| self.described(k))
+    }
+
+    /// The keys an attempt that came to `outcome` is recorded under, as [`Self::counted`]
+    /// gives them.
+    pub(crate) fn recorded(&self, outcome: Outcome) -> impl Iterator<Item = (&str, u32, f64)> {
+        self.keys
+            .iter()
+            .filter(move |k| k.counting.records(outcome))
+            .map(|k| self.described(k))
+    }
+
+    /// The keys whose failures an attempt that came to `outcome` clears: the pair's, after a
+    /// success.
+    pub(crate) fn cleared(&self, outcome: Outcome) -> impl Iterator<Item = &str> {
+        let passed = matches!(outcome, Outcome::Passed(_));
+        self.keys
+            .iter()
+            .filter(move |k| passed && k.counting == Counting::Pair)
+            .map(|k| k.key.as_str())
+    }
+
+    /// A key, its threshold and its window (0 for a key of failures or signups).
+    fn described<'a>(&self, k: &'a Key) -> (&'a str, u32, f64) {
+        let window = if k.counting.of_successes() {
+            self.window
+        } else {
+            0.0
+        };
+        (k.key.as_str(), k.threshold, window)
     }
 
     /// The name's key of failures, whose refusal does not apply at an address the account
@@ -325,24 +364,6 @@ impl ThrottleKeys {
     pub(crate) fn address(&self) -> &str {
         &self.address
     }
-
-    /// The keys an attempt that came to `outcome` clears: the pair's, after a success.
-    pub(crate) fn cleared(&self, outcome: Outcome) -> impl Iterator<Item = &str> {
-        let passed = matches!(outcome, Outcome::Passed(_));
-        self.keys
-            .iter()
-            .filter(move |k| passed && k.counting == Counting::Pair)
-            .map(|k| k.key.as_str())
-    }
-
-    /// The keys, each with its threshold, an attempt that came to `outcome` takes its count
-    /// back from (and whose refusal is lifted if that brings them below the threshold).
-    pub(crate) fn lowered(&self, outcome: Outcome) -> impl Iterator<Item = (&str, u32)> {
-        self.keys
-            .iter()
-            .filter(move |k| k.counting.taken_back(outcome))
-            .map(|k| (k.key.as_str(), k.threshold))
-    }
 }
 
 impl ThrottlePolicy {
@@ -355,17 +376,95 @@ impl ThrottlePolicy {
     }
 }
 
-/// Counts `attempt` (as a failure, and as a success under the keys of successes) until it is
-/// settled; gives the refusal instead, counting nothing, if any key refuses (the name's
-/// refusal of failures does not apply at an address the account knows). Failure counts older
-/// than the policy's `forget_after` start over, a window of successes that ended starts anew;
-/// stale counts are removed a few at a time.
+impl Attempt<'_> {
+    /// The events of `count` that still count now, under a key of `window` (0: failures or
+    /// signups, forgotten after `forget_after` without one).
+    fn recent(&self, count: &FailureCount, window: f64) -> u32 {
+        let span = if window > 0.0 {
+            window
+        } else {
+            self.forget_after()
+        };
+        if self.now - count.last_failure_at < span {
+            count.failures
+        } else {
+            0
+        }
+    }
+
+    /// The attempts in flight of `count` that still count now.
+    fn in_flight(&self, count: &FailureCount) -> u32 {
+        if self.now - count.pending_at < self.policy.pending_ttl.as_secs_f64() {
+            count.pending
+        } else {
+            0
+        }
+    }
+
+    /// Whether `count`, of a key of `threshold` and `window`, refuses this attempt, and until
+    /// when.
+    fn refusal(&self, count: &FailureCount, threshold: u32, window: f64) -> Option<Refusal> {
+        if count.blocked_until > self.now {
+            let limit = if window > 0.0 {
+                Limit::Successes
+            } else {
+                Limit::Failures
+            };
+            return Some(Refusal {
+                until: count.blocked_until,
+                limit,
+            });
+        }
+        let pending = self.in_flight(count);
+        (pending > 0 && self.recent(count, window).saturating_add(pending) >= threshold).then_some(
+            Refusal {
+                until: self.now + self.policy.first_block.as_secs_f64(),
+                limit: Limit::AtOnce,
+            },
+        )
+    }
+
+    /// `count`, of a key of `threshold` and `window`, with this attempt's event recorded.
+    fn record(&self, count: FailureCount, threshold: u32, window: f64) -> FailureCount {
+        let events = self.recent(&count, window).saturating_add(1);
+        let (last_failure_at, blocked_until) = if window > 0.0 {
+            let began = if events > 1 {
+                count.last_failure_at
+            } else {
+                self.now
+            };
+            let until = if events >= threshold {
+                began + window
+            } else {
+                0.0
+            };
+            (began, until)
+        } else {
+            let until = self
+                .policy
+                .refusal_period(events, threshold)
+                .map_or(0.0, |d| self.now + d.as_secs_f64());
+            (self.now, until)
+        };
+        FailureCount {
+            failures: events,
+            last_failure_at,
+            blocked_until,
+            ..count
+        }
+    }
+}
+
+/// Counts `attempt` in flight under its keys until it is settled; gives the refusal instead,
+/// counting nothing, if any key refuses: its refusal period runs, or its events and the
+/// attempts in flight reach its threshold (the name's failures do not refuse at an address
+/// the account knows). Of the refusals, the one that lasts longest (the first of those, in
+/// the keys' order). A few stale counts are removed.
 pub(crate) fn count_attempt(
     counts: &mut dyn FailureCounts,
     attempt: &Attempt<'_>,
 ) -> Result<Option<Refusal>> {
-    let (keys, now) = (attempt.keys, attempt.now);
-    let forget_after = attempt.forget_after();
+    let keys = attempt.keys;
     let known = match keys.username() {
         Some(name) => counts.knows(name, keys.address(), attempt.known_since())?,
         None => false,
@@ -373,101 +472,65 @@ pub(crate) fn count_attempt(
     let mut refusal: Option<Refusal> = None;
     let mut next = Vec::new();
     for (key, threshold, window) in keys.counted() {
-        let previous = counts.get(key)?;
-        if let Some(p) = previous
-            && p.blocked_until > now
-            && !(known && keys.name_key() == Some(key))
-            && refusal.is_none_or(|r| p.blocked_until > r.until)
+        let count = counts.get(key)?.unwrap_or_default();
+        if !(known && keys.name_key() == Some(key))
+            && let Some(r) = attempt.refusal(&count, threshold, window)
+            && refusal.is_none_or(|first| r.until > first.until)
         {
-            let limit = if window > 0.0 {
-                Limit::Successes
-            } else {
-                Limit::Failures
-            };
-            refusal = Some(Refusal {
-                until: p.blocked_until,
-                limit,
-            });
+            refusal = Some(r);
         }
-        next.push((key, threshold, window, previous));
+        next.push((key, count));
     }
     if refusal.is_some() {
         return Ok(refusal);
     }
-    for (key, threshold, window, previous) in next {
-        let count = if window > 0.0 {
-            next_window_count(previous, threshold, window, now)
-        } else {
-            let failures = match previous {
-                Some(p) if now - p.last_failure_at < forget_after => p.failures,
-                _ => 0,
-            }
-            .saturating_add(1);
-            let blocked_until = attempt
-                .policy
-                .refusal_period(failures, threshold)
-                .map_or(0.0, |d| now + d.as_secs_f64());
-            FailureCount {
-                failures,
-                last_failure_at: now,
-                blocked_until,
-            }
+    for (key, count) in next {
+        let counted = FailureCount {
+            pending: attempt.in_flight(&count).saturating_add(1),
+            pending_at: attempt.now,
+            ..count
         };
-        counts.put(key, count)?;
+        counts.put(key, counted)?;
     }
-    counts.forget(attempt.prune_before(), now, attempt.known_since())?;
+    counts.forget(attempt.prune_before(), attempt.now, attempt.known_since())?;
     Ok(None)
 }
 
-/// A key of successes with one more check at `now`: in the window that `previous` began,
-/// unless it is over; refusing to the window's end once `limit` checks are in it.
-fn next_window_count(
-    previous: Option<FailureCount>,
-    limit: u32,
-    window: f64,
-    now: f64,
-) -> FailureCount {
-    let (checks, began) = match previous {
-        Some(p) if now - p.last_failure_at < window => {
-            (p.failures.saturating_add(1), p.last_failure_at)
-        }
-        _ => (1, now),
-    };
-    FailureCount {
-        failures: checks,
-        last_failure_at: began,
-        blocked_until: if checks >= limit { began + window } else { 0.0 },
-    }
-}
-
-/// Settles `attempt`, counted by [`count_attempt`], by its `outcome`: the keys
-/// [`ThrottleKeys::cleared`] names are removed, those [`ThrottleKeys::lowered`] names lowered
-/// by one (their refusal lifted below their threshold; removed at none); after a success, the address becomes
-/// known to the account.
+/// Settles `attempt`, counted by [`count_attempt`], by its `outcome`: it is no longer in
+/// flight under its keys; its event is recorded under those [`ThrottleKeys::recorded`] names;
+/// the failures of those [`ThrottleKeys::cleared`] names are cleared; a count with neither
+/// events nor attempts in flight is removed. After a successful password check, the address
+/// becomes known to the account.
 pub(crate) fn settle(
     counts: &mut dyn FailureCounts,
     attempt: &Attempt<'_>,
     outcome: Outcome,
 ) -> Result<()> {
-    for key in attempt.keys.cleared(outcome) {
-        counts.remove(key)?;
-    }
-    for (key, threshold) in attempt.keys.lowered(outcome) {
-        match counts.get(key)? {
-            Some(count) if count.failures <= 1 => counts.remove(key)?,
-            Some(mut count) => {
-                count.failures -= 1;
-                if count.failures < threshold {
-                    count.blocked_until = 0.0;
-                }
-                counts.put(key, count)?;
-            }
-            None => {}
+    let keys = attempt.keys;
+    for (key, threshold, window) in keys.counted() {
+        let Some(mut count) = counts.get(key)? else {
+            continue; // cleared by the operator meanwhile
+        };
+        count.pending = attempt.in_flight(&count).saturating_sub(1);
+        if keys.recorded(outcome).any(|(k, _, _)| k == key) {
+            count = attempt.record(count, threshold, window);
+        }
+        if keys.cleared(outcome).any(|k| k == key) {
+            count = FailureCount {
+                pending: count.pending,
+                pending_at: count.pending_at,
+                ..FailureCount::default()
+            };
+        }
+        if count.failures == 0 && count.pending == 0 {
+            counts.remove(key)?;
+        } else {
+            counts.put(key, count)?;
         }
     }
-    match outcome {
-        Outcome::Passed(id) => counts.remember(id, attempt.keys.address(), attempt.now),
-        Outcome::Failed | Outcome::Unchecked => Ok(()),
+    match (outcome, keys.username()) {
+        (Outcome::Passed(id), Some(_)) => counts.remember(id, keys.address(), attempt.now),
+        _ => Ok(()),
     }
 }
 

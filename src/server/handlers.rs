@@ -176,6 +176,7 @@ fn login(l: Login, session: &mut Session, store: &AccountStore) -> Outcome {
             let why = match limit {
                 Limit::Failures => "too many failed logins",
                 Limit::Successes => "too many logins",
+                Limit::AtOnce => "too many logins at once",
             };
             return Outcome {
                 login_throttled: true,
@@ -237,11 +238,13 @@ fn failure(e: Error, session: &mut Session) -> Reply {
             "authentication failed: wrong password",
         ),
         Error::Busy => retry_later("the server is busy", 1),
-        Error::Throttled(wait, Limit::Failures) => {
-            retry_later("too many wrong passwords", seconds(wait))
-        }
-        Error::Throttled(wait, Limit::Successes) => {
-            retry_later("too many password checks", seconds(wait))
+        Error::Throttled(wait, limit) => {
+            let why = match limit {
+                Limit::Failures => "too many wrong passwords",
+                Limit::Successes => "too many password checks",
+                Limit::AtOnce => "too many password checks at once",
+            };
+            retry_later(why, seconds(wait))
         }
         Error::Conflict => Reply::new(
             ResultCode::Conflict,

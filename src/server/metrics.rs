@@ -43,7 +43,8 @@ pub(super) struct Metrics {
     pub(super) legacy: Family<Label, Counter>,
     /// Account-protocol commands, by name and result code.
     pub(super) commands: Family<[(&'static str, String); 2], Counter>,
-    /// Logins (both protocols) refused without checking: too many failures.
+    /// Logins (both protocols) refused without checking: too many failures, right passwords,
+    /// or attempts at once.
     pub(super) logins_throttled: Counter,
     /// Commands and exchanges the store failed.
     pub(super) store_errors: Counter,
@@ -105,7 +106,8 @@ impl Metrics {
         );
         registry.register(
             "logins_throttled",
-            "Logins refused without checking the password: too many failures",
+            "Logins refused without checking the password: too many failures, right passwords \
+             or attempts at once",
             metrics.logins_throttled.clone(),
         );
         registry.register(

@@ -251,6 +251,7 @@ fn legacy_reply(
                 match limit {
                     Limit::Failures => "failures",
                     Limit::Successes => "logins",
+                    Limit::AtOnce => "logins at once",
                 }
             );
             LEGACY_INVALID_REPLY
