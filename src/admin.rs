@@ -28,7 +28,9 @@ use crate::db::{
 };
 use crate::error::{Error, Result};
 use crate::prompt::Prompter;
-use crate::xml::account::{Field, PASSWORD_LEN, check_new_password, check_username, terminal_text};
+use crate::xml::account::{
+    Field, PASSWORD_LEN, check_new_password, check_username, is_invisible, terminal_text,
+};
 
 const ABOUT: &str = "Manages the accounts of the account service, on the server's store \
                      (--db), while servers run.
@@ -426,7 +428,7 @@ fn list(store: &AccountStore, listing: Listing, now: f64) -> Result<String> {
     if listing.json {
         let json = serde_json::to_string_pretty(&listed)
             .map_err(|e| Error::Input(format!("cannot write JSON: {e}")))?;
-        return Ok(without_c1_controls(&json) + "\n");
+        return Ok(terminal_safe_json(&json) + "\n");
     }
     let rows: Vec<[String; 4]> = listed
         .iter()
@@ -450,14 +452,17 @@ fn list(store: &AccountStore, listing: Listing, now: f64) -> Result<String> {
     Ok(out)
 }
 
-/// `json` with DEL and the C1 control characters, which JSON lets a string hold as they are
-/// and a terminal may obey (U+009B starts a control sequence, as ESC `[` does), written as
-/// `\u00XX` escapes: the same JSON value. (JSON escapes the other control characters.)
-fn without_c1_controls(json: &str) -> String {
+/// `json` with DEL, the C1 control characters and the characters that change how text reads
+/// ([`is_invisible`]: direction overrides and the like), which JSON lets a string hold as
+/// they are and a terminal may obey (U+009B starts a control sequence, as ESC `[` does),
+/// written as `\uXXXX` escapes: the same JSON value. (JSON escapes the other control
+/// characters.)
+fn terminal_safe_json(json: &str) -> String {
     let mut out = String::with_capacity(json.len());
     for c in json.chars() {
         match c {
             '\u{7f}'..='\u{9f}' => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c if is_invisible(c) => out.push_str(&format!("\\u{:04x}", u32::from(c))),
             c => out.push(c),
         }
     }
@@ -546,7 +551,7 @@ fn stats(store: &AccountStore, now: f64) -> Result<String> {
         if keys.is_empty() {
             "none".to_string()
         } else {
-            keys.join(", ")
+            terminal_text(&keys.join(", "))
         }
     };
     Ok(format!(
@@ -554,7 +559,7 @@ fn stats(store: &AccountStore, now: f64) -> Result<String> {
          locked:                {}\n\
          logins, last day:      {} (accounts whose last login was within the day)\n\
          failures, last day:    {failures} (failed password checks still counted per address; \
-         a count is forgotten 15 minutes after its last failure, and a success takes one off)\n\
+         a count is forgotten 15 minutes after its last failure)\n\
          throttled names:       {}\n\
          throttled addresses:   {}\n",
         totals.accounts,
@@ -689,8 +694,8 @@ mod tests {
     #[test]
     fn json_keeps_no_control_character_as_it_is() {
         let value = "a\u{1b}[1mb\u{7f}c\u{9b}2Jd\u{202e}";
-        let json = without_c1_controls(&serde_json::to_string(value).unwrap());
-        assert_eq!(json, "\"a\\u001b[1mb\\u007fc\\u009b2Jd\u{202e}\"");
+        let json = terminal_safe_json(&serde_json::to_string(value).unwrap());
+        assert_eq!(json, "\"a\\u001b[1mb\\u007fc\\u009b2Jd\\u202e\"");
         assert_eq!(serde_json::from_str::<String>(&json).unwrap(), value);
     }
 

@@ -119,10 +119,11 @@ pub(super) struct SqliteBackend {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
     closed: AtomicBool,
-    /// Held for each write transaction of this process: its writers wait their turn here,
-    /// woken as soon as it is free, rather than in SQLite's busy handler, which sleeps and
-    /// retries (a steady stream of writers can starve one there for seconds). Other
-    /// processes (`./admin`, another server) still meet the busy handler.
+    /// Held for each transaction made with [`Self::write`] (the counts' writes, the busiest):
+    /// their writers wait their turn here, woken as soon as it is free, rather than in
+    /// SQLite's busy handler, which sleeps and retries (a steady stream of writers can starve
+    /// one there for seconds). Other writes, and other processes (`./admin`, another
+    /// server), still meet the busy handler.
     writer: Mutex<()>,
 }
 

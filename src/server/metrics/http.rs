@@ -176,11 +176,13 @@ pub(in crate::server) fn serve(
         per_address: PLACES_PER_ADDRESS,
     }));
     let shutdown = shutdown.clone();
+    // Outside the loop, so that a loop started again still counts the threads alive.
+    let live = Arc::new(LiveThreads::default());
     thread::Builder::new()
         .name("metrics".into())
         .spawn(move || {
             keep_running("the metrics listener", || {
-                accept_loop(&listener, &places, &handler, &shutdown);
+                accept_loop(&listener, &places, &live, &handler, &shutdown);
             });
             log::debug!("the metrics listener stopped");
         })
@@ -229,15 +231,15 @@ impl Drop for LiveThread {
     }
 }
 
-/// Accepts connections on `listener` into `places`, each answered on a thread of its own,
-/// until `shutdown`.
+/// Accepts connections on `listener` into `places`, each answered on a thread of its own
+/// (counted in `live`), until `shutdown`.
 fn accept_loop(
     listener: &TcpListener,
     places: &Arc<Connections>,
+    live: &Arc<LiveThreads>,
     handler: &Handler,
     shutdown: &Shutdown,
 ) {
-    let live = Arc::new(LiveThreads::default());
     loop {
         let alive = live.start();
         let accepted = accept_next(listener, "metrics port");
