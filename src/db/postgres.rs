@@ -1,5 +1,5 @@
 //! The PostgreSQL backend: one database that several server instances share, reached through
-//! a pool of connections. The only module that names `postgres` and `r2d2`.
+//! a pool of connections. The only module that names `tokio_postgres` and `r2d2`.
 //!
 //! The schema has the same versions as SQLite's ([`MIGRATIONS`], recorded in
 //! `schema_version`), applied in one transaction under an advisory lock, so instances that
@@ -18,15 +18,16 @@
 //! is run again.
 
 use std::collections::HashSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use postgres::error::SqlState;
-use postgres::fallible_iterator::FallibleIterator;
-use postgres::types::{ToSql, Type};
-use postgres::{GenericClient, NoTls, Row, SimpleQueryMessage, SimpleQueryRow, Transaction};
 use postgres_protocol::escape::escape_literal;
-use r2d2::{ManageConnection, NopErrorHandler, Pool, PooledConnection};
+use r2d2::{ManageConnection, NopErrorHandler, Pool};
 use sha2::{Digest, Sha256};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Row, SimpleQueryMessage, SimpleQueryRow};
+
+use link::{Hosts, Link};
 
 use super::sql::{
     self, ACCOUNT_SUMMARY, ACCOUNT_VIEW, Columns, FAILURE_COUNT, LOGIN_RECORD, SESSION_STATE,
@@ -39,6 +40,8 @@ use super::{
 };
 use crate::error::{Error, Result, with_causes};
 use crate::xml::account::{AccountView, Field};
+
+mod link;
 
 /// Current time as stored: ISO 8601 UTC with milliseconds, as SQLite writes it (a macro, for
 /// the migrations' `concat!`).
@@ -365,21 +368,33 @@ const MIGRATIONS: &[&str] = &[
 /// The advisory lock that serialises migrations (any number; ours).
 const MIGRATION_LOCK: i64 = 0x5353_4c53_5256;
 
-/// How long connecting and a free connection from the pool may take: a database that does
-/// not answer gives an error within seconds, never a hang.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a command may wait for the database, for a pooled connection and its statement
+/// together: a database that is gone or hangs gives an error within this, never a hang.
+const COMMAND_DEADLINE: Duration = Duration::from_millis(2500);
 
-/// How long the kernel may hold unacknowledged data on a connection before it drops it.
+/// How long opening the store may take (its migrations wait for another instance's).
+const OPEN_DEADLINE: Duration = Duration::from_secs(30);
+
+/// How long the kernel may hold unacknowledged data on a connection before it drops it; and
+/// after how long idle a connection is probed, how often, how many times, before it is
+/// dropped (a server that lost power or its network).
 const TCP_USER_TIMEOUT: Duration = Duration::from_secs(8);
+const KEEPALIVES_IDLE: Duration = Duration::from_secs(5);
+const KEEPALIVES_INTERVAL: Duration = Duration::from_secs(2);
+const KEEPALIVES_RETRIES: u32 = 3;
 
-/// How long PostgreSQL lets one of our statements run (or wait for a lock), and floats
-/// written in full (read back from text, they must be the same numbers; PostgreSQL 12 and
-/// later do so by default): set with `SET LOCAL` in the statement's own transaction, as
-/// PgBouncer refuses them as startup options and a session setting would outlive the
-/// transaction behind it.
-const SETTINGS: &str = "SET LOCAL statement_timeout = 5000; SET LOCAL extra_float_digits = 3;";
+/// How long PostgreSQL lets one of our statements run (or wait for a lock): less than
+/// [`COMMAND_DEADLINE`], so that a statement held up on a server that answers is cancelled
+/// there and its connection kept; and floats written in full (read back from text, they must
+/// be the same numbers; PostgreSQL 12 and later do so by default): set with `SET LOCAL` in the
+/// statement's own transaction, as PgBouncer refuses them as startup options and a session
+/// setting would outlive the transaction behind it.
+const SETTINGS: &str = "SET LOCAL statement_timeout = 2000; SET LOCAL extra_float_digits = 3;";
 
-/// Connections kept at most; more threads wait for one (up to [`CONNECT_TIMEOUT`]).
+/// The statement timeout of the migrations' transaction, which waits for the migration lock.
+const OPEN_SETTINGS: &str = "SET LOCAL statement_timeout = 25000;";
+
+/// Connections kept at most; more threads wait for one (within their [`COMMAND_DEADLINE`]).
 const MAX_CONNECTIONS: u32 = 32;
 
 /// How many times a transaction aborted for serialization or a deadlock is run.
@@ -389,8 +404,8 @@ const ATTEMPTS: usize = 5;
 /// statement, so that it needs no Parse of its own).
 type Params<'a> = [(&'a (dyn ToSql + Sync), Type)];
 
-impl From<postgres::Error> for Error {
-    fn from(e: postgres::Error) -> Self {
+impl From<tokio_postgres::Error> for Error {
+    fn from(e: tokio_postgres::Error) -> Self {
         Error::Store(Box::new(e))
     }
 }
@@ -451,32 +466,25 @@ impl Columns for Row {
 
 /// Checks a `postgres://` URL; the error says what is wrong, in the driver's words.
 pub(super) fn check_url(url: &str) -> std::result::Result<(), String> {
-    url.parse::<postgres::Config>()
+    url.parse::<tokio_postgres::Config>()
         .map(drop)
         .map_err(|e| e.to_string())
 }
 
-/// A pooled connection: the client, and the statements it prepared (on its server
-/// connection; behind PgBouncer, on one of them).
+/// A pooled connection: the link, and the statements it prepared (on its server connection;
+/// behind PgBouncer, on one of them).
 struct Pooled {
-    client: postgres::Client,
+    link: Link,
     prepared: HashSet<String>,
 }
 
-/// Opens the pool's connections (what `r2d2_postgres` does, with the statements prepared
-/// kept beside each client).
-struct Connector(postgres::Config);
+/// Opens the pool's connections (what `r2d2_postgres` does, to each host within its deadline,
+/// with the statements prepared kept beside each link).
+struct Connector(Hosts);
 
-/// A failed connection, said with its causes (the pool keeps only an error's text, and the
-/// driver's own is "error connecting to server").
+/// A failed connection, said with its causes (the pool keeps only an error's text).
 #[derive(Debug)]
 struct ConnectError(String);
-
-impl From<postgres::Error> for ConnectError {
-    fn from(e: postgres::Error) -> Self {
-        ConnectError(with_causes(&e))
-    }
-}
 
 impl std::fmt::Display for ConnectError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -492,18 +500,24 @@ impl ManageConnection for Connector {
 
     fn connect(&self) -> std::result::Result<Pooled, ConnectError> {
         Ok(Pooled {
-            client: self.0.connect(NoTls)?,
+            link: self.0.connect().map_err(ConnectError)?,
             prepared: HashSet::new(),
         })
     }
 
-    /// Unused: the pool tests no connection when it lends one.
+    /// No query: a link is lent unless it broke or another link to its server broke since it
+    /// was made (the server may be gone or hung: all of its links are dropped at once).
     fn is_valid(&self, conn: &mut Pooled) -> std::result::Result<(), ConnectError> {
-        Ok(conn.client.simple_query("").map(drop)?)
+        if self.0.is_current(&conn.link) {
+            Ok(())
+        } else {
+            Err(ConnectError("made before its server failed".into()))
+        }
     }
 
     fn has_broken(&self, conn: &mut Pooled) -> bool {
-        conn.client.is_closed()
+        self.0.note(&conn.link);
+        !self.0.is_current(&conn.link)
     }
 }
 
@@ -516,7 +530,7 @@ impl PostgresBackend {
     /// Connects to the database at `url` (its password from the URL, else `PGPASSWORD`) and
     /// brings its schema up to date, or refuses an older one ([`sql::migrate`]).
     pub(super) fn open(url: &str, upgrade: SchemaUpgrade) -> Result<(Self, SchemaChange)> {
-        let mut config: postgres::Config = url
+        let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| Error::Config(format!("--db: not a PostgreSQL URL: {e}")))?;
         if config.get_password().is_none()
@@ -526,23 +540,26 @@ impl PostgresBackend {
         }
         // No startup `options` (PgBouncer refuses them): only settings it passes on.
         config
-            .connect_timeout(CONNECT_TIMEOUT)
+            .connect_timeout(link::HOST_CONNECT_TIMEOUT)
             .tcp_user_timeout(TCP_USER_TIMEOUT)
             .keepalives(true)
+            .keepalives_idle(KEEPALIVES_IDLE)
+            .keepalives_interval(KEEPALIVES_INTERVAL)
+            .keepalives_retries(KEEPALIVES_RETRIES)
             .application_name(env!("CARGO_PKG_NAME"));
         let pool = Pool::builder()
             .max_size(MAX_CONNECTIONS)
             .min_idle(Some(0))
-            .connection_timeout(CONNECT_TIMEOUT)
-            // No query of r2d2's own before each use: a broken connection is seen as closed
-            // when it comes back (`has_broken`) and dropped then.
-            .test_on_check_out(false)
+            .connection_timeout(COMMAND_DEADLINE)
+            // A check without a query ([`Connector::is_valid`]): links made before their
+            // server failed are dropped, not lent.
+            .test_on_check_out(true)
             // Failures reach the caller as errors; r2d2 would also log each attempt.
             .error_handler(Box::new(NopErrorHandler))
-            .build_unchecked(Connector(config));
+            .build_unchecked(Connector(Hosts::new(&config)));
         let backend = PostgresBackend { pool };
         let change = backend
-            .transaction(|tx| {
+            .transaction(OPEN_DEADLINE, OPEN_SETTINGS, |tx| {
                 execute(
                     tx,
                     "SELECT pg_advisory_xact_lock($1)",
@@ -561,58 +578,104 @@ impl PostgresBackend {
         Ok((backend, change))
     }
 
-    fn connection(&self) -> Result<PooledConnection<Connector>> {
-        Ok(self.pool.get()?)
-    }
-
-    /// Runs `f` on a pooled connection; again, up to [`ATTEMPTS`] times, if PostgreSQL aborts
-    /// it for serialization or a deadlock.
-    fn run<T>(&self, mut f: impl FnMut(&mut Pooled) -> Result<T>) -> Result<T> {
+    /// Runs `f` on a pooled connection, the wait for it and `f` within `budget` together;
+    /// again, up to [`ATTEMPTS`] times, if PostgreSQL aborts it for serialization or a
+    /// deadlock; and a read once more on a fresh connection if its connection failed (a
+    /// write is not sent again: it may have been done, and only a new read can tell).
+    fn run<T>(
+        &self,
+        access: Access,
+        budget: Duration,
+        mut f: impl FnMut(&mut Pooled) -> Result<T>,
+    ) -> Result<T> {
+        let deadline = Instant::now() + budget;
         let mut attempt = 1;
+        let mut read_again = access == Access::Read;
         loop {
-            let mut conn = self.connection()?;
+            let mut conn = self
+                .pool
+                .get_timeout(deadline.saturating_duration_since(Instant::now()))?;
+            conn.link.set_deadline(deadline);
             let outcome = f(&mut conn);
             match outcome {
                 Err(e) if attempt < ATTEMPTS && retryable(&e) => {
                     log::debug!("transaction retried: {e}");
                     attempt += 1;
                 }
+                Err(e) if read_again && conn.link.is_broken() && Instant::now() < deadline => {
+                    log::debug!("read again on a fresh connection: {e}");
+                    read_again = false;
+                }
                 outcome => return outcome,
             }
         }
     }
 
-    /// Runs `f` in a transaction, committed if it succeeds; run again as [`Self::run`] says
+    /// Runs `f` in a transaction, with `settings` (`SET LOCAL`s) after the usual ones,
+    /// committed if it succeeds, within `budget`; run again as [`Self::run`] says for a write
     /// (an abort may come at any statement or at the commit).
-    fn transaction<T>(&self, mut f: impl FnMut(&mut Transaction<'_>) -> Result<T>) -> Result<T> {
-        self.run(|conn| {
-            let mut tx = conn.client.transaction()?;
-            tx.batch_execute(SETTINGS)?;
-            let value = f(&mut tx)?;
-            tx.commit()?;
-            Ok(value)
+    fn transaction<T>(
+        &self,
+        budget: Duration,
+        settings: &str,
+        mut f: impl FnMut(&mut Link) -> Result<T>,
+    ) -> Result<T> {
+        self.run(Access::Write, budget, |conn| {
+            let link = &mut conn.link;
+            link.simple_query(&format!("BEGIN; {SETTINGS} {settings}"))?;
+            match f(link) {
+                Ok(value) => {
+                    link.simple_query("COMMIT")?;
+                    Ok(value)
+                }
+                Err(e) => {
+                    if !link.is_broken() {
+                        // Its failure, if any, leaves the link broken, and so dropped.
+                        let _ = link.simple_query("ROLLBACK");
+                    }
+                    Err(e)
+                }
+            }
         })
     }
 
     /// The rows of one statement, on a pooled connection, and how many it changed.
-    fn prepared(&self, statement: &str, params: &[Param<'_>]) -> Result<Answer> {
-        self.run(|conn| run_statement(conn, statement, params))
+    fn prepared(&self, access: Access, statement: &str, params: &[Param<'_>]) -> Result<Answer> {
+        self.run(access, COMMAND_DEADLINE, |conn| {
+            run_statement(conn, statement, params)
+        })
     }
 
-    /// The rows of one statement, on a pooled connection.
-    fn query(&self, statement: &str, params: &[Param<'_>]) -> Result<Vec<AnyRow>> {
-        Ok(self.prepared(statement, params)?.rows)
+    /// The rows of one statement that only reads, on a pooled connection.
+    fn read(&self, statement: &str, params: &[Param<'_>]) -> Result<Vec<AnyRow>> {
+        Ok(self.prepared(Access::Read, statement, params)?.rows)
     }
 
-    /// The first row of one statement, if any, on a pooled connection.
-    fn first_row(&self, statement: &str, params: &[Param<'_>]) -> Result<Option<AnyRow>> {
-        Ok(self.query(statement, params)?.into_iter().next())
+    /// The first row of one statement that only reads, if any, on a pooled connection.
+    fn read_row(&self, statement: &str, params: &[Param<'_>]) -> Result<Option<AnyRow>> {
+        Ok(self.read(statement, params)?.into_iter().next())
     }
 
-    /// How many rows one statement changed, on a pooled connection.
+    /// The first row of one statement that writes, if any, on a pooled connection.
+    fn write_row(&self, statement: &str, params: &[Param<'_>]) -> Result<Option<AnyRow>> {
+        Ok(self
+            .prepared(Access::Write, statement, params)?
+            .rows
+            .into_iter()
+            .next())
+    }
+
+    /// How many rows one statement that writes changed, on a pooled connection.
     fn execute(&self, statement: &str, params: &[Param<'_>]) -> Result<u64> {
-        Ok(self.prepared(statement, params)?.changed)
+        Ok(self.prepared(Access::Write, statement, params)?.changed)
     }
+}
+
+/// What a statement does: only reads (it may be sent again), or writes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Access {
+    Read,
+    Write,
 }
 
 /// A statement's parameter: its SQL type and its value, which `EXECUTE` gives as a literal.
@@ -752,18 +815,15 @@ fn run_statement(conn: &mut Pooled, statement: &str, params: &[Param<'_>]) -> Re
     if !params.iter().any(|p| matches!(p, Param::Private(_))) {
         return execute_prepared(conn, statement, params);
     }
-    let mut answer = Answer {
-        rows: Vec::new(),
-        changed: 0,
-    };
-    let mut rows = conn
-        .client
-        .query_typed_raw(statement, params.iter().map(Param::bound))?;
-    while let Some(row) = rows.next()? {
-        answer.rows.push(Box::new(row));
-    }
-    answer.changed = rows.rows_affected().unwrap_or(answer.rows.len() as u64);
-    Ok(answer)
+    let bound: Vec<_> = params.iter().map(Param::bound).collect();
+    let (rows, changed) = conn.link.query_typed(statement, &bound)?;
+    Ok(Answer {
+        rows: rows
+            .into_iter()
+            .map(|row| Box::new(row) as AnyRow)
+            .collect(),
+        changed,
+    })
 }
 
 /// The name `statement` is prepared under on every server connection: derived from the schema
@@ -805,9 +865,9 @@ fn execute_prepared(conn: &mut Pooled, statement: &str, params: &[Param<'_>]) ->
     }
     let known = conn.prepared.contains(&name);
     let answered = if known {
-        match conn.client.simple_query(&format!("{SETTINGS} {execute}")) {
+        match conn.link.simple_query(&format!("{SETTINGS} {execute}")) {
             // Behind PgBouncer: another server connection than the one that prepared it.
-            Err(e) if e.code() == Some(&SqlState::INVALID_SQL_STATEMENT_NAME) => None,
+            Err(e) if sql_state(&e) == Some(&SqlState::INVALID_SQL_STATEMENT_NAME) => None,
             answered => Some(answered?),
         }
     } else {
@@ -825,7 +885,7 @@ fn execute_prepared(conn: &mut Pooled, statement: &str, params: &[Param<'_>]) ->
                 format!("({})", types.join(", "))
             };
             let prepare = escape_literal(&format!("PREPARE {name}{types} AS {statement}"));
-            let messages = conn.client.simple_query(&format!(
+            let messages = conn.link.simple_query(&format!(
                 "{SETTINGS}
                  DO $ssc$ BEGIN
                      IF NOT EXISTS (SELECT 1 FROM pg_prepared_statements WHERE name = '{name}')
@@ -853,13 +913,13 @@ fn execute_prepared(conn: &mut Pooled, statement: &str, params: &[Param<'_>]) ->
 }
 
 /// The rows of `statement` in a transaction: one round trip, no named statement.
-fn query(conn: &mut impl GenericClient, statement: &str, params: &Params<'_>) -> Result<Vec<Row>> {
-    Ok(conn.query_typed(statement, params)?)
+fn query(tx: &mut Link, statement: &str, params: &Params<'_>) -> Result<Vec<Row>> {
+    Ok(tx.query_typed(statement, params)?.0)
 }
 
-/// How many rows `statement` changed: one round trip, no named statement.
-fn execute(conn: &mut impl GenericClient, statement: &str, params: &Params<'_>) -> Result<u64> {
-    Ok(conn.execute_typed(statement, params)?)
+/// How many rows `statement` changed in a transaction: one round trip, no named statement.
+fn execute(tx: &mut Link, statement: &str, params: &Params<'_>) -> Result<u64> {
+    Ok(tx.query_typed(statement, params)?.1)
 }
 
 /// PostgreSQL's SQLSTATE of the failure `e`, if it is PostgreSQL's.
@@ -868,8 +928,8 @@ fn sql_state(e: &Error) -> Option<&SqlState> {
         return None;
     };
     source
-        .downcast_ref::<postgres::Error>()
-        .and_then(postgres::Error::code)
+        .downcast_ref::<tokio_postgres::Error>()
+        .and_then(tokio_postgres::Error::code)
 }
 
 /// Whether `e` is PostgreSQL's abort of a transaction that may succeed if run again.
@@ -880,10 +940,10 @@ fn retryable(e: &Error) -> bool {
 }
 
 /// PostgreSQL's schema version, in the `schema_version` table (made on first use), under
-/// the migration lock the caller holds.
-impl SchemaVersions for Transaction<'_> {
+/// the migration lock the caller holds, in its transaction.
+impl SchemaVersions for Link {
     fn version(&mut self) -> Result<i64> {
-        self.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
+        self.simple_query("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
         let version = query(self, "SELECT version FROM schema_version", &[])?
             .first()
             .map(|row| row.try_get::<_, i32>(0))
@@ -891,7 +951,7 @@ impl SchemaVersions for Transaction<'_> {
         Ok(version.map_or(0, i64::from))
     }
     fn apply(&mut self, sql: &str) -> Result<()> {
-        Ok(self.batch_execute(sql)?)
+        self.simple_query(sql).map(drop)
     }
     fn set_version(&mut self, version: i64) -> Result<()> {
         let version = i32::try_from(version)
@@ -938,7 +998,7 @@ impl Backend for PostgresBackend {
             value(Field::Phone),
             value(Field::Address),
         );
-        let inserted = self.first_row(
+        let inserted = self.write_row(
             &format!(
                 "INSERT INTO accounts (username, password_hash, full_name, email, phone, address,
                                        created_at, updated_at)
@@ -962,7 +1022,7 @@ impl Backend for PostgresBackend {
     }
 
     fn find_login(&self, username: &str) -> Result<Option<LoginRecord>> {
-        self.first_row(
+        self.read_row(
             &format!("SELECT {LOGIN_RECORD} FROM accounts WHERE lower(username) = lower($1)"),
             &[text(username)],
         )?
@@ -971,7 +1031,7 @@ impl Backend for PostgresBackend {
     }
 
     fn session_state(&self, id: AccountId) -> Result<Option<SessionState>> {
-        self.first_row(
+        self.read_row(
             &format!("SELECT {SESSION_STATE} FROM accounts WHERE id = $1"),
             &[big(id)],
         )?
@@ -980,7 +1040,7 @@ impl Backend for PostgresBackend {
     }
 
     fn accounts(&self, username: Option<&str>) -> Result<Vec<AccountSummary>> {
-        self.query(
+        self.read(
             &format!(
                 "SELECT {ACCOUNT_SUMMARY} FROM accounts
                  WHERE $1::TEXT IS NULL OR lower(username) = lower($1)
@@ -1012,7 +1072,7 @@ impl Backend for PostgresBackend {
     }
 
     fn known_addresses(&self, id: AccountId) -> Result<Vec<(String, f64)>> {
-        self.query(
+        self.read(
             "SELECT address, last_login_at FROM known_addresses WHERE account_id = $1
              ORDER BY last_login_at DESC",
             &[big(id)],
@@ -1025,7 +1085,7 @@ impl Backend for PostgresBackend {
     fn account_totals(&self) -> Result<AccountTotals> {
         let day_ago = NOW.replace("now()", "(now() - interval '1 day')");
         let row = self
-            .first_row(
+            .read_row(
                 &format!(
                     "SELECT count(*), count(locked_at),
                             count(CASE WHEN last_login_at >= {day_ago} THEN 1 END)
@@ -1042,7 +1102,7 @@ impl Backend for PostgresBackend {
     }
 
     fn account(&self, id: AccountId, generation: Option<i64>) -> Result<Option<AccountView>> {
-        self.first_row(
+        self.read_row(
             &format!("SELECT {ACCOUNT_VIEW} FROM accounts WHERE {GUARD}"),
             &[big(id), big(generation)],
         )?
@@ -1051,7 +1111,7 @@ impl Backend for PostgresBackend {
     }
 
     fn credentials(&self, session: SessionAccount) -> Result<Option<(String, String)>> {
-        self.first_row(
+        self.read_row(
             &format!("SELECT username, password_hash FROM accounts WHERE {GUARD}"),
             &[big(session.id), big(Some(session.generation))],
         )?
@@ -1072,7 +1132,7 @@ impl Backend for PostgresBackend {
             change(Field::Phone),
             change(Field::Address),
         );
-        self.first_row(
+        self.write_row(
             &format!(
                 "UPDATE accounts SET full_name = COALESCE($3, full_name),
                                      email = COALESCE($4, email),
@@ -1124,7 +1184,7 @@ impl Backend for PostgresBackend {
         let (names, thresholds, spans) = key_columns(keys.counted());
         let policy = attempt.policy;
         let row = self
-            .first_row(
+            .write_row(
                 "SELECT r_refused_until, r_limit, r_id, r_hash, r_locked, r_generation
                  FROM throttle_count($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
                                      $14)",
@@ -1204,7 +1264,7 @@ impl Backend for PostgresBackend {
     }
 
     fn failure_counts(&self) -> Result<Vec<(String, FailureCount)>> {
-        self.query(
+        self.read(
             &format!("SELECT {FAILURE_COUNT} FROM login_failures ORDER BY key COLLATE \"C\""),
             &[],
         )?
@@ -1218,7 +1278,7 @@ impl Backend for PostgresBackend {
         selection: &KeySelection,
         unlock: Option<AccountId>,
     ) -> Result<Option<usize>> {
-        let matching = |tx: &mut Transaction<'_>| -> Result<Vec<String>> {
+        let matching = |tx: &mut Link| -> Result<Vec<String>> {
             let mut keys = Vec::new();
             for row in query(tx, "SELECT key FROM login_failures", &[])? {
                 let key = row.text(0)?;
@@ -1228,7 +1288,7 @@ impl Backend for PostgresBackend {
             }
             Ok(keys)
         };
-        let cleared = self.transaction(|tx| {
+        let cleared = self.transaction(COMMAND_DEADLINE, "", |tx| {
             // After every attempt in flight under these keys (each holds an anchor), in the
             // keys' one order; then none is in flight, and the keys made meanwhile are seen.
             let mut keys = matching(tx)?;
@@ -1263,7 +1323,9 @@ impl Backend for PostgresBackend {
     }
 
     fn ping(&self) -> Result<()> {
-        self.run(|conn| Ok(conn.client.simple_query("SELECT 1").map(drop)?))
+        self.run(Access::Read, COMMAND_DEADLINE, |conn| {
+            conn.link.simple_query("SELECT 1").map(drop)
+        })
     }
 
     /// Nothing to do: the pool's connections end when the store is dropped, and every write
@@ -1350,7 +1412,7 @@ mod tests {
         for _ in 0..3 {
             s.login("vera", b"guess", from)?;
         }
-        let mut client = postgres::Client::connect(&db.0, NoTls).unwrap();
+        let mut client = postgres::Client::connect(&db.0, postgres::NoTls).unwrap();
         let mut attempt = client.transaction().unwrap();
         attempt
             .execute("SELECT throttle_lock_keys($1)", &[&vec!["user:vera"]])
@@ -1387,13 +1449,13 @@ mod tests {
 
     /// A statement has PostgreSQL's deadline, set in its own transaction (PgBouncer refuses
     /// it as a startup option): a login that waits for a key another transaction holds fails
-    /// after 5 s instead of waiting for ever.
+    /// after 2 s, before the command's own deadline, instead of waiting for ever.
     #[test]
     fn a_statement_that_waits_too_long_is_cancelled() -> Result<()> {
         let db = PostgresDatabase::new();
         let s = db.open(fast());
         s.create_account("wanda", b"pw-wanda-1", &[])?;
-        let mut client = postgres::Client::connect(&db.0, NoTls).unwrap();
+        let mut client = postgres::Client::connect(&db.0, postgres::NoTls).unwrap();
         let mut holder = client.transaction().unwrap();
         holder
             .execute("SELECT throttle_lock_keys($1)", &[&vec!["user:wanda"]])
@@ -1402,9 +1464,9 @@ mod tests {
         let started = std::time::Instant::now();
         let err = s.login("wanda", b"pw-wanda-1", from).unwrap_err();
         let waited = started.elapsed();
-        assert!(err.to_string().contains("timeout"), "{err}");
+        assert!(err.to_string().contains("statement timeout"), "{err}");
         assert!(
-            (Duration::from_secs(4)..Duration::from_secs(20)).contains(&waited),
+            (Duration::from_millis(1900)..COMMAND_DEADLINE).contains(&waited),
             "{waited:?}"
         );
         holder.rollback().unwrap();
@@ -1415,6 +1477,42 @@ mod tests {
         Ok(())
     }
 
+    /// A read whose connection died is sent again on a fresh one; a write is not (it may have
+    /// been done: only a new read can tell), and the links made before it failed are not lent
+    /// again.
+    #[test]
+    fn a_read_is_sent_again_on_a_fresh_connection_and_a_write_is_not() -> Result<()> {
+        let db = PostgresDatabase::new();
+        let s = db.open(fast());
+        let id = s.create_account("yuri", b"pw-yuri-1", &[])?;
+        drop(s);
+        let (backend, _) = PostgresBackend::open(&db.0, SchemaUpgrade::Refuse)?;
+        let mut admin = postgres::Client::connect(&db.0, postgres::NoTls).unwrap();
+        let mut end_connections = || {
+            let others = "FROM pg_stat_activity
+                          WHERE datname = current_database() AND pid <> pg_backend_pid()";
+            admin
+                .batch_execute(&format!("SELECT pg_terminate_backend(pid) {others}"))
+                .unwrap();
+            while admin
+                .query_one(&format!("SELECT count(*) {others}"), &[])
+                .unwrap()
+                .get::<_, i64>(0)
+                > 0
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+        assert_eq!(backend.accounts(Some("yuri"))?.len(), 1);
+        end_connections();
+        assert_eq!(backend.accounts(Some("yuri"))?.len(), 1);
+        end_connections();
+        let err = backend.lock(id).unwrap_err();
+        assert!(matches!(err, Error::Store(_)), "{err}");
+        assert!(backend.lock(id)?);
+        Ok(())
+    }
+
     /// On a cluster whose `lower()` folds KELVIN SIGN to `k` (C.UTF-8, Debian's default), a
     /// name with it is never looked up: it reaches no account, and guesses under it count
     /// against the address only, not against the account they look like.
@@ -1422,7 +1520,7 @@ mod tests {
     fn a_look_alike_name_reaches_no_account() -> Result<()> {
         let own = test_cluster::Cluster::with_locale("C.UTF-8");
         let url = own.new_database();
-        let folded: String = postgres::Client::connect(&url, NoTls)
+        let folded: String = postgres::Client::connect(&url, postgres::NoTls)
             .unwrap()
             .query_one("SELECT lower(U&'\\212A')", &[])
             .unwrap()
@@ -1465,7 +1563,7 @@ mod tests {
         for store in stores {
             store.join().unwrap().unwrap();
         }
-        let mut client = postgres::Client::connect(&db.0, NoTls).unwrap();
+        let mut client = postgres::Client::connect(&db.0, postgres::NoTls).unwrap();
         let version: i32 = client
             .query_one("SELECT version FROM schema_version", &[])
             .unwrap()
@@ -1481,7 +1579,7 @@ mod tests {
     fn refuses_newer_schema() {
         let db = PostgresDatabase::new();
         drop(db.open(fast()));
-        let mut client = postgres::Client::connect(&db.0, NoTls).unwrap();
+        let mut client = postgres::Client::connect(&db.0, postgres::NoTls).unwrap();
         client
             .execute("UPDATE schema_version SET version = 99", &[])
             .unwrap();
@@ -1517,7 +1615,7 @@ mod tests {
     fn version_5_database_gains_the_lock_and_the_credentials_generation() -> Result<()> {
         let db = PostgresDatabase::new();
         {
-            let mut client = postgres::Client::connect(&db.0, NoTls).unwrap();
+            let mut client = postgres::Client::connect(&db.0, postgres::NoTls).unwrap();
             for sql in &MIGRATIONS[..5] {
                 client.batch_execute(sql).unwrap();
             }

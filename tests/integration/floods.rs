@@ -3,8 +3,8 @@
 //! stays a few summary lines.
 
 use std::io::{ErrorKind, Read};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -179,8 +179,20 @@ fn timed_login(server: &Server, user: &str, source: &str) -> Duration {
     took
 }
 
+/// Held by each test that compares logins' times before and during a flood of its own: one
+/// at a time, as another's flood would be in this one's figures.
+static TIMED: Mutex<()> = Mutex::new(());
+
+/// [`TIMED`], taken (a test that failed holding it leaves it usable).
+fn timed_alone() -> MutexGuard<'static, ()> {
+    TIMED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 #[test]
 fn a_signup_flood_leaves_an_honest_login_fast() {
+    let _alone = timed_alone();
     let fx = Fixture::new();
     // The full default cost, two hashing places, ten signups per address.
     let server = fx.server(&[
@@ -309,6 +321,7 @@ impl Looped {
 /// password to `passwd` 20 times, again and again; on a server with the full default cost,
 /// the default hashing places (every core but one) and `limits` on right passwords.
 fn right_passwords_looped(limits: [&str; 2]) -> Looped {
+    let _alone = timed_alone();
     let fx = Fixture::new();
     let server = fx.server(&[
         "--hash-iterations",

@@ -5,6 +5,9 @@
 //! many round trips (`Sync` and simple `Query` messages) and named `Parse` messages its code
 //! cost.
 //!
+//! [`WireCounter::freeze`] makes it hang as a stopped server does: connections stay open and
+//! new ones are accepted (by the kernel), and nothing is answered.
+//!
 //! Each message is counted before any of its bytes are forwarded, so a count is exact and
 //! visible as soon as the server can have seen the message. The proxy needs a plain-text
 //! connection (the postgres crate's `NoTls`): a connection the server agrees to encrypt is
@@ -99,6 +102,8 @@ struct Shared {
     /// Nanoseconds from `epoch` to the last bytes relayed in either direction.
     last_activity: AtomicU64,
     stopping: AtomicBool,
+    /// Whether nothing is relayed for now ([`WireCounter::freeze`]).
+    frozen: AtomicBool,
     /// The client and server sockets of the open connections, to cut them at the end.
     open: Mutex<Vec<(u64, TcpStream, TcpStream)>>,
     /// Why the counts cannot be trusted, if something made them so.
@@ -129,6 +134,7 @@ impl WireCounter {
             epoch,
             last_activity: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
+            frozen: AtomicBool::new(false),
             open: Mutex::new(Vec::new()),
             trouble: Mutex::new(None),
             query_text: Mutex::new(Vec::new()),
@@ -143,6 +149,13 @@ impl WireCounter {
             shared,
             acceptor: Some(acceptor),
         }
+    }
+
+    /// Hangs (`true`) as a stopped server does, or resumes: while frozen, nothing is relayed
+    /// in either direction, connections stay open, and new ones are accepted and not
+    /// answered.
+    pub fn freeze(&self, frozen: bool) {
+        self.shared.frozen.store(frozen, Ordering::SeqCst);
     }
 
     /// The port it listens on, on 127.0.0.1.
@@ -216,6 +229,13 @@ impl Drop for WireCounter {
 }
 
 impl Shared {
+    /// Returns once the proxy is not frozen, or stops.
+    fn wait_while_frozen(&self) {
+        while self.frozen.load(Ordering::SeqCst) && !self.stopping.load(Ordering::SeqCst) {
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     fn touch(&self) {
         let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.last_activity.fetch_max(now, Ordering::SeqCst);
@@ -262,6 +282,7 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 
 /// Relays one connection: the startup phase here, then a thread per direction.
 fn connection(id: u64, mut client: TcpStream, shared: Arc<Shared>) {
+    shared.wait_while_frozen();
     let mut server = match TcpStream::connect(("127.0.0.1", shared.target_port)) {
         Ok(server) => server,
         Err(e) => {
@@ -405,6 +426,7 @@ fn relay(
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        shared.wait_while_frozen();
         shared.touch();
         if let Some((frontend, id)) = parser.as_mut()
             && let Err(trouble) = frontend.feed(&buffer[..n], shared)

@@ -225,7 +225,7 @@ extern "C" fn remove_at_exit() {
     }
 }
 
-fn binaries() -> PathBuf {
+pub fn binaries() -> PathBuf {
     let candidates = std::env::var_os("PG_BIN")
         .map(PathBuf::from)
         .into_iter()
@@ -250,7 +250,7 @@ fn binaries() -> PathBuf {
 }
 
 /// The `postgres` user's uid and gid when the tests run as root, to run the server as.
-fn run_as_postgres() -> Option<(u32, u32)> {
+pub fn run_as_postgres() -> Option<(u32, u32)> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return None;
@@ -270,14 +270,14 @@ fn run_as_postgres() -> Option<(u32, u32)> {
 }
 
 /// A free TCP port on 127.0.0.1 (free when asked; a server may still find it taken).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let probe = TcpListener::bind("127.0.0.1:0").expect("a free port");
     probe.local_addr().expect("a probe's address").port()
 }
 
 /// Starts `command` as `owner` (if given), to die with this process: from a thread that lives
 /// as long as the process (a child dies with the thread that started it, PR_SET_PDEATHSIG).
-fn spawn_as(mut command: Command, owner: Option<(u32, u32)>) -> std::io::Result<Child> {
+pub fn spawn_as(mut command: Command, owner: Option<(u32, u32)>) -> std::io::Result<Child> {
     as_owner(&mut command, owner);
     // SAFETY: prctl is async-signal-safe; it runs in the child between fork and exec, after
     // the user change (which would clear the setting).
