@@ -5,8 +5,9 @@
 # make run-server build, make the certificate if missing, run ./server --demo on 127.0.0.1:8081
 #                 (the demo account's password is weak: BIND=ADDR serves it elsewhere)
 # make test       formatting, lints, every test and the TLS audit (what CI runs); the tests
-#                 need PostgreSQL 15's binaries (Debian's postgresql-15), haproxy and
-#                 pgbouncer (.ci/run installs them)
+#                 need PostgreSQL 15's binaries (Debian's postgresql-15), haproxy, pgbouncer,
+#                 patroni and etcd-server (.ci/run installs them; make test stops at once,
+#                 naming what is missing)
 # make tls-audit  scan the server with sslscan (skipped if sslscan is missing)
 # make bench      benchmarks against nginx, openssl s_server and the crypto floor (installs
 #                 nginx-light and libnginx-mod-stream if missing)
@@ -56,6 +57,7 @@ lint:
 
 # Most integration tests wait on servers and timeouts rather than on the CPU: run 8 at once.
 test: lint
+	scripts/test-needs.sh
 	$(CARGO) test --locked -- --test-threads=8
 	$(MAKE) compare RUST_BIN=target/debug
 	$(MAKE) tls-audit

@@ -418,6 +418,10 @@ impl AccountStore {
         let outcome = match &created {
             Ok(id) => Outcome::Passed(*id),
             Err(Error::Busy) => Outcome::Unchecked,
+            // The store failed or did not answer: asking it again would make a second wait
+            // for the same refusal; the count in flight stops counting by itself
+            // (`ThrottlePolicy::pending_ttl`).
+            Err(Error::Store(_)) => return created,
             Err(_) => Outcome::Failed,
         };
         self.settle(&attempt, outcome, None);

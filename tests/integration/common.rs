@@ -21,6 +21,9 @@ pub mod pg;
 #[path = "../support/pg_wire.rs"]
 pub mod pg_wire;
 
+#[path = "../support/patroni.rs"]
+pub mod patroni;
+
 /// The PgBouncer in front of the shared test cluster, started on first use.
 pub fn bouncer() -> &'static pg::pgbouncer::PgBouncer {
     static BOUNCER: std::sync::OnceLock<pg::pgbouncer::PgBouncer> = std::sync::OnceLock::new();
@@ -333,6 +336,16 @@ impl Server {
     }
 
     /// Sends SIGTERM and waits for the exit.
+    /// Whether the server process is still running (not ended, not a zombie).
+    pub fn is_running(&self) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).is_ok_and(|stat| {
+            let state = stat
+                .rfind(')')
+                .and_then(|end| stat[end + 1..].split_whitespace().next());
+            !matches!(state, Some("Z" | "X") | None)
+        })
+    }
+
     pub fn terminate(mut self) -> ExitStatus {
         signal(&self.child, "TERM");
         wait_timeout(&mut self.child).expect("server did not stop after SIGTERM")
@@ -617,13 +630,18 @@ pub fn frame_bytes(document: &[u8]) -> Vec<u8> {
 
 /// Reads one framed reply.
 pub fn read_reply(ssl: &mut SslStream<TcpStream>) -> String {
+    try_read_reply(ssl).expect("a reply")
+}
+
+/// As [`read_reply`], `None` if the connection failed or ended first.
+pub fn try_read_reply(ssl: &mut SslStream<TcpStream>) -> Option<String> {
     let mut header = [0u8; 4];
-    ssl.read_exact(&mut header).expect("a reply header");
+    ssl.read_exact(&mut header).ok()?;
     let len = u32::from_be_bytes(header) as usize;
     assert!((5..=65536).contains(&len), "reply length {len}");
     let mut body = vec![0u8; len - 4];
-    ssl.read_exact(&mut body).expect("the reply body");
-    String::from_utf8(body).expect("UTF-8 reply")
+    ssl.read_exact(&mut body).ok()?;
+    Some(String::from_utf8(body).expect("UTF-8 reply"))
 }
 
 /// The result code of a reply.

@@ -12,6 +12,7 @@ mod admin;
 mod bench;
 mod certificates;
 pub mod crash;
+mod failover;
 mod fleet;
 mod floods;
 mod legacy;
