@@ -10,6 +10,7 @@
 //!   (`--handshake-only` likewise);
 //! - `login`: a full handshake, then `login` and `logout` in the account protocol;
 //! - `session`: one persistent logged-in session per client, each operation a `view`;
+//! - `update`: the same, each operation an `update` (one committed write);
 //! - `idle`: hold `--connections` sessions open at once, then use each of them once;
 //! - `hash`: no server: one PBKDF2-HMAC-SHA512 password hash at `--iterations`, the cost a
 //!   login adds.

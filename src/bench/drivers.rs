@@ -17,7 +17,8 @@ use crate::client::connection::AccountConnection;
 use crate::deadline::DeadlineStream;
 use crate::error::{Error, Result};
 use crate::password::{PasswordHash, Pbkdf2Params};
-use crate::xml::command::{Command, Login, MAX_COMMANDS_PER_SESSION};
+use crate::xml::account::Field;
+use crate::xml::command::{Command, Login, MAX_COMMANDS_PER_SESSION, Update};
 use crate::xml::legacy::{LEGACY_REQUEST_MAX, LEGACY_VALID_REPLY, legacy_request};
 use crate::xml::reply::ResultCode;
 
@@ -64,9 +65,11 @@ pub(super) fn drive(config: &BenchConfig, connector: &SslConnector) -> Measured 
                     {
                         break;
                     }
-                    // Session mode measures the commands, not the login before them.
+                    // Session modes measure the commands, not the login before them.
                     let prepared = match config.workload {
-                        Workload::Session => ensure_session(config, connector, &mut state),
+                        Workload::Session | Workload::Update => {
+                            ensure_session(config, connector, &mut state)
+                        }
                         _ => Ok(()),
                     };
                     let t0 = Instant::now();
@@ -120,14 +123,24 @@ fn operate(
             log_out(session);
             Ok(())
         }
-        Workload::Session => {
+        Workload::Session | Workload::Update => {
             let session = state.account.as_mut().expect("opened before the operation");
             session.commands += 1;
-            match session.conn.call(&Command::View) {
+            let (command, name) = match config.workload {
+                Workload::Update => (
+                    Command::Update(Update {
+                        changes: vec![(Field::FullName, format!("Bench {}", session.commands))],
+                        version: None,
+                    }),
+                    "update",
+                ),
+                _ => (Command::View, "view"),
+            };
+            match session.conn.call(&command) {
                 Ok(reply) => expect_success(reply.code),
                 Err(e) => {
                     state.account = None;
-                    Err(failure("view")(e))
+                    Err(failure(name)(e))
                 }
             }
         }

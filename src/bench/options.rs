@@ -39,6 +39,8 @@ pub(crate) enum Workload {
     Login,
     /// `view` on a persistent logged-in session.
     Session,
+    /// `update` on a persistent logged-in session: one committed write each.
+    Update,
     /// Many sessions held open, then each used once.
     Idle,
     /// A password hash, no server.
@@ -46,11 +48,12 @@ pub(crate) enum Workload {
 }
 
 impl Workload {
-    const ALL: [Workload; 6] = [
+    const ALL: [Workload; 7] = [
         Workload::Full,
         Workload::Resume,
         Workload::Login,
         Workload::Session,
+        Workload::Update,
         Workload::Idle,
         Workload::Hash,
     ];
@@ -62,6 +65,7 @@ impl Workload {
             Workload::Resume => "resume",
             Workload::Login => "login",
             Workload::Session => "session",
+            Workload::Update => "update",
             Workload::Idle => "idle",
             Workload::Hash => "hash",
         }
