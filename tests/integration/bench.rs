@@ -22,7 +22,7 @@ fn every_mode_runs_against_the_server() {
     let fx = Fixture::new();
     let server = fx.server(&["--demo", "--max-login-failures", "1000"]);
     let pid = server.child.id().to_string();
-    for mode in ["full", "resume", "login", "session", "hash"] {
+    for mode in ["full", "resume", "login", "session", "update", "hash"] {
         let json = fx.path().join(format!("{mode}.json"));
         let json_arg = json.display().to_string();
         let (stdout, stderr, ok) = bench(
