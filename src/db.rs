@@ -592,7 +592,10 @@ impl AccountStore {
         };
         match self.settled_check(&attempt, Some(record), password)? {
             Some(record) => {
-                self.settle(&attempt, Outcome::Passed(record.id), None);
+                // Said at once: a store that cannot settle this would fail the caller's write
+                // too, after a second wait.
+                self.backend
+                    .settle(&attempt, Outcome::Passed(record.id), None)?;
                 Ok(record.hash)
             }
             None => Err(Error::WrongPassword),
