@@ -204,10 +204,12 @@ fn instances(fx: &Fixture, cluster: &Patroni) -> (Server, Server) {
     (fx.server(&args), fx.server(&args))
 }
 
-/// Prints what happened, for the record (`--nocapture`).
-fn report(what: &str, outages: &[Outage], answers: &[Answer], lost: &[String]) {
+/// Prints what happened, for the record (`--nocapture`): `promoted`, when Patroni's REST API
+/// first named the new primary, from the event.
+fn report(what: &str, promoted: Duration, outages: &[Outage], answers: &[Answer], lost: &[String]) {
     eprintln!(
-        "{what}: {} writes acknowledged, {} lost; per instance: {outages:?}",
+        "{what}: new primary seen after {promoted:?}; {} writes acknowledged, {} lost; per \
+         instance: {outages:?}",
         answers.iter().filter(|a| a.acknowledged()).count(),
         lost.len()
     );
@@ -228,9 +230,10 @@ fn the_primary_killed_then_rejoined_and_switched_back() {
     cluster.wait_until(PROMOTION_PATIENCE, "node1 to be promoted", |c| {
         c.primary() == Some(1)
     });
+    let promoted = load.now() - event;
     let (outages, answers) = load_through(load, event, Duration::from_secs(22));
     let missing = lost(&cluster, 1, &answers);
-    report("primary killed", &outages, &answers, &missing);
+    report("primary killed", promoted, &outages, &answers, &missing);
     assert!(missing.is_empty(), "acknowledged and lost: {missing:?}");
     for outage in &outages {
         assert!(outage.refusals > 0, "the kill went unseen: {outage:?}");
@@ -257,9 +260,10 @@ fn the_primary_killed_then_rejoined_and_switched_back() {
     cluster.wait_until(PROMOTION_PATIENCE, "node0 to be the primary again", |c| {
         c.primary() == Some(0)
     });
+    let promoted = load.now() - event;
     let (outages, answers) = load_through(load, event, Duration::from_secs(12));
     let missing = lost(&cluster, 0, &answers);
-    report("switchover", &outages, &answers, &missing);
+    report("switchover", promoted, &outages, &answers, &missing);
     assert!(missing.is_empty(), "acknowledged and lost: {missing:?}");
     for outage in &outages {
         assert!(outage.back_after <= Duration::from_secs(10), "{outage:?}");
@@ -281,9 +285,10 @@ fn the_primary_hung_is_left_behind() {
     cluster.wait_until(PROMOTION_PATIENCE, "node1 to be promoted", |c| {
         c.primary() == Some(1)
     });
+    let promoted = load.now() - event;
     let (outages, answers) = load_through(load, event, Duration::from_secs(27));
     let missing = lost(&cluster, 1, &answers);
-    report("primary hung", &outages, &answers, &missing);
+    report("primary hung", promoted, &outages, &answers, &missing);
     assert!(missing.is_empty(), "acknowledged and lost: {missing:?}");
     for outage in &outages {
         assert!(outage.refusals > 0, "the hang went unseen: {outage:?}");
