@@ -11,7 +11,7 @@
 //! blocking `postgres` crate does, which offers no deadline); [`Hosts::connect`] tries the
 //! URL's hosts one by one, each within [`HOST_CONNECT_TIMEOUT`] (the driver's own
 //! `connect_timeout` bounds only the TCP connect, not a server that accepts and never
-//! answers), the host that served last first.
+//! answers), the host that served last first (after a round where none did, the next one).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -87,8 +87,9 @@ impl Hosts {
         }
     }
 
-    /// A link to the first host that takes it, trying the one that served last first, then the
-    /// others in the URL's order; each host within [`HOST_CONNECT_TIMEOUT`].
+    /// A link to the first host that takes it, trying the one that served last first (or,
+    /// after a round where none did, the one after the last round's first), then the others in
+    /// the URL's order; each host within [`HOST_CONNECT_TIMEOUT`].
     pub(super) fn connect(&self) -> std::result::Result<Link, String> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
@@ -127,6 +128,10 @@ impl Hosts {
                 )),
             }
         }
+        // Next time, start with the next host: a hung one first in line would cost every
+        // attempt its whole timeout, and delay finding a primary promoted meanwhile.
+        self.preferred
+            .store((preferred + 1) % self.hosts.len(), Ordering::Relaxed);
         Err(failures.join("; "))
     }
 
@@ -374,6 +379,27 @@ mod tests {
             "{why}"
         );
         assert!(why.contains("refused"), "{why}");
+    }
+
+    #[test]
+    fn a_round_where_no_host_answered_is_followed_by_one_from_the_next_host() {
+        let closed = || {
+            let (listener, port) = silent_server();
+            drop(listener);
+            port
+        };
+        let (first, second) = (closed(), closed());
+        let config: Config = format!("postgres://app@127.0.0.1:{first},127.0.0.1:{second}/db")
+            .parse()
+            .unwrap();
+        let hosts = Hosts::new(&config);
+        let starts = |hosts: &Hosts| {
+            let why = hosts.connect().err().expect("nothing listens");
+            why.split(':').nth(1).unwrap().to_string()
+        };
+        assert_eq!(starts(&hosts), first.to_string());
+        assert_eq!(starts(&hosts), second.to_string());
+        assert_eq!(starts(&hosts), first.to_string());
     }
 
     #[test]
