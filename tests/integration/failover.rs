@@ -271,9 +271,10 @@ fn the_primary_killed_then_rejoined_and_switched_back() {
     }
 }
 
-/// The primary hung (SIGSTOP of Patroni, postmaster and backends: nothing is reset).
+/// The primary hung (SIGSTOP of Patroni, postmaster and backends: nothing is reset); then it
+/// resumes, and must not take the lead back (nothing acknowledged meanwhile is lost).
 #[test]
-fn the_primary_hung_is_left_behind() {
+fn the_primary_hung_is_left_behind_and_resumes_as_a_replica() {
     let _alone = alone();
     let fx = Fixture::new();
     let cluster = Patroni::start();
@@ -295,4 +296,24 @@ fn the_primary_hung_is_left_behind() {
         assert!(outage.back_after <= Duration::from_secs(25), "{outage:?}");
         assert!(outage.slowest <= Duration::from_secs(6), "{outage:?}");
     }
+
+    // Resumed under writes, the old primary finds its lead gone and follows the new one.
+    let load = Load::start(&[&one, &two], "r");
+    thread::sleep(Duration::from_secs(1));
+    cluster.resume(0);
+    cluster.wait_until(PROMOTION_PATIENCE, "node0 to follow node1", |c| {
+        c.is_replica(0) && c.primary() == Some(1)
+    });
+    thread::sleep(Duration::from_secs(3));
+    let resumed: Vec<Answer> = load.finish().into_iter().flatten().collect();
+    let missing = lost(&cluster, 1, &answers);
+    let missing_since = lost(&cluster, 1, &resumed);
+    assert!(
+        missing.is_empty() && missing_since.is_empty(),
+        "acknowledged and lost after the resume: {missing:?} {missing_since:?}"
+    );
+    assert!(
+        resumed.iter().any(Answer::acknowledged),
+        "no write after the resume"
+    );
 }

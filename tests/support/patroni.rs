@@ -1,6 +1,9 @@
 //! A replicated PostgreSQL for the integration tests: a real etcd and two PostgreSQL 15 nodes
 //! under real Patroni (Debian's `etcd-server` and `patroni`), on loopback, in a temporary
-//! directory; synchronous replication (`synchronous_mode`), so a failover loses nothing
+//! directory; Patroni speaks etcd's v2 API (`etcd:`, etcd with `--enable-v2`): Debian's
+//! Patroni 3.0.2 may overwrite the leader key unconditionally through the v3 API (`etcd3:`,
+//! fixed in Patroni 3.0.3, patroni/patroni#2689), so a hung primary that resumes could take
+//! the lead back from the promoted standby and lose what it acknowledged; synchronous replication (`synchronous_mode`), so a failover loses nothing
 //! acknowledged, and `use_pg_rewind`, so a former primary rejoins as a replica. Everything runs
 //! as the `postgres` user when the tests run as root, and is stopped when the [`Patroni`] is
 //! dropped (a hung node resumed first).
@@ -318,6 +321,7 @@ fn start_etcd(dir: &Path, port: u16, owner: Option<(u32, u32)>) -> Child {
         .args(["--listen-peer-urls", &peer_url])
         .args(["--initial-advertise-peer-urls", &peer_url])
         .args(["--initial-cluster", &format!("etcd0={peer_url}")])
+        .arg("--enable-v2")
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let mut etcd = spawn_as(command, owner).expect("start etcd");
@@ -335,7 +339,7 @@ fn start_etcd(dir: &Path, port: u16, owner: Option<(u32, u32)>) -> Child {
     etcd
 }
 
-/// A node's Patroni configuration: etcd's v3 API; the bootstrap settings (synchronous mode,
+/// A node's Patroni configuration: etcd's v2 API (see the module's note); the bootstrap settings (synchronous mode,
 /// pg_rewind and the WAL hints it needs, trust on loopback: a test cluster); PostgreSQL 15's
 /// binaries.
 fn configuration(dir: &Path, name: &str, port: u16, rest: u16, etcd: u16) -> String {
@@ -351,7 +355,7 @@ log:
 restapi:
   listen: 127.0.0.1:{rest}
   connect_address: 127.0.0.1:{rest}
-etcd3:
+etcd:
   hosts: 127.0.0.1:{etcd}
 bootstrap:
   dcs:
