@@ -11,7 +11,11 @@
 # make tls-audit  scan the server with sslscan (skipped if sslscan is missing)
 # make bench      benchmarks against nginx, openssl s_server and the crypto floor (installs
 #                 nginx-light and libnginx-mod-stream if missing)
-# make cluster    PostgreSQL, two instances and HAProxy on port 8081 (PORT=...), until Ctrl-C
+# make cluster    PostgreSQL, two instances and HAProxy on port 8081 (PORT=...), until Ctrl-C;
+#                 HA=1 is make cluster-ha
+# make cluster-ha the same with etcd and two PostgreSQL nodes under Patroni behind the
+#                 instances; it says which node is the primary and how to kill, hang or
+#                 switch it over (apt-get install patroni etcd-server)
 # make compare    the C programs (compare/*.c, or ORIG_SERVER=... ORIG_CLIENT=... builds of the
 #                 original) and the Rust ones in the four pairings; fails on a difference the
 #                 README's table does not explain
@@ -29,7 +33,7 @@ RUST_BIN ?=
 COMPARE_DIR := build/compare
 COMPARE_CFLAGS := -O2 -Wall -Wextra -Werror
 
-.PHONY: all cert ticket-key run-server test lint tls-audit bench cluster compare clean
+.PHONY: all cert ticket-key run-server test lint tls-audit bench cluster cluster-ha compare clean
 
 all:
 	$(CARGO) build --release --locked --bins
@@ -80,9 +84,14 @@ tls-audit:
 bench:
 	scripts/bench.sh
 
-# The scale-out set-up on one machine (docs/SCALING.md).
+# The scale-out set-up on one machine (docs/SCALING.md); HA=1 (anything but empty or 0) is
+# cluster-ha, the same with a Patroni-managed primary and standby.
+HA ?=
 cluster:
-	PORT=$(PORT) scripts/cluster.sh
+	PORT=$(PORT) scripts/cluster$(if $(filter-out 0,$(HA)),-ha).sh
+
+cluster-ha:
+	PORT=$(PORT) scripts/cluster-ha.sh
 
 # The project's C stand-ins for the original server.c and client.c (gcc, libssl-dev).
 $(COMPARE_DIR)/%: compare/%.c
