@@ -18,7 +18,7 @@
 # fleet_start DB_URL: two instances on DB_URL sharing one session-ticket key (the first with
 #   the demo account aticle/123), the PROXY protocol required from HAProxy (127.0.0.1), and
 #   HAProxy in front of them on 127.0.0.1:$PORT (TCP mode, PROXY protocol v2, health checks);
-#   sets instance_ports.
+#   sets instance_ports. SERVER_ARGS (split on white space) go to both instances too.
 
 groups=()
 group_commands=()
@@ -122,7 +122,8 @@ wait_until() {
 listening() { [ -n "$(ss -Htln "src 127.0.0.1 and sport = :$1")" ]; }
 
 fleet_start() {
-    local db=$1 names=(one two) i instance port demo
+    local db=$1 names=(one two) i instance port demo extra=()
+    read -r -a extra <<<"${SERVER_ARGS:-}"
     mapfile -t instance_ports < <(free_ports 2)
     "$top/scripts/ticketkey.sh" "$work/ticket.key" >/dev/null
     for i in 0 1; do
@@ -131,7 +132,8 @@ fleet_start() {
         demo=()
         [ "$instance" = one ] && demo=(--demo)
         start "$top/server" "${demo[@]}" --bind 127.0.0.1 --db "$db" --cert "$top/mycert.pem" \
-            --ticket-key-file "$work/ticket.key" --proxy-protocol-from 127.0.0.1/32 "$port" \
+            --ticket-key-file "$work/ticket.key" --proxy-protocol-from 127.0.0.1/32 \
+            "${extra[@]}" "$port" \
             > >(sed -u "s/^/[$instance] /") 2> >(sed -u "s/^/[$instance] /" >&2)
         # One at a time: the first migrates the schema and makes the demo account.
         wait_until 60 "instance $instance listening on $port" listening "$port"
