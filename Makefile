@@ -60,12 +60,13 @@ lint:
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
 # Most integration tests wait on servers and timeouts rather than on the CPU: run 8 at once.
-# The floods tests compare an honest client's times before and during a flood of their own:
-# they run after the rest, one at a time, so that no other test's load is in their figures.
+# The floods and failover tests check times (an honest client's before and during a flood;
+# how soon writes come back after a failover): they run after the rest, one at a time, so
+# that no other test's load is in their figures.
 test: lint
 	scripts/test-needs.sh
-	$(CARGO) test --locked -- --test-threads=8 --skip floods::
-	$(CARGO) test --locked --test integration floods:: -- --test-threads=1
+	$(CARGO) test --locked -- --test-threads=8 --skip floods:: --skip failover::
+	$(CARGO) test --locked --test integration -- --test-threads=1 floods:: failover::
 	$(MAKE) compare RUST_BIN=target/debug
 	$(MAKE) tls-audit
 

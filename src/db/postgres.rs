@@ -372,8 +372,19 @@ const MIGRATION_LOCK: i64 = 0x5353_4c53_5256;
 /// together: a database that is gone or hangs gives an error within this, never a hang.
 const COMMAND_DEADLINE: Duration = Duration::from_millis(2500);
 
-/// How long opening the store may take (its migrations wait for another instance's).
+/// How long opening the store may take once the database answered (its migrations wait for
+/// another instance's).
 const OPEN_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The least time worth sending a statement with: less left after the wait for a pooled
+/// connection, the command is refused without sending anything.
+const LEAST_WAIT: Duration = Duration::from_millis(200);
+
+/// How long a pooled connection may stay unused before it is closed: less than the idle
+/// timeouts of what may sit between the instance and PostgreSQL (HAProxy's `timeout
+/// client`/`timeout server`, a firewall's), which would end it unseen, and the first write
+/// on it would fail.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long the kernel may hold unacknowledged data on a connection before it drops it; and
 /// after how long idle a connection is probed, how often, how many times, before it is
@@ -550,6 +561,7 @@ impl PostgresBackend {
         let pool = Pool::builder()
             .max_size(MAX_CONNECTIONS)
             .min_idle(Some(0))
+            .idle_timeout(Some(IDLE_TIMEOUT))
             .connection_timeout(COMMAND_DEADLINE)
             // A check without a query ([`Connector::is_valid`]): links made before their
             // server failed are dropped, not lent.
@@ -558,6 +570,16 @@ impl PostgresBackend {
             .error_handler(Box::new(NopErrorHandler))
             .build_unchecked(Connector(Hosts::new(&config)));
         let backend = PostgresBackend { pool };
+        let why = |e: Error| {
+            let why = match &e {
+                Error::Schema { .. } => return e,
+                Error::Store(source) => with_causes(source.as_ref()),
+                e => e.to_string(),
+            };
+            Error::Config(format!("cannot open the account database: {why}"))
+        };
+        // A database that cannot be reached is said within a command's deadline.
+        backend.ping().map_err(why)?;
         let change = backend
             .transaction(OPEN_DEADLINE, OPEN_SETTINGS, |tx| {
                 execute(
@@ -567,14 +589,7 @@ impl PostgresBackend {
                 )?;
                 sql::migrate(tx, MIGRATIONS, upgrade)
             })
-            .map_err(|e| {
-                let why = match &e {
-                    Error::Schema { .. } => return e,
-                    Error::Store(source) => with_causes(source.as_ref()),
-                    e => e.to_string(),
-                };
-                Error::Config(format!("cannot open the account database: {why}"))
-            })?;
+            .map_err(why)?;
         Ok((backend, change))
     }
 
@@ -595,14 +610,19 @@ impl PostgresBackend {
             let mut conn = self
                 .pool
                 .get_timeout(deadline.saturating_duration_since(Instant::now()))?;
+            // Too little left to wait for an answer: nothing is sent (the link stays sound).
+            if deadline.saturating_duration_since(Instant::now()) < LEAST_WAIT {
+                return Err(Error::Store(Box::new(link::NoAnswer)));
+            }
             conn.link.set_deadline(deadline);
             let outcome = f(&mut conn);
+            let time_left = deadline.saturating_duration_since(Instant::now()) >= LEAST_WAIT;
             match outcome {
-                Err(e) if attempt < ATTEMPTS && retryable(&e) => {
+                Err(e) if attempt < ATTEMPTS && retryable(&e) && time_left => {
                     log::debug!("transaction retried: {e}");
                     attempt += 1;
                 }
-                Err(e) if read_again && conn.link.is_broken() && Instant::now() < deadline => {
+                Err(e) if read_again && conn.link.is_broken() && time_left => {
                     log::debug!("read again on a fresh connection: {e}");
                     read_again = false;
                 }
@@ -622,19 +642,21 @@ impl PostgresBackend {
     ) -> Result<T> {
         self.run(Access::Write, budget, |conn| {
             let link = &mut conn.link;
+            // Until the transaction is ended, the link is not lent again (an error or a
+            // panic on the way leaves it so, and it is dropped).
+            link.set_in_transaction(true);
             link.simple_query(&format!("BEGIN; {SETTINGS} {settings}"))?;
-            match f(link) {
-                Ok(value) => {
-                    link.simple_query("COMMIT")?;
-                    Ok(value)
+            let value = f(link);
+            if !link.is_usable() {
+                return value;
+            }
+            let end = link.simple_query(if value.is_ok() { "COMMIT" } else { "ROLLBACK" });
+            match (value, end) {
+                (value, Ok(_)) => {
+                    link.set_in_transaction(false);
+                    value
                 }
-                Err(e) => {
-                    if !link.is_broken() {
-                        // Its failure, if any, leaves the link broken, and so dropped.
-                        let _ = link.simple_query("ROLLBACK");
-                    }
-                    Err(e)
-                }
+                (Ok(_), Err(e)) | (Err(e), Err(_)) => Err(e),
             }
         })
     }
@@ -747,12 +769,14 @@ impl Param<'_> {
             out.push(']');
         };
         match *self {
-            Param::Private(_) => {
+            Param::Private(Some(_)) => {
                 return Err(Error::Store(
                     "a private value cannot be written into a statement".into(),
                 ));
             }
-            Param::Text(None) | Param::BigInt(None) | Param::Int(None) => out.push_str("NULL"),
+            Param::Text(None) | Param::Private(None) | Param::BigInt(None) | Param::Int(None) => {
+                out.push_str("NULL")
+            }
             Param::Text(Some(text)) => out.push_str(&escape_literal(text)),
             Param::BigInt(Some(n)) => write!(out, "{n}").unwrap_or(()),
             Param::Int(Some(n)) => write!(out, "{n}").unwrap_or(()),
@@ -807,12 +831,13 @@ struct Answer {
     changed: u64,
 }
 
-/// Runs `statement`: as an `EXECUTE` ([`execute_prepared`]), or, if a parameter is
-/// [`Param::Private`], with bound parameters, unnamed, in one flight (one round trip too; no
-/// `statement_timeout` of its own, as it needs a statement of its own before it: these are
-/// writes of one account's row, which only another write of that row can hold up).
+/// Runs `statement`: as an `EXECUTE` ([`execute_prepared`]), or, if a parameter is a
+/// [`Param::Private`] value, with bound parameters, unnamed, in one flight (one round trip
+/// too; no `statement_timeout` of its own, as it needs a statement of its own before it:
+/// these are writes of one account's row, and a login's settle when it upgrades the hash; the
+/// command's deadline still bounds them on the instance's side).
 fn run_statement(conn: &mut Pooled, statement: &str, params: &[Param<'_>]) -> Result<Answer> {
-    if !params.iter().any(|p| matches!(p, Param::Private(_))) {
+    if !params.iter().any(|p| matches!(p, Param::Private(Some(_)))) {
         return execute_prepared(conn, statement, params);
     }
     let bound: Vec<_> = params.iter().map(Param::bound).collect();
@@ -1475,6 +1500,15 @@ mod tests {
             LoginOutcome::Success(_)
         ));
         Ok(())
+    }
+
+    /// A missed deadline counts against the server only when the server had the time to
+    /// answer or cancel the statement itself: its statement_timeout, set with each statement.
+    #[test]
+    fn the_server_is_blamed_only_after_its_own_statement_timeout() {
+        assert!(SETTINGS.contains("statement_timeout = 2000;"));
+        assert!(link::SERVER_SILENT_AFTER > Duration::from_secs(2));
+        assert!(link::SERVER_SILENT_AFTER + LEAST_WAIT <= COMMAND_DEADLINE);
     }
 
     /// A read whose connection died is sent again on a fresh one; a write is not (it may have

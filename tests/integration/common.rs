@@ -335,7 +335,6 @@ impl Server {
         }
     }
 
-    /// Sends SIGTERM and waits for the exit.
     /// Whether the server process is still running (not ended, not a zombie).
     pub fn is_running(&self) -> bool {
         std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).is_ok_and(|stat| {
@@ -346,6 +345,7 @@ impl Server {
         })
     }
 
+    /// Sends SIGTERM and waits for the exit.
     pub fn terminate(mut self) -> ExitStatus {
         signal(&self.child, "TERM");
         wait_timeout(&mut self.child).expect("server did not stop after SIGTERM")

@@ -135,9 +135,5 @@ fn a_hung_database_is_left_within_seconds_for_the_next_host() {
         slowest < Duration::from_secs(3),
         "an answer took {slowest:?}"
     );
-    // The host that served is tried first from then on: no more waits on the hung one.
-    let (code, took) = timed_login(&server, "frozen", "frozen-password");
-    assert_eq!(code, "1000");
-    assert!(took < Duration::from_secs(1), "{took:?}");
     proxy.freeze(false);
 }

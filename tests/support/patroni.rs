@@ -210,10 +210,29 @@ impl Patroni {
     }
 
     /// Stops node `n`'s Patroni, postmaster and backends where they are (SIGSTOP): their
-    /// connections stay open and nothing answers.
+    /// connections stay open and nothing answers. The postmaster first, so that it forks no
+    /// backend meanwhile; then its children, looked for again until none is left running.
     pub fn hang(&self, n: usize) {
-        for pid in self.processes(n) {
-            signal(pid, libc::SIGSTOP);
+        let node = &self.nodes[n];
+        if let Some(patroni) = &node.patroni {
+            signal(patroni.id() as i32, libc::SIGSTOP);
+        }
+        let Some(postmaster) = postmaster(&node.data) else {
+            return;
+        };
+        signal(postmaster, libc::SIGSTOP);
+        for _ in 0..10 {
+            let running: Vec<i32> = children(postmaster)
+                .into_iter()
+                .filter(|&pid| process_state(pid) != Some('T'))
+                .collect();
+            if running.is_empty() {
+                return;
+            }
+            for pid in running {
+                signal(pid, libc::SIGSTOP);
+            }
+            thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -427,6 +446,18 @@ fn postmaster(data: &Path) -> Option<i32> {
     Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
 }
 
+/// The fields of `/proc/PID/stat` after the command's closing parenthesis: state, ppid, ...
+fn stat_fields(pid: i32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
+/// A process's state letter (`T`: stopped).
+fn process_state(pid: i32) -> Option<char> {
+    stat_fields(pid)?.first()?.chars().next()
+}
+
 /// The pids whose parent is `parent`.
 fn children(parent: i32) -> Vec<i32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -434,15 +465,8 @@ fn children(parent: i32) -> Vec<i32> {
     };
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|stat| {
-                    // The fields after the command's closing parenthesis: state, ppid, ...
-                    let rest = &stat[stat.rfind(')')? + 1..];
-                    rest.split_whitespace().nth(1)?.parse::<i32>().ok()
-                })
-                == Some(parent)
+        .filter(|&pid| {
+            stat_fields(pid).and_then(|fields| fields.get(1)?.parse::<i32>().ok()) == Some(parent)
         })
         .collect()
 }

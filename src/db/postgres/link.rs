@@ -5,7 +5,8 @@
 //! neither `TCP_USER_TIMEOUT` nor keepalives end them, and PostgreSQL's own
 //! `statement_timeout` is never applied. So every call on a [`Link`] runs under the deadline of
 //! the command it serves, on our side; a link that missed one, or whose server went away or
-//! turned read-only, is [`Link::is_broken`] and the pool drops it.
+//! turned read-only, is [`Link::is_broken`] and the pool drops it, with every link made
+//! before to that server when the server is to blame ([`Link::server_failed`]).
 //!
 //! The driver is tokio-postgres, run on a single-threaded runtime of the link's own (what the
 //! blocking `postgres` crate does, which offers no deadline); [`Hosts::connect`] tries the
@@ -112,12 +113,13 @@ impl Hosts {
                     runtime.spawn(connection);
                     self.preferred.store(i, Ordering::Relaxed);
                     return Ok(Link {
-                        runtime,
+                        runtime: Some(runtime),
                         client,
                         host: i,
                         epoch: host.epoch.load(Ordering::Relaxed),
                         deadline: Instant::now(),
-                        broken: false,
+                        state: LinkState::Sound,
+                        in_transaction: false,
                     });
                 }
                 Ok(Err(e)) => failures.push(format!("{}: {}", host.name, with_causes(&e))),
@@ -132,19 +134,22 @@ impl Hosts {
         // attempt its whole timeout, and delay finding a primary promoted meanwhile.
         self.preferred
             .store((preferred + 1) % self.hosts.len(), Ordering::Relaxed);
+        // Without waiting for a host name still being resolved on its threads.
+        runtime.shutdown_background();
         Err(failures.join("; "))
     }
 
     /// Whether `link` may be lent again: not broken, and made after the last link to its host
-    /// broke (a server gone or hung leaves all its links so; they are dropped at once rather
-    /// than failing commands one by one).
+    /// found that server failed (a server gone or hung leaves all its links so; they are
+    /// dropped at once rather than failing commands one by one).
     pub(super) fn is_current(&self, link: &Link) -> bool {
         !link.is_broken() && self.hosts[link.host].epoch.load(Ordering::Relaxed) == link.epoch
     }
 
-    /// Marks the links made so far to `link`'s host as stale, if `link` broke.
+    /// Marks the links made so far to `link`'s host as stale, if `link` found its server
+    /// failed.
     pub(super) fn note(&self, link: &Link) {
-        if link.is_broken() {
+        if link.server_failed() {
             let epoch = &self.hosts[link.host].epoch;
             // Only the first link to see a break bumps it (later ones carry an older epoch).
             let _ = epoch.compare_exchange(
@@ -222,16 +227,46 @@ fn one_host(config: &Config, i: usize) -> (String, Config) {
     }
 }
 
+/// How long the server is given before a deadline missed counts against it, not only against
+/// the link: its own `statement_timeout` (2 s, set with each statement) and a margin. A
+/// statement given less (its command waited for a pooled connection first) may miss its
+/// deadline on a server that answers; only its link is dropped then.
+pub(super) const SERVER_SILENT_AFTER: Duration = Duration::from_millis(2250);
+
 /// A connection to one host: every call waits no later than the deadline of the command it
 /// serves ([`Link::set_deadline`]).
 pub(super) struct Link {
-    runtime: Runtime,
+    /// Always there but in `drop`, which shuts it down without waiting for its threads (a
+    /// host name being resolved, say).
+    runtime: Option<Runtime>,
     client: Client,
     /// Its host, in [`Hosts`], and that host's epoch when it was made.
     host: usize,
     epoch: u64,
     deadline: Instant,
-    broken: bool,
+    state: LinkState,
+    /// Inside a transaction that was not ended (committed or rolled back) yet.
+    in_transaction: bool,
+}
+
+/// What a link's calls have shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LinkState {
+    Sound,
+    /// It missed a deadline the server could have met: not to be used again.
+    Broken,
+    /// Its server failed: it closed the connection, turned read-only, is shutting down, or
+    /// did not answer in [`SERVER_SILENT_AFTER`]: neither this link nor any made before to
+    /// that server is to be used again.
+    ServerFailed,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl Link {
@@ -241,15 +276,39 @@ impl Link {
     }
 
     /// Whether the link must not be used again: it missed a deadline (what it waited for may
-    /// still come), its server closed it, or its server no longer takes writes.
+    /// still come), its server failed, or a transaction on it was not ended.
     pub(super) fn is_broken(&self) -> bool {
-        self.broken || self.client.is_closed()
+        !self.is_usable() || self.in_transaction
+    }
+
+    /// Whether a statement may still be sent on it (to end its transaction, say): it missed
+    /// no deadline and its server did not fail.
+    pub(super) fn is_usable(&self) -> bool {
+        self.state == LinkState::Sound && !self.client.is_closed()
+    }
+
+    /// Whether its server failed ([`LinkState::ServerFailed`]), or closed the connection.
+    pub(super) fn server_failed(&self) -> bool {
+        self.state == LinkState::ServerFailed || self.client.is_closed()
+    }
+
+    /// Marks the link inside a transaction (before its `BEGIN`), or out of it again (after
+    /// its `COMMIT` or `ROLLBACK` succeeded): a link left inside one is never lent again.
+    pub(super) fn set_in_transaction(&mut self, inside: bool) {
+        self.in_transaction = inside;
+    }
+
+    fn runtime(&self) -> &Runtime {
+        self.runtime
+            .as_ref()
+            .expect("a link's runtime lives until it is dropped")
     }
 
     /// Runs one or more statements without parameters (PostgreSQL's simple Query).
     pub(super) fn simple_query(&mut self, sql: &str) -> Result<Vec<SimpleQueryMessage>> {
-        let answer = wait(&self.runtime, self.deadline, self.client.simple_query(sql));
-        self.settle(answer)
+        let started = Instant::now();
+        let answer = wait(self.runtime(), self.deadline, self.client.simple_query(sql));
+        self.settle(answer, started)
     }
 
     /// The rows of `statement`, its parameters bound with their types (one round trip, no
@@ -259,8 +318,9 @@ impl Link {
         statement: &str,
         params: &[(&(dyn ToSql + Sync), Type)],
     ) -> Result<(Vec<Row>, u64)> {
+        let started = Instant::now();
         let client = &self.client;
-        let answer = wait(&self.runtime, self.deadline, async move {
+        let answer = wait(self.runtime(), self.deadline, async move {
             let stream = client
                 .query_typed_raw(statement, params.iter().map(|(v, t)| (*v, t.clone())))
                 .await?;
@@ -272,21 +332,26 @@ impl Link {
             let changed = stream.rows_affected().unwrap_or(rows.len() as u64);
             Ok((rows, changed))
         });
-        self.settle(answer)
+        self.settle(answer, started)
     }
 
-    /// Marks the link broken if `answer` says it must not be used again.
-    fn settle<T>(&mut self, answer: Waited<T>) -> Result<T> {
+    /// Marks the link by what `answer`, to a call made at `started`, says of it and its server.
+    fn settle<T>(&mut self, answer: Waited<T>, started: Instant) -> Result<T> {
         match answer {
             Waited::Answered(Ok(value)) => Ok(value),
             Waited::Answered(Err(e)) => {
-                if ends_link(&e) {
-                    self.broken = true;
+                if server_failed(&e) {
+                    self.state = LinkState::ServerFailed;
                 }
                 Err(e.into())
             }
             Waited::TooLate => {
-                self.broken = true;
+                let given = self.deadline.saturating_duration_since(started);
+                self.state = if given >= SERVER_SILENT_AFTER {
+                    LinkState::ServerFailed
+                } else {
+                    LinkState::Broken
+                };
                 Err(Error::Store(Box::new(NoAnswer)))
             }
         }
@@ -312,12 +377,17 @@ fn wait<T>(
     }
 }
 
-/// Whether a link that failed with `e` must be dropped: the failure is not PostgreSQL's answer
-/// to the statement (the connection failed), or the server no longer takes writes (a primary
-/// turned standby: SQLSTATE 25006) or is shutting down or starting.
-fn ends_link(e: &tokio_postgres::Error) -> bool {
-    let Some(db) = e.as_db_error() else {
+/// Whether a call that failed with `e` shows its server failed: the connection ended or
+/// failed (an I/O error), or the server no longer takes writes (a primary turned standby:
+/// SQLSTATE 25006), is shutting down or starting, or ended the connection (class 08). A
+/// statement's own error (a constraint, a timeout of its own) or one of the client's
+/// (a value that does not convert) says nothing of the server.
+fn server_failed(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>()) {
         return true;
+    }
+    let Some(db) = e.as_db_error() else {
+        return false;
     };
     let code = db.code();
     *code == SqlState::READ_ONLY_SQL_TRANSACTION
@@ -400,6 +470,33 @@ mod tests {
         assert_eq!(starts(&hosts), first.to_string());
         assert_eq!(starts(&hosts), second.to_string());
         assert_eq!(starts(&hosts), first.to_string());
+    }
+
+    #[test]
+    fn the_host_that_served_is_tried_first() {
+        let (_listener, silent) = silent_server();
+        let live = crate::db::postgres::test_cluster::cluster().port;
+        let config: Config =
+            format!("postgres://postgres@127.0.0.1:{silent},127.0.0.1:{live}/postgres")
+                .parse()
+                .unwrap();
+        let hosts = Hosts::new(&config);
+        let started = Instant::now();
+        let first = hosts.connect().expect("the live host");
+        assert!(
+            started.elapsed() >= HOST_CONNECT_TIMEOUT,
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(first.host, 1);
+        let started = Instant::now();
+        let second = hosts.connect().expect("the live host");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(second.host, 1);
     }
 
     #[test]
