@@ -152,28 +152,46 @@ running "the server on PostgreSQL" "$pg_server_pid" "$work/server-pg.err"
 bench pg-login "$pgport" "$pg_server_pid" --mode login
 bench pg-session "$pgport" "$pg_server_pid" --mode session
 
-echo "== synchronous replication: a Patroni primary and its synchronous standby (make cluster-ha)" >&2
-# The replicated database of make cluster-ha (scripts/cluster-ha.sh: etcd, two PostgreSQL
-# nodes under Patroni, synchronous_mode), its first instance measured directly; the reference
-# is the unreplicated server above, with PostgreSQL's same defaults (fsync and
-# synchronous_commit on), in alternated rounds.
+echo "== synchronous replication: make cluster-ha's fleet against make cluster's" >&2
+# Writes through two fleets alike (HAProxy, two instances, the PROXY protocol), on a
+# synchronously replicated PostgreSQL under Patroni (make cluster-ha: etcd, two nodes,
+# synchronous_mode) and on an unreplicated one with PostgreSQL's same defaults (make cluster:
+# fsync and synchronous_commit on), in alternated rounds.
 command -v patroni >/dev/null && command -v etcd >/dev/null \
     || fail "patroni or etcd is missing: apt-get install patroni etcd-server"
 limits="--max-login-failures 1000000000 --max-address-failures 1000000000 \
 --max-logins-per-account 1000000000 --max-logins-per-address 1000000000"
-start env PORT="$(free_port)" SERVER_ARGS="$limits" scripts/cluster-ha.sh >"$work/cluster-ha.out" 2>&1
-ha_group=$!
-for _ in $(seq 900); do
-    grep -q '^HAProxy on ' "$work/cluster-ha.out" && break
-    kill -0 "$ha_group" 2>/dev/null || { cat "$work/cluster-ha.out" >&2; fail "make cluster-ha did not start (its output is above)"; }
-    sleep 0.2
-done
-ha_port=$(sed -n 's/^instances on \([0-9]*\) and .*/\1/p' "$work/cluster-ha.out")
-[ -n "$ha_port" ] || { cat "$work/cluster-ha.out" >&2; fail "make cluster-ha did not start within 180 s"; }
-ha_pid=$(ss -Htlnp "sport = :$ha_port" | grep -o 'pid=[0-9]*' | head -n 1 | cut -d= -f2)
+# fleet SCRIPT LOG: starts SCRIPT (scripts/cluster.sh or scripts/cluster-ha.sh) with HAProxy
+# on a free port and the login limits lifted, and waits until it says HAProxy listens; sets
+# fleet_front (HAProxy's port) and fleet_pids (the two instances').
+fleet() {
+    local script=$1 log=$2 port pid ports
+    fleet_front=$(free_port)
+    start env PORT="$fleet_front" SERVER_ARGS="$limits" "$script" >"$log" 2>&1
+    for _ in $(seq 900); do
+        grep -q "^HAProxy on 127.0.0.1:$fleet_front\." "$log" && break
+        kill -0 "${groups[-1]}" 2>/dev/null || { cat "$log" >&2; fail "$script did not start (its output is above)"; }
+        sleep 0.2
+    done
+    grep -q "^HAProxy on 127.0.0.1:$fleet_front\." "$log" \
+        || { cat "$log" >&2; fail "$script did not start within 180 s"; }
+    read -r -a ports <<<"$(sed -n 's/.*instances on \([0-9]*\) and \([0-9]*\).*/\1 \2/p' "$log")"
+    fleet_pids=
+    for port in "${ports[@]}"; do
+        pid=$(ss -Htlnp "sport = :$port" | grep -o 'pid=[0-9]*' | head -n 1 | cut -d= -f2)
+        fleet_pids="$fleet_pids $pid"
+    done
+}
+fleet scripts/cluster.sh "$work/cluster.out"
+plain_front=$fleet_front plain_pids=$fleet_pids
+fleet scripts/cluster-ha.sh "$work/cluster-ha.out"
+ha_front=$fleet_front ha_pids=$fleet_pids
 for round in $(seq "$ROUNDS"); do
-    SECS=$ROUND_SECS bench "pg-update.$round" "$pgport" "$pg_server_pid" --mode update
-    SECS=$ROUND_SECS bench "ha-update.$round" "$ha_port" "$ha_pid" --mode update
+    # The fleets serve the repository's mycert.pem (make cert).
+    SECS=$ROUND_SECS bench "plain-update.$round" "$plain_front" "$plain_pids" \
+        --cafile "$top/mycert.pem" --mode update
+    SECS=$ROUND_SECS bench "ha-update.$round" "$ha_front" "$ha_pids" \
+        --cafile "$top/mycert.pem" --mode update
 done
 
 echo "== two instances behind HAProxy (TCP mode, PROXY protocol v2)" >&2
@@ -298,7 +316,7 @@ r = {n: load(n) for n in [
     "pg-login", "pg-session", "fleet-handshake"]}
 # The handshake comparisons: one measurement of each per round.
 per_round = ["ours-handshake", "ours-ecdsa-handshake", "ours-resumed", "nginx-handshake",
-             "s_server-handshake", "ours-full", "pg-update", "ha-update"]
+             "s_server-handshake", "ours-full", "plain-update", "ha-update"]
 R = [{n: load(f"{n}.{i}") for n in per_round + ["floor", "hash"]} for i in range(1, rounds + 1)]
 # The floor of a round: one signature (RSA-2048, or ECDSA P-256 with the ECDSA certificate) and
 # two X25519 operations, at the rates of one core (the totals of `-multi` / the cores).
@@ -342,7 +360,7 @@ rows = [
     (f"view on a persistent session, {clients} clients", f"server CPU {cpu('ours-session'):.3f} ms per view; {rate('ours-session'):.0f}/s, p99 {r['ours-session']['latency_ms']['p99']:.2f} ms", None, "(reported)"),
     (f"Logins (handshake, login, logout), {clients} clients: PostgreSQL vs SQLite", f"{rate('pg-login'):.0f}/s vs {rate('ours-login'):.0f}/s", rate("pg-login") / rate("ours-login"), "(reference)"),
     (f"view on persistent sessions, {clients} clients: PostgreSQL vs SQLite", f"{rate('pg-session'):.0f}/s vs {rate('ours-session'):.0f}/s, server CPU {cpu('pg-session'):.3f} vs {cpu('ours-session'):.3f} ms", rate("pg-session") / rate("ours-session"), ">= 0.6"),
-    ratio_row(f"update on persistent sessions, {clients} clients: synchronous Patroni primary vs unreplicated PostgreSQL", f"{rate('ha-update'):.0f}/s vs {rate('pg-update'):.0f}/s, p50 {p50('ha-update'):.2f} vs {p50('pg-update'):.2f} ms", lambda rd: q(rd, "ha-update") / q(rd, "pg-update"), "(the cost of synchronous commit)"),
+    ratio_row(f"update on persistent sessions, {clients} clients, through HAProxy and two instances: synchronous Patroni primary vs unreplicated PostgreSQL", f"{rate('ha-update'):.0f}/s vs {rate('plain-update'):.0f}/s, p50 {p50('ha-update'):.2f} vs {p50('plain-update'):.2f} ms", lambda rd: q(rd, "ha-update") / q(rd, "plain-update"), "(the cost of synchronous commit)"),
     (f"Full handshakes, {clients} clients: through HAProxy to two instances vs one instance directly", f"{rate('fleet-handshake'):.0f}/s vs {rate('ours-handshake'):.0f}/s (HAProxy CPU {cpu('fleet-handshake'):.3f} ms per handshake)", rate("fleet-handshake") / rate("ours-handshake"), f"(two instances share these {cores} cores)"),
     ("Handshakes with a silent client held open vs without", f"{rate('ours-handshake-silent'):.0f}/s vs {rate('ours-handshake'):.0f}/s", rate("ours-handshake-silent") / rate("ours-handshake"), "~1.0"),
 ]
