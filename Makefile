@@ -6,8 +6,9 @@
 #                 (the demo account's password is weak: BIND=ADDR serves it elsewhere)
 # make test       formatting, lints, every test and the TLS audit (what CI runs); the tests
 #                 need PostgreSQL 15's binaries (Debian's postgresql-15), haproxy, pgbouncer,
-#                 patroni and etcd-server (.ci/run installs them; make test stops at once,
-#                 naming what is missing)
+#                 patroni and etcd-server (.ci/run installs them; make test installs
+#                 patroni and etcd-server as root, and stops at once naming anything else
+#                 missing)
 # make tls-audit  scan the server with sslscan (skipped if sslscan is missing)
 # make bench      benchmarks against nginx, openssl s_server and the crypto floor (installs
 #                 nginx-light and libnginx-mod-stream if missing)

@@ -35,40 +35,28 @@ work=$(mktemp -d)
 # master and its workers), not just the process started.
 groups=()
 start() { setsid "$@" & groups+=($!); }
-policy_added=
+. scripts/apt-install.sh
 cleanup() {
     for group in "${groups[@]}"; do kill -- "-$group" 2>/dev/null || true; done
     wait 2>/dev/null || true
     rm -rf "$work"
-    if [ -n "$policy_added" ]; then rm -f "$policy_added"; fi
+    if [ -n "$apt_policy_added" ]; then rm -f "$apt_policy_added"; fi
 }
 trap cleanup EXIT
 fail() { echo "bench: $*" >&2; exit 1; }
 # running NAME PID LOG: fails, with what the process said, when it has stopped already.
 running() { kill -0 "$2" 2>/dev/null || { cat "$3" >&2; fail "$1 did not start (its output is above)"; }; }
 
-# nginx, for the peer run: Debian's nginx-light and its stream module, installed when missing.
-# Installing the package may start a system nginx on port 80, which the bench does not use: a
-# policy-rc.d that refuses every start (if the machine has none) keeps it from starting, and
-# is removed afterwards.
+# nginx, for the peer run: Debian's nginx-light and its stream module, installed when missing
+# (without starting the system nginx on port 80 that the package would: scripts/apt-install.sh).
 nginx_stream=/usr/lib/nginx/modules/ngx_stream_module.so
 nginx_bin() { PATH="$PATH:/usr/sbin" command -v nginx; }
 if ! nginx_bin >/dev/null || [ ! -e "$nginx_stream" ]; then
     echo "== installing nginx-light and libnginx-mod-stream (apt-get)" >&2
     [ "$(id -u)" -eq 0 ] || fail "nginx or its stream module ($nginx_stream) is missing, and \
 only root can install them: apt-get install nginx-light libnginx-mod-stream"
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-        policy_added=/usr/sbin/policy-rc.d
-        printf '#!/bin/sh\n# scripts/bench.sh: no service starts while it installs nginx\nexit 101\n' \
-            >"$policy_added"
-        chmod 755 "$policy_added"
-    fi
-    apt_install() { DEBIAN_FRONTEND=noninteractive apt-get install -y nginx-light libnginx-mod-stream; }
-    if ! { apt_install || { apt-get update && apt_install; }; } >"$work/apt.log" 2>&1; then
-        cat "$work/apt.log" >&2
-        fail "could not install nginx-light and libnginx-mod-stream (apt-get's output is above)"
-    fi
-    if [ -n "$policy_added" ]; then rm -f "$policy_added"; policy_added=; fi
+    apt_install_quietly "$work/apt.log" nginx-light libnginx-mod-stream \
+        || fail "could not install nginx-light and libnginx-mod-stream (apt-get's output is above)"
     nginx_bin >/dev/null && [ -e "$nginx_stream" ] \
         || fail "apt-get installed nginx-light and libnginx-mod-stream, yet nginx or $nginx_stream is missing"
 fi

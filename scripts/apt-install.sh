@@ -1,0 +1,27 @@
+# shellcheck shell=bash
+# Sourced by scripts/bench.sh and scripts/test-needs.sh: Debian packages installed for a
+# script, as root, without starting their services.
+#
+# apt_install_quietly LOG PACKAGE...: installs the PACKAGEs with apt-get (again after an
+# update if the first try fails), its output to LOG, shown if it fails. While it runs, a
+# policy-rc.d that refuses every start (if the machine has none) keeps a package's service
+# (nginx's on port 80, etcd's) from starting; it is removed afterwards, and its path is in
+# apt_policy_added meanwhile, for the caller's clean-up if the script is stopped then.
+apt_policy_added=
+apt_install_quietly() {
+    local log=$1 status=0
+    shift
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        apt_policy_added=/usr/sbin/policy-rc.d
+        printf '#!/bin/sh\n# scripts/apt-install.sh: no service starts while it installs\nexit 101\n' \
+            >"$apt_policy_added"
+        chmod 755 "$apt_policy_added"
+    fi
+    {
+        DEBIAN_FRONTEND=noninteractive apt-get install -y "$@" \
+            || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y "$@"; }
+    } >"$log" 2>&1 || status=$?
+    if [ -n "$apt_policy_added" ]; then rm -f "$apt_policy_added"; apt_policy_added=; fi
+    [ "$status" -eq 0 ] || cat "$log" >&2
+    return "$status"
+}
