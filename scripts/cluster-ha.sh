@@ -98,73 +98,13 @@ etcd_healthy() {
 }
 wait_until 30 "etcd answering on $etcd_client" etcd_healthy
 
-# node_config NAME: Patroni's configuration of node NAME, to $work/NAME.yml.
-# etcd: (the v2 API), not etcd3:, because through etcd3 Patroni 3.0.2 (Debian 12's) writes
-# its leader key unconditionally when its lease has expired and it still believes it leads: a
-# primary resumed after a hang (kill -STOP, then -CONT) can take the key back from the standby
-# promoted meanwhile, which is then rewound or rebuilt from it, losing the writes it had
-# acknowledged. Seen here once (an
-# acknowledged update gone after a 50 s hang); fixed in Patroni 3.0.3 (patroni/patroni#2689).
-# The v2 API renews only if the key still names this node. ttl 12,
-# loop_wait 2 and retry_timeout 5 keep loop_wait + 2 * retry_timeout <= ttl (Patroni 3.0
-# does not check it), so a lost primary is replaced after about 12 s. pg_hba under
-# postgresql: (not bootstrap:) so that both nodes write it; use_pg_rewind (which needs
-# wal_log_hints) lets a former primary rejoin as a standby; a fast checkpoint for the base
-# backup, or a standby made after CREATE DATABASE waits minutes for a spread one (92 s here);
-# the sockets go to $work, not to /var/run/postgresql, which any other cluster on the machine
-# uses.
+# node_config NAME: Patroni's configuration of node NAME, to $work/NAME.yml, from
+# scripts/patroni-node.yml (which says why each setting).
 node_config() {
     local name=$1
-    cat >"$work/$name.yml" <<YML
-scope: cluster-ha
-namespace: /cluster-ha/
-name: $name
-log:
-  level: WARNING
-restapi:
-  listen: 127.0.0.1:${rest_port[$name]}
-  connect_address: 127.0.0.1:${rest_port[$name]}
-etcd:
-  host: 127.0.0.1:$etcd_client
-bootstrap:
-  dcs:
-    ttl: 12
-    loop_wait: 2
-    retry_timeout: 5
-    maximum_lag_on_failover: 1048576
-    synchronous_mode: true
-    postgresql:
-      use_pg_rewind: true
-      parameters:
-        wal_log_hints: 'on'
-  initdb:
-    - encoding: UTF8
-    - locale: C.UTF-8
-postgresql:
-  listen: 127.0.0.1:${pg_port[$name]}
-  connect_address: 127.0.0.1:${pg_port[$name]}
-  data_dir: $work/$name
-  bin_dir: $bin
-  pgpass: $work/$name.pgpass
-  basebackup:
-    - checkpoint: fast
-  pg_hba:
-    - local all all trust
-    - host all all 127.0.0.1/32 trust
-    - host replication all 127.0.0.1/32 trust
-  authentication:
-    superuser:
-      username: postgres
-      password: unused
-    replication:
-      username: postgres
-      password: unused
-    rewind:
-      username: postgres
-      password: unused
-  parameters:
-    unix_socket_directories: '$work'
-YML
+    sed -e "s|@NAME@|$name|g" -e "s|@REST@|${rest_port[$name]}|g" -e "s|@ETCD@|$etcd_client|g" \
+        -e "s|@PORT@|${pg_port[$name]}|g" -e "s|@DIR@|$work|g" -e "s|@BIN@|$bin|g" \
+        "$top/scripts/patroni-node.yml" >"$work/$name.yml"
 }
 
 # node_script NAME: $work/NAME.start, which starts node NAME's Patroni (as the postgres user)

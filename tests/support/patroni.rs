@@ -27,12 +27,6 @@ use super::pg::{binaries, free_port, run_as_postgres, spawn_as};
 /// How long the cluster may take to have a primary and a synchronous standby.
 const START_PATIENCE: Duration = Duration::from_secs(90);
 
-/// Leader key TTL, loop wait and retry timeout (Patroni's rule: ttl >= loop_wait + 2 x
-/// retry_timeout): a primary that stops renewing its key is replaced within ~12 s.
-const TTL: u64 = 12;
-const LOOP_WAIT: u64 = 2;
-const RETRY_TIMEOUT: u64 = 5;
-
 /// A running etcd and two Patroni-managed PostgreSQL nodes.
 pub struct Patroni {
     dir: tempfile::TempDir,
@@ -358,63 +352,16 @@ fn start_etcd(dir: &Path, port: u16, owner: Option<(u32, u32)>) -> Child {
     etcd
 }
 
-/// A node's Patroni configuration: etcd's v2 API (see the module's note); the bootstrap settings (synchronous mode,
-/// pg_rewind and the WAL hints it needs, trust on loopback: a test cluster); PostgreSQL 15's
-/// binaries.
+/// A node's Patroni configuration: `scripts/patroni-node.yml`, the template `make
+/// cluster-ha` fills in too (it says why each setting), filled in.
 fn configuration(dir: &Path, name: &str, port: u16, rest: u16, etcd: u16) -> String {
-    let dir = dir.display();
-    let bin = binaries();
-    let bin = bin.display();
-    format!(
-        "scope: ssc-test
-namespace: /ssc-test/
-name: {name}
-log:
-  level: WARNING
-restapi:
-  listen: 127.0.0.1:{rest}
-  connect_address: 127.0.0.1:{rest}
-etcd:
-  hosts: 127.0.0.1:{etcd}
-bootstrap:
-  dcs:
-    ttl: {TTL}
-    loop_wait: {LOOP_WAIT}
-    retry_timeout: {RETRY_TIMEOUT}
-    maximum_lag_on_failover: 1048576
-    synchronous_mode: true
-    postgresql:
-      use_pg_rewind: true
-      parameters:
-        wal_log_hints: 'on'
-        max_connections: 200
-  initdb:
-    - encoding: UTF8
-    - locale: C.UTF-8
-  pg_hba:
-    - local all all trust
-    - host all all 127.0.0.1/32 trust
-    - host replication all 127.0.0.1/32 trust
-postgresql:
-  listen: 127.0.0.1:{port}
-  connect_address: 127.0.0.1:{port}
-  data_dir: {dir}/{name}
-  bin_dir: {bin}
-  pgpass: {dir}/{name}.pgpass
-  authentication:
-    superuser:
-      username: postgres
-      password: unused-trust-on-loopback
-    replication:
-      username: postgres
-      password: unused-trust-on-loopback
-    rewind:
-      username: postgres
-      password: unused-trust-on-loopback
-  parameters:
-    unix_socket_directories: '{dir}'
-"
-    )
+    include_str!("../../scripts/patroni-node.yml")
+        .replace("@NAME@", name)
+        .replace("@REST@", &rest.to_string())
+        .replace("@ETCD@", &etcd.to_string())
+        .replace("@PORT@", &port.to_string())
+        .replace("@DIR@", &dir.display().to_string())
+        .replace("@BIN@", &binaries().display().to_string())
 }
 
 /// Writes `text` to `path`, owned by `owner`.
