@@ -204,15 +204,37 @@ fn instances(fx: &Fixture, cluster: &Patroni) -> (Server, Server) {
     (fx.server(&args), fx.server(&args))
 }
 
-/// Prints what happened, for the record (`--nocapture`): `promoted`, when Patroni's REST API
-/// first named the new primary, from the event.
-fn report(what: &str, promoted: Duration, outages: &[Outage], answers: &[Answer], lost: &[String]) {
+/// A write load through `servers` (its names tagged `tag`), `event` done to the cluster after
+/// `warm_up`, then the load run on until `patience` after it, once node `new_primary` is
+/// named the primary; prints the figures under `tag` and checks that the new primary has
+/// every acknowledged write. Each instance's outage, and every answer.
+fn through_event(
+    cluster: &mut Patroni,
+    servers: &[&Server],
+    tag: &str,
+    warm_up: Duration,
+    event: impl FnOnce(&mut Patroni),
+    new_primary: usize,
+    patience: Duration,
+) -> (Vec<Outage>, Vec<Answer>) {
+    let load = Load::start(servers, tag);
+    thread::sleep(warm_up);
+    let at = load.now();
+    event(cluster);
+    cluster.wait_until(PROMOTION_PATIENCE, "the new primary", |c| {
+        c.primary() == Some(new_primary)
+    });
+    let promoted = load.now() - at;
+    let (outages, answers) = load_through(load, at, patience);
+    let missing = lost(cluster, new_primary, &answers);
     eprintln!(
-        "{what}: new primary seen after {promoted:?}; {} writes acknowledged, {} lost; per \
+        "{tag}: new primary seen after {promoted:?}; {} writes acknowledged, {} lost; per \
          instance: {outages:?}",
         answers.iter().filter(|a| a.acknowledged()).count(),
-        lost.len()
+        missing.len()
     );
+    assert!(missing.is_empty(), "acknowledged and lost: {missing:?}");
+    (outages, answers)
 }
 
 /// The primary killed (Patroni, postmaster and backends: SIGKILL); then it rejoins as a replica
@@ -223,18 +245,15 @@ fn the_primary_killed_then_rejoined_and_switched_back() {
     let fx = Fixture::new();
     let mut cluster = Patroni::start();
     let (one, two) = instances(&fx, &cluster);
-    let load = Load::start(&[&one, &two], "k");
-    thread::sleep(Duration::from_secs(3));
-    let event = load.now();
-    cluster.kill(0);
-    cluster.wait_until(PROMOTION_PATIENCE, "node1 to be promoted", |c| {
-        c.primary() == Some(1)
-    });
-    let promoted = load.now() - event;
-    let (outages, answers) = load_through(load, event, Duration::from_secs(22));
-    let missing = lost(&cluster, 1, &answers);
-    report("primary killed", promoted, &outages, &answers, &missing);
-    assert!(missing.is_empty(), "acknowledged and lost: {missing:?}");
+    let (outages, _) = through_event(
+        &mut cluster,
+        &[&one, &two],
+        "killed",
+        Duration::from_secs(3),
+        |c| c.kill(0),
+        1,
+        Duration::from_secs(22),
+    );
     for outage in &outages {
         assert!(outage.refusals > 0, "the kill went unseen: {outage:?}");
         assert!(outage.back_after <= Duration::from_secs(20), "{outage:?}");
@@ -253,18 +272,15 @@ fn the_primary_killed_then_rejoined_and_switched_back() {
     cluster.wait_until(PROMOTION_PATIENCE, "node0 to rejoin as sync standby", |c| {
         c.is_replica(0) && c.is_sync_standby(0)
     });
-    let load = Load::start(&[&one, &two], "s");
-    thread::sleep(Duration::from_secs(2));
-    let event = load.now();
-    cluster.switchover(0);
-    cluster.wait_until(PROMOTION_PATIENCE, "node0 to be the primary again", |c| {
-        c.primary() == Some(0)
-    });
-    let promoted = load.now() - event;
-    let (outages, answers) = load_through(load, event, Duration::from_secs(12));
-    let missing = lost(&cluster, 0, &answers);
-    report("switchover", promoted, &outages, &answers, &missing);
-    assert!(missing.is_empty(), "acknowledged and lost: {missing:?}");
+    let (outages, _) = through_event(
+        &mut cluster,
+        &[&one, &two],
+        "switchover",
+        Duration::from_secs(2),
+        |c| c.switchover(0),
+        0,
+        Duration::from_secs(12),
+    );
     for outage in &outages {
         assert!(outage.back_after <= Duration::from_secs(10), "{outage:?}");
         assert!(outage.slowest < Duration::from_secs(6), "{outage:?}");
@@ -277,20 +293,17 @@ fn the_primary_killed_then_rejoined_and_switched_back() {
 fn the_primary_hung_is_left_behind_and_resumes_as_a_replica() {
     let _alone = alone();
     let fx = Fixture::new();
-    let cluster = Patroni::start();
+    let mut cluster = Patroni::start();
     let (one, two) = instances(&fx, &cluster);
-    let load = Load::start(&[&one, &two], "h");
-    thread::sleep(Duration::from_secs(3));
-    let event = load.now();
-    cluster.hang(0);
-    cluster.wait_until(PROMOTION_PATIENCE, "node1 to be promoted", |c| {
-        c.primary() == Some(1)
-    });
-    let promoted = load.now() - event;
-    let (outages, answers) = load_through(load, event, Duration::from_secs(27));
-    let missing = lost(&cluster, 1, &answers);
-    report("primary hung", promoted, &outages, &answers, &missing);
-    assert!(missing.is_empty(), "acknowledged and lost: {missing:?}");
+    let (outages, answers) = through_event(
+        &mut cluster,
+        &[&one, &two],
+        "hung",
+        Duration::from_secs(3),
+        |c| c.hang(0),
+        1,
+        Duration::from_secs(27),
+    );
     for outage in &outages {
         assert!(outage.refusals > 0, "the hang went unseen: {outage:?}");
         assert!(outage.back_after <= Duration::from_secs(25), "{outage:?}");
@@ -298,7 +311,7 @@ fn the_primary_hung_is_left_behind_and_resumes_as_a_replica() {
     }
 
     // Resumed under writes, the old primary finds its lead gone and follows the new one.
-    let load = Load::start(&[&one, &two], "r");
+    let load = Load::start(&[&one, &two], "resumed");
     thread::sleep(Duration::from_secs(1));
     cluster.resume(0);
     cluster.wait_until(PROMOTION_PATIENCE, "node0 to follow node1", |c| {
