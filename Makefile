@@ -2,6 +2,8 @@
 # make cert       ./mycert.pem, self-signed (FORCE=1 replaces an existing one); KEY=ec writes
 #                 ./mycert-ec.pem, an ECDSA P-256 one, for a second --cert
 # make ticket-key ./ticket.key, a shared session-ticket key (TICKET_KEY=FILE; FORCE=1 replaces)
+# make client-cert NAME=alice   ./alice.pem: a self-signed client certificate (ECDSA P-256) and
+#                 its key, 0600, to enroll for signing in (FORCE=1 replaces an existing one)
 # make run-server build, make the certificate if missing, run ./server --demo on 127.0.0.1:8081
 #                 (the demo account's password is weak: BIND=ADDR serves it elsewhere)
 # make test       formatting, lints, every test and the TLS audit (what CI runs); the tests
@@ -34,7 +36,7 @@ RUST_BIN ?=
 COMPARE_DIR := build/compare
 COMPARE_CFLAGS := -O2 -Wall -Wextra -Werror
 
-.PHONY: all cert ticket-key run-server test lint tls-audit bench cluster cluster-ha compare clean
+.PHONY: all cert client-cert ticket-key run-server test lint tls-audit bench cluster cluster-ha compare clean
 
 all:
 	$(CARGO) build --release --locked --bins
@@ -46,6 +48,12 @@ ifeq ($(CERT_ARGS_$(KEY)),)
 	$(error make cert: KEY=$(KEY) is not a key type: KEY=rsa (the default) writes mycert.pem, KEY=ec writes mycert-ec.pem)
 endif
 	scripts/gencert.sh $(CERT_ARGS_$(KEY))
+
+client-cert:
+ifndef NAME
+	$(error make client-cert: say whose: make client-cert NAME=alice writes alice.pem)
+endif
+	scripts/gencert.sh $(NAME).pem ec $(NAME)
 
 ticket-key:
 	scripts/ticketkey.sh $(TICKET_KEY)

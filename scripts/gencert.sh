@@ -9,16 +9,26 @@
 # the second certificate of a server given `--cert mycert.pem --cert mycert-ec.pem`, which
 # OpenSSL then chooses between for each client (`make cert KEY=ec` writes mycert-ec.pem).
 #
-# Usage: scripts/gencert.sh [FILE] [rsa|ec]     FORCE=1 replaces an existing FILE.
+# With a NAME after the key type, the certificate is a client's instead: CN=NAME, no
+# addresses, for TLS client authentication: what a user presents with `client --cert` to
+# enroll it and then sign in with it (`make client-cert NAME=alice` writes alice.pem). Only
+# its key identifies it to the server; the name is for people.
+#
+# Usage: scripts/gencert.sh [FILE] [rsa|ec] [NAME]    FORCE=1 replaces an existing FILE.
 set -euo pipefail
 
-usage="usage: scripts/gencert.sh [FILE] [rsa|ec] (FORCE=1 replaces an existing FILE)"
-if [ $# -gt 2 ]; then
-    echo "gencert: expects at most a file and a key type; $usage" >&2
+usage="usage: scripts/gencert.sh [FILE] [rsa|ec] [NAME] (FORCE=1 replaces an existing FILE)"
+if [ $# -gt 3 ]; then
+    echo "gencert: expects at most a file, a key type and a client's name; $usage" >&2
     exit 2
 fi
 out=${1:-mycert.pem}
 kind=${2:-rsa}
+client=${3:-}
+if [ -n "$client" ] && ! [[ "$client" =~ ^[A-Za-z0-9._-]{1,64}$ ]]; then
+    echo "gencert: \"$client\" is not a name: letters, digits, '.', '_' and '-' only; $usage" >&2
+    exit 2
+fi
 case "$out" in
     rsa | ec)
         # `gencert.sh ec` would otherwise write an RSA certificate into a file named "ec".
@@ -50,10 +60,14 @@ fi
 umask 077
 tmp=$(mktemp "$out.XXXXXX")
 trap 'rm -f "$tmp"' EXIT
+if [ -n "$client" ]; then
+    identity=(-subj "/CN=$client" -addext "extendedKeyUsage=clientAuth")
+    described="$described client certificate"
+else
+    identity=(-subj "/CN=localhost" -addext "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1")
+fi
 if ! log=$(openssl req -x509 -nodes -days 365 "${newkey[@]}" \
-        -keyout "$tmp" -out "$tmp" \
-        -subj "/CN=localhost" \
-        -addext "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1" 2>&1); then
+        -keyout "$tmp" -out "$tmp" "${identity[@]}" 2>&1); then
     echo "$log" >&2
     echo "gencert: openssl req failed" >&2
     exit 1
@@ -61,4 +75,8 @@ fi
 chmod 600 "$tmp"
 mv -f "$tmp" "$out"
 trap - EXIT
-echo "wrote $out (self-signed$described, CN=localhost, valid 365 days)"
+echo "wrote $out (self-signed$described, CN=${client:-localhost}, valid 365 days)"
+if [ -n "$client" ]; then
+    echo "enroll it once logged in: ./client --cert $out HOST PORT enroll --user $client"
+    echo "then sign in with it:     ./client --cert $out HOST PORT view --user $client --cert-login"
+fi

@@ -31,13 +31,15 @@ use crate::prompt::Prompter;
 use crate::xml::account::{
     Field, PASSWORD_LEN, check_new_password, check_username, is_invisible, terminal_text,
 };
+use crate::xml::sign_in::{HISTORY_KEPT, parse_fingerprint};
 
 const ABOUT: &str = "Manages the accounts of the account service, on the server's store \
                      (--db), while servers run.
 
 Commands:
   list [--locked] [--json]   every account: name, created, last login, state
-  show NAME                  every field but the password hash, the lock and the throttle
+  show NAME                  every field but the password hash, the lock and the throttle,
+                             the enrolled certificates and the last sign-in attempts
   lock NAME                  refuse the account's logins (its owner learns it only with the
                              right password); its open sessions end at their next command
   unlock NAME                lift the lock and clear the user's failed-login counts
@@ -45,6 +47,8 @@ Commands:
                              terminal (or --generate: a random one, printed once); the
                              account's sessions end
   delete NAME                delete the account and everything stored with it
+  unenroll NAME FINGERPRINT  remove a certificate enrolled for signing in (as show lists
+                             it); the sessions signed in with it stay
   unthrottle --user NAME     clear the login counts of a user name (failed, and right
                              passwords this minute)
   unthrottle --address A     clear those of an address (an IPv6 address: its /64); a bare
@@ -168,6 +172,7 @@ enum AdminCommand {
     Unlock(String),
     ResetPassword { name: String, generate: bool },
     Delete(String),
+    Unenroll { name: String, fingerprint: String },
     Unthrottle(ThrottleTarget),
     Stats,
     Migrate,
@@ -177,9 +182,12 @@ impl AdminCommand {
     /// The command in `m`'s free arguments and options; the error says what is wrong with
     /// them.
     fn parse(m: &Matches) -> std::result::Result<AdminCommand, String> {
-        let (name, arg) = match m.free.as_slice() {
-            [name] => (name.as_str(), None),
-            [name, arg] => (name.as_str(), Some(arg.clone())),
+        let (name, arg, second) = match m.free.as_slice() {
+            [name] => (name.as_str(), None, None),
+            [name, arg] => (name.as_str(), Some(arg.clone()), None),
+            [name, arg, second] if name == "unenroll" => {
+                (name.as_str(), Some(arg.clone()), Some(second.as_str()))
+            }
             _ => return Err("expected a command".into()),
         };
         if let Some((option, command)) = COMMAND_OPTIONS
@@ -204,6 +212,13 @@ impl AdminCommand {
                 generate: m.opt_present("generate"),
             },
             "delete" => AdminCommand::Delete(needs_arg("an account name")?),
+            "unenroll" => AdminCommand::Unenroll {
+                name: needs_arg("an account name and a fingerprint")?,
+                fingerprint: parse_fingerprint(
+                    second.ok_or("unenroll: expected an account name and a fingerprint")?,
+                )
+                .map_err(|e| format!("unenroll: {e}"))?,
+            },
             "unthrottle" => AdminCommand::Unthrottle(throttle_target(
                 arg,
                 m.opt_str("user"),
@@ -262,7 +277,8 @@ fn refusal(command: &AdminCommand, e: Error) -> String {
         | AdminCommand::Lock(n)
         | AdminCommand::Unlock(n)
         | AdminCommand::ResetPassword { name: n, .. }
-        | AdminCommand::Delete(n) => n.as_str(),
+        | AdminCommand::Delete(n)
+        | AdminCommand::Unenroll { name: n, .. } => n.as_str(),
         _ => "",
     };
     match e {
@@ -356,6 +372,14 @@ fn run(
             let account = store.account_named(name)?;
             store.remove(&account.username)?;
             Ok(format!("account {} deleted\n", account.username))
+        }
+        AdminCommand::Unenroll { name, fingerprint } => {
+            let account = store.account_named(name)?;
+            store.operator_unenroll(&account.username, fingerprint)?;
+            Ok(format!(
+                "certificate {fingerprint} of {} removed\n",
+                account.username
+            ))
         }
         AdminCommand::Unthrottle(target) => {
             let cleared = store.clear_failure_counts(target)?;
@@ -512,8 +536,36 @@ fn show(store: &AccountStore, name: &str, now: f64) -> Result<String> {
             describe_count(&counts, &format!("addr:{address}"), now),
         ));
     }
+    let (certificates, history) = store.operator_sign_in_view(account.id, SHOWN_SIGN_INS)?;
+    if certificates.is_empty() {
+        out.push_str("certificates: none\n");
+    } else {
+        out.push_str("certificates:\n");
+    }
+    for cert in certificates {
+        out.push_str(&format!(
+            "  {}  enrolled {}  last used {}  {}\n",
+            cert.fingerprint,
+            cert.enrolled_at,
+            cert.last_used_at.as_deref().unwrap_or("never"),
+            terminal_text(&cert.label)
+        ));
+    }
+    if history.is_empty() {
+        out.push_str("last sign-ins: none\n");
+    } else {
+        out.push_str(&format!(
+            "last sign-ins (newest first, of {HISTORY_KEPT} kept):\n"
+        ));
+    }
+    for event in history {
+        out.push_str(&format!("  {}\n", terminal_text(&event.to_string())));
+    }
     Ok(out)
 }
+
+/// How many of an account's sign-in events `show` lists.
+const SHOWN_SIGN_INS: usize = 5;
 
 /// A key's count in words: "none", or how many failures, the last when, and any refusal.
 fn describe_count(counts: &[(String, FailureCount)], key: &str, now: f64) -> String {

@@ -41,8 +41,8 @@ use script::Script;
 /// What the client is asked to do.
 #[derive(Clone, Debug)]
 enum Action {
-    /// The original's exchange; with a file, resuming the TLS session saved in it.
-    Legacy { reuse_session: Option<PathBuf> },
+    /// The original's exchange.
+    Legacy,
     /// The interactive Login / Signup portal.
     Portal,
     /// One command of the account protocol.
@@ -70,7 +70,7 @@ pub fn main() -> ExitCode {
     };
     let (options, trace) = (&invocation.connect, invocation.trace);
     let done = match &invocation.action {
-        Action::Legacy { reuse_session } => match legacy::run(options, reuse_session.as_deref()) {
+        Action::Legacy => match legacy::run(options) {
             Ok(legacy::Answer::Invalid) => return ExitCode::FAILURE,
             Ok(legacy::Answer::Accepted) => Ok(()),
             Err(e) => Err(e),
@@ -102,16 +102,22 @@ Without a command: logs in with the original's legacy exchange over TLS 1.2, rea
 the user name and password from the terminal (the password without echo), or as two
 lines from standard input when it is not a terminal.
 
-COMMAND is one of {}. Every command but
-signup first logs in as --user; passwords are read from standard input, one line each
-(passwd reads the current, then the new one), or from --password-file. Exit status:
-0 done, 1 refused by the server (its message on stderr), 2 usage error.",
+COMMAND is one of {} (unenroll takes
+the certificate's FINGERPRINT after it). Every command but signup first logs in as
+--user, with its password, or with --cert-login by the enrolled certificate given with
+--cert (no password read; passwd and delete still read it); passwords are read from
+standard input, one line each (passwd reads the current, then the new one), or from
+--password-file. After logging in, the last sign-in and the failed attempts since are
+said on standard error. Exit status: 0 done, 1 refused by the server (its message on
+stderr), 2 usage error.",
         script::command_names()
     );
     // The original's line stays on stdout, byte for byte; the fuller one goes with the reason.
-    CommandLine::new(args, "usage: {argv0} <hostname> <portnum>", about, 2..=3)
+    CommandLine::new(args, "usage: {argv0} <hostname> <portnum>", about, 2..=4)
         .expecting("a host and a port")
-        .full_usage("usage: {argv0} [options] [--portal] <hostname> <portnum> [COMMAND]")
+        .full_usage(
+            "usage: {argv0} [options] [--portal] <hostname> <portnum> [COMMAND [FINGERPRINT]]",
+        )
 }
 
 fn parse_invocation(cli: &CommandLine, args: &[String]) -> Result<Invocation, ExitCode> {
@@ -131,12 +137,17 @@ fn parse_invocation(cli: &CommandLine, args: &[String]) -> Result<Invocation, Ex
         "print every frame sent and received on stderr (passwords masked)",
     );
     let m = cli.parse(opts, args)?;
-    let connect = ConnectOptions::from_matches(cli, &m, &m.free[0], &m.free[1])?;
+    let mut connect = ConnectOptions::from_matches(cli, &m, &m.free[0], &m.free[1])?;
+    connect.reuse_session = m.opt_str("reuse-session").map(PathBuf::from);
     let trace = m.opt_present("trace");
-    let reuse_session = m.opt_str("reuse-session").map(PathBuf::from);
     let action = match (m.free.get(2), m.opt_present("portal")) {
         (Some(_), true) => return Err(cli.usage_error("--portal takes no command")),
-        (Some(name), false) => Action::Script(script::parse(cli, &m, name)?),
+        (Some(name), false) => Action::Script(script::parse(
+            cli,
+            &m,
+            name,
+            m.free.get(3).map(String::as_str),
+        )?),
         (None, portal) => {
             if let Some(name) = script::OPTIONS.iter().find(|o| m.opt_present(o)) {
                 return Err(cli.usage_error(&format!("--{name} goes with a command")));
@@ -146,15 +157,10 @@ fn parse_invocation(cli: &CommandLine, args: &[String]) -> Result<Invocation, Ex
             } else if trace {
                 return Err(cli.usage_error("--trace goes with --portal or a command"));
             } else {
-                Action::Legacy {
-                    reuse_session: reuse_session.clone(),
-                }
+                Action::Legacy
             }
         }
     };
-    if reuse_session.is_some() && !matches!(action, Action::Legacy { .. }) {
-        return Err(cli.usage_error("--reuse-session goes with the legacy exchange"));
-    }
     Ok(Invocation {
         connect,
         trace,
@@ -179,7 +185,7 @@ mod tests {
         let parsed = parse_invocation(&cli, &a).unwrap();
         assert_eq!(parsed.connect.host, "::1");
         assert_eq!(parsed.connect.port, 8081);
-        assert!(matches!(parsed.action, Action::Legacy { .. }));
+        assert!(matches!(parsed.action, Action::Legacy));
         let a = args(&["--cert", "me.pem", "h", "1"]);
         let parsed = parse_invocation(&cli, &a).unwrap();
         assert_eq!(

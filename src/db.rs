@@ -26,6 +26,10 @@ use crate::address::address_key;
 use crate::error::{Error, Result};
 use crate::password::{self, PasswordHash, Pbkdf2Params};
 use crate::xml::account::{AccountView, Field, check_username};
+use crate::xml::sign_in::{
+    CertificateView, HISTORY_KEPT, LastSignIn, MAX_CERTIFICATES, SignInEvent, SignInMethod,
+    SignInOutcome,
+};
 
 use hash_gate::{HashGate, HashTurn};
 use throttle::{Attempt, Outcome, Refusal, ThrottleKeys};
@@ -148,6 +152,47 @@ pub(crate) enum LoginOutcome {
     Throttled(Duration, Limit),
 }
 
+/// What a sign-in attempt came to, for the session and for the user.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct SignIn {
+    /// What it came to.
+    pub(crate) outcome: LoginOutcome,
+    /// On success, the account's credentials' generation, as read with what was checked.
+    pub(crate) generation: i64,
+    /// On success, the sign-in before it and the failures since (`None` if the store could
+    /// not tell: the sign-in stands).
+    pub(crate) last: Option<LastSignIn>,
+}
+
+impl SignIn {
+    /// An attempt that did not sign in.
+    fn refused(outcome: LoginOutcome) -> SignIn {
+        SignIn {
+            outcome,
+            generation: 0,
+            last: None,
+        }
+    }
+}
+
+/// A sign-in attempt on an existing account, to record in its history.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SignInRecord<'a> {
+    /// The account.
+    pub(crate) account: AccountId,
+    /// The client's address, as shown.
+    pub(crate) address: &'a str,
+    /// How the attempt was made.
+    pub(crate) method: SignInMethod,
+    /// What it came to.
+    pub(crate) outcome: SignInOutcome,
+}
+
+/// At most one throttled attempt per account and address is recorded in this long: a flood
+/// of refused attempts is refused cheaply, and does not push the owner's events out of the
+/// history.
+const THROTTLED_EVENT_GAP: Duration = Duration::from_secs(60);
+
 /// What a login needs of an account, read in one statement.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct LoginRecord {
@@ -224,6 +269,8 @@ pub(crate) enum Counted {
 pub(crate) struct LoginUpdate<'a> {
     /// The hash that was checked, and the one to store instead (unless it changed meanwhile).
     pub(crate) rehash: Option<(&'a str, &'a str)>,
+    /// The fingerprint of the enrolled certificate signed in with, whose last use this is.
+    pub(crate) certificate: Option<&'a str>,
 }
 
 /// What a storage backend does.
@@ -285,9 +332,15 @@ pub(crate) trait Backend: Send + Sync {
         expected_version: Option<i64>,
     ) -> Result<Option<AccountView>>;
 
-    /// Replaces the session's account's password hash `old` by `new`; false also if it is no
-    /// longer `old`.
-    fn replace_password_hash(&self, session: SessionAccount, old: &str, new: &str) -> Result<bool>;
+    /// Replaces the session's account's password hash `old` by `new` and adds one to its
+    /// credentials' generation (every other session of the account ends); gives the new
+    /// generation, or `None` also if the hash is no longer `old`.
+    fn replace_password_hash(
+        &self,
+        session: SessionAccount,
+        old: &str,
+        new: &str,
+    ) -> Result<Option<i64>>;
 
     /// Deletes account `id` and everything stored with it, if its password hash is still
     /// `hash` (and, with `generation`, while it is at that generation and unlocked).
@@ -299,14 +352,69 @@ pub(crate) trait Backend: Send + Sync {
     /// forgiveness and clearing of the same keys, by any server instance.
     fn count_attempt(&self, attempt: &Attempt<'_>, read_login: bool) -> Result<Counted>;
 
-    /// Settles `attempt`'s count by its `outcome` ([`throttle::settle`]'s rules) and, with
-    /// `login` (after a success), records a login now: one transaction.
+    /// Settles `attempt`'s count by its `outcome` ([`throttle::settle`]'s rules), with
+    /// `login` (after a success) records a login now, and with `event` adds it to the
+    /// account's history, keeping its newest [`HISTORY_KEPT`] events: one transaction. For a
+    /// sign-in (`event`'s outcome [`SignInOutcome::SignedIn`]), gives the account's last
+    /// sign-in before it and the failed attempts since.
     fn settle(
         &self,
         attempt: &Attempt<'_>,
         outcome: Outcome,
         login: Option<LoginUpdate<'_>>,
+        event: Option<SignInRecord<'_>>,
+    ) -> Result<Option<LastSignIn>>;
+
+    /// Records a throttled sign-in attempt by `method` from `address` in the history of the
+    /// account called `username` (lower case), if there is one and no throttled attempt from
+    /// that address is recorded for it in the last `gap`.
+    fn record_throttled(
+        &self,
+        username: &str,
+        address: &str,
+        method: SignInMethod,
+        gap: Duration,
     ) -> Result<()>;
+
+    /// Whether the certificate of `fingerprint` is enrolled for account `id`.
+    fn certificate_enrolled(&self, id: AccountId, fingerprint: &str) -> Result<bool>;
+
+    /// Enrolls the certificate of `fingerprint` for the session's account, with `label`,
+    /// unless it is enrolled already or the account has `max` certificates; false if not
+    /// enrolled (for either reason, or no account).
+    fn enroll_certificate(
+        &self,
+        session: SessionAccount,
+        fingerprint: &str,
+        label: &str,
+        max: usize,
+    ) -> Result<bool>;
+
+    /// Account `id`'s enrolled certificates, oldest first, if the account exists (with
+    /// `generation`, only while it is at that credentials' generation and unlocked).
+    fn certificates(
+        &self,
+        id: AccountId,
+        generation: Option<i64>,
+    ) -> Result<Option<Vec<CertificateView>>>;
+
+    /// Removes the certificate of `fingerprint` from account `id` (with `generation`, only
+    /// while the account is at it and unlocked); false if none was removed.
+    fn unenroll_certificate(
+        &self,
+        id: AccountId,
+        generation: Option<i64>,
+        fingerprint: &str,
+    ) -> Result<bool>;
+
+    /// Account `id`'s newest `limit` sign-in events, newest first, if the account exists
+    /// (with `generation`, only while it is at it and unlocked).
+    fn sign_ins(
+        &self,
+        id: AccountId,
+        generation: Option<i64>,
+        limit: usize,
+    ) -> Result<Option<Vec<SignInEvent>>>;
 
     /// Every failure count, by key.
     fn failure_counts(&self) -> Result<Vec<(String, FailureCount)>>;
@@ -424,7 +532,7 @@ impl AccountStore {
             Err(Error::Store(_)) => return created,
             Err(_) => Outcome::Failed,
         };
-        self.settle(&attempt, outcome, None);
+        self.settle(&attempt, outcome, None, None);
         created
     }
 
@@ -440,7 +548,7 @@ impl AccountStore {
         };
         let keys =
             ThrottleKeys::password_check(username, IpAddr::from([0, 0, 0, 0]), &self.throttle);
-        self.record_login(&self.attempt(&keys), &record, password);
+        self.record_login(&self.attempt(&keys), &record, password, None);
         Ok(Some(record.id))
     }
 
@@ -466,9 +574,16 @@ impl AccountStore {
         Ok(Some(record))
     }
 
-    /// Settles a successful password check's count and records the login, remaking the
-    /// hash if it was made at a lower cost than the store's: one transaction.
-    fn record_login(&self, attempt: &Attempt<'_>, record: &LoginRecord, password: &[u8]) {
+    /// Settles a successful password check's count and records the login (with `event`, in
+    /// the account's history too), remaking the hash if it was made at a lower cost than the
+    /// store's: one transaction. Gives the sign-in before, if the store told it.
+    fn record_login(
+        &self,
+        attempt: &Attempt<'_>,
+        record: &LoginRecord,
+        password: &[u8],
+        event: Option<SignInRecord<'_>>,
+    ) -> Option<LastSignIn> {
         let upgraded = match PasswordHash::parse(&record.hash) {
             // Part of a login: it goes before signups too.
             Ok(hash) if hash.needs_upgrade(self.params) => self
@@ -478,32 +593,49 @@ impl AccountStore {
         };
         let login = LoginUpdate {
             rehash: upgraded.as_deref().map(|new| (record.hash.as_str(), new)),
+            certificate: None,
         };
-        self.settle(attempt, Outcome::Passed(record.id), Some(login));
+        self.settle(attempt, Outcome::Passed(record.id), Some(login), event)
     }
 
-    /// Settles the count of `attempt` by its `outcome`, and with `login` records the login.
+    /// Settles the count of `attempt` by its `outcome`, with `login` records the login, and
+    /// with `event` adds it to the account's history; gives what the backend's settle gives.
     /// Bookkeeping: a failure here must not turn a check into an error.
-    fn settle(&self, attempt: &Attempt<'_>, outcome: Outcome, login: Option<LoginUpdate<'_>>) {
-        if let Err(e) = self.backend.settle(attempt, outcome, login) {
-            log::warn!("could not settle the count of a password check ({outcome:?}): {e}");
-        }
+    fn settle(
+        &self,
+        attempt: &Attempt<'_>,
+        outcome: Outcome,
+        login: Option<LoginUpdate<'_>>,
+        event: Option<SignInRecord<'_>>,
+    ) -> Option<LastSignIn> {
+        self.backend
+            .settle(attempt, outcome, login, event)
+            .unwrap_or_else(|e| {
+                log::warn!("could not settle the count of a password check ({outcome:?}): {e}");
+                None
+            })
     }
 
     /// Checks `password` against `record` under `attempt`, counted already: the record if the
     /// password is right (the caller settles a success, with what it records), `None` (the
-    /// attempt settled as a failure) if not; an error (the attempt settled as unchecked) if it
-    /// could not be checked: [`Error::Busy`] if the server is too busy.
+    /// attempt settled as a failure, with `wrong` in the account's history if the account
+    /// exists) if not; an error (the attempt settled as unchecked) if it could not be
+    /// checked: [`Error::Busy`] if the server is too busy.
     fn settled_check(
         &self,
         attempt: &Attempt<'_>,
         record: Option<LoginRecord>,
         password: &[u8],
+        wrong: Option<SignInRecord<'_>>,
     ) -> Result<Option<LoginRecord>> {
         let checked = self.check_password(record, password, attempt.keys.address());
         match &checked {
-            Ok(None) => self.settle(attempt, Outcome::Failed, None),
-            Err(_) => self.settle(attempt, Outcome::Unchecked, None),
+            Ok(None) => {
+                self.settle(attempt, Outcome::Failed, None, wrong);
+            }
+            Err(_) => {
+                self.settle(attempt, Outcome::Unchecked, None, None);
+            }
             Ok(Some(_)) => {}
         }
         checked
@@ -531,21 +663,116 @@ impl AccountStore {
     }
 
     /// Replaces the password, given the current one, by a client at `from`: a wrong current
-    /// password counts as a failed login (see [`Self::confirm_password`]).
+    /// password counts as a failed login (see [`Self::confirm_password`]). Every other
+    /// session of the account ends at its next command, signed in with the password or with
+    /// a certificate; the caller's goes on as the [`SessionAccount`] given.
     pub(crate) fn change_password(
         &self,
         session: SessionAccount,
         current: &[u8],
         new: &[u8],
         from: IpAddr,
-    ) -> Result<()> {
+    ) -> Result<SessionAccount> {
         let stored = self.confirm_password(session, current, from)?;
         let new_hash = self.new_hash(new, HashTurn::Create, &address_key(from))?;
-        if !self
+        match self
             .backend
             .replace_password_hash(session, &stored, &new_hash)?
         {
-            return Err(self.missed(session));
+            Some(generation) => Ok(SessionAccount {
+                id: session.id,
+                generation,
+            }),
+            None => Err(self.missed(session)),
+        }
+    }
+
+    /// Enrolls the certificate of `fingerprint` (the connection's) for the session's
+    /// account, with `label`; gives the account's certificates then.
+    /// [`Error::CertificateEnrolled`] if it is already, [`Error::TooManyCertificates`] if the
+    /// account has [`MAX_CERTIFICATES`].
+    pub(crate) fn enroll(
+        &self,
+        session: SessionAccount,
+        fingerprint: &str,
+        label: &str,
+    ) -> Result<Vec<CertificateView>> {
+        let enrolled =
+            self.backend
+                .enroll_certificate(session, fingerprint, label, MAX_CERTIFICATES)?;
+        let certificates = self.certificates(session)?;
+        if enrolled {
+            Ok(certificates)
+        } else if certificates.iter().any(|c| c.fingerprint == fingerprint) {
+            Err(Error::CertificateEnrolled)
+        } else if certificates.len() >= MAX_CERTIFICATES {
+            Err(Error::TooManyCertificates)
+        } else {
+            Err(Error::Conflict)
+        }
+    }
+
+    /// The session's account's enrolled certificates, oldest first.
+    pub(crate) fn certificates(&self, session: SessionAccount) -> Result<Vec<CertificateView>> {
+        self.backend
+            .certificates(session.id, Some(session.generation))?
+            .ok_or_else(|| self.missed(session))
+    }
+
+    /// Removes the certificate of `fingerprint` from the session's account; gives the
+    /// account's certificates then. [`Error::NoSuchCertificate`] if it is not enrolled.
+    pub(crate) fn unenroll(
+        &self,
+        session: SessionAccount,
+        fingerprint: &str,
+    ) -> Result<Vec<CertificateView>> {
+        if !self
+            .backend
+            .unenroll_certificate(session.id, Some(session.generation), fingerprint)?
+        {
+            return Err(match self.missed(session) {
+                Error::Conflict => Error::NoSuchCertificate,
+                e => e,
+            });
+        }
+        self.certificates(session)
+    }
+
+    /// The session's account's sign-in events, newest first (at most [`HISTORY_KEPT`] are
+    /// kept).
+    pub(crate) fn history(&self, session: SessionAccount) -> Result<Vec<SignInEvent>> {
+        self.backend
+            .sign_ins(session.id, Some(session.generation), HISTORY_KEPT)?
+            .ok_or_else(|| self.missed(session))
+    }
+
+    /// Account `id`'s enrolled certificates and its newest `events` sign-in events, for the
+    /// operator.
+    pub(crate) fn operator_sign_in_view(
+        &self,
+        id: AccountId,
+        events: usize,
+    ) -> Result<(Vec<CertificateView>, Vec<SignInEvent>)> {
+        let certificates = self
+            .backend
+            .certificates(id, None)?
+            .ok_or(Error::NoSuchAccount)?;
+        let history = self
+            .backend
+            .sign_ins(id, None, events)?
+            .ok_or(Error::NoSuchAccount)?;
+        Ok((certificates, history))
+    }
+
+    /// Removes the certificate of `fingerprint` from the account called `username`, for the
+    /// operator; the sessions signed in with it stay (as after `unenroll`).
+    pub(crate) fn operator_unenroll(&self, username: &str, fingerprint: &str) -> Result<()> {
+        let account = self.account_named(username)?;
+        if !self
+            .backend
+            .unenroll_certificate(account.id, None, fingerprint)?
+        {
+            return Err(Error::NoSuchCertificate);
         }
         Ok(())
     }
@@ -590,12 +817,12 @@ impl AccountStore {
             locked: false,
             generation: session.generation,
         };
-        match self.settled_check(&attempt, Some(record), password)? {
+        match self.settled_check(&attempt, Some(record), password, None)? {
             Some(record) => {
                 // Said at once: a store that cannot settle this would fail the caller's write
                 // too, after a second wait.
                 self.backend
-                    .settle(&attempt, Outcome::Passed(record.id), None)?;
+                    .settle(&attempt, Outcome::Passed(record.id), None, None)?;
                 Ok(record.hash)
             }
             None => Err(Error::WrongPassword),
@@ -610,7 +837,7 @@ impl AccountStore {
         match self.backend.session_state(session.id) {
             Ok(None) => Error::SessionEnded("the account no longer exists"),
             Ok(Some(state)) if state.generation != session.generation => {
-                Error::SessionEnded("the password was reset")
+                Error::SessionEnded("the password was changed or reset")
             }
             Ok(Some(state)) if state.locked => {
                 Error::SessionEnded("the account was locked by the operator")
@@ -620,47 +847,141 @@ impl AccountStore {
         }
     }
 
-    /// A login attempt by `username` from `from`, refused without checking the password while
-    /// that name (unless the account knows the address), pair or address is throttled (see
-    /// [`ThrottlePolicy`]).
+    /// [`Self::sign_in`] with a password, its outcome only.
+    #[cfg(test)]
     pub(crate) fn login(
         &self,
         username: &str,
         password: &[u8],
         from: IpAddr,
     ) -> Result<LoginOutcome> {
-        Ok(self.sign_in(username, password, from)?.0)
+        Ok(self
+            .sign_in(username, password, from, SignInMethod::Password)?
+            .outcome)
     }
 
-    /// [`Self::login`], with the account's credentials' generation on success, as read with
-    /// the hash that was checked: the session's [`SessionAccount`]. A locked account's right
-    /// password gives [`LoginOutcome::Locked`] (and counts as a right password); a wrong one
-    /// the usual failure. A name that breaks the name rules is never looked up: it is a
-    /// failure, counted under the address only.
+    /// A sign-in attempt by `username` with `password` from `from` (by `method`: the
+    /// account protocol's `login` or the legacy exchange), refused without checking the
+    /// password while that name (unless the account knows the address), pair or address is
+    /// throttled (see [`ThrottlePolicy`]). On success, the account's credentials' generation
+    /// as read with the hash that was checked (the session's [`SessionAccount`]). A locked
+    /// account's right password gives [`LoginOutcome::Locked`] (and counts as a right
+    /// password); a wrong one the usual failure. A name that breaks the name rules is never
+    /// looked up: it is a failure, counted under the address only. Every attempt on an
+    /// existing account goes into its history.
     pub(crate) fn sign_in(
         &self,
         username: &str,
         password: &[u8],
         from: IpAddr,
-    ) -> Result<(LoginOutcome, i64)> {
+        method: SignInMethod,
+    ) -> Result<SignIn> {
         let keys = ThrottleKeys::password_check(username, from, &self.throttle);
         let attempt = self.attempt(&keys);
-        let record = match self.count_attempt(&attempt, true) {
+        let client = from.to_string();
+        let record = match self.counted_sign_in(&attempt, &client, method)? {
             Ok(record) => record,
-            Err(Error::Throttled(wait, limit)) => {
-                return Ok((LoginOutcome::Throttled(wait, limit), 0));
-            }
-            Err(e) => return Err(e),
+            Err(refused) => return Ok(refused),
         };
-        let Some(record) = self.settled_check(&attempt, record, password)? else {
-            return Ok((LoginOutcome::Failed, 0));
+        let event = history_event(record.as_ref().map(|r| r.id), &client, method);
+        let wrong = event(SignInOutcome::WrongPassword);
+        let Some(record) = self.settled_check(&attempt, record, password, wrong)? else {
+            return Ok(SignIn::refused(LoginOutcome::Failed));
         };
         if record.locked {
-            self.settle(&attempt, Outcome::Passed(record.id), None);
-            return Ok((LoginOutcome::Locked, 0));
+            self.settle(
+                &attempt,
+                Outcome::Passed(record.id),
+                None,
+                event(SignInOutcome::Locked),
+            );
+            return Ok(SignIn::refused(LoginOutcome::Locked));
         }
-        self.record_login(&attempt, &record, password);
-        Ok((LoginOutcome::Success(record.id), record.generation))
+        let last = self.record_login(&attempt, &record, password, event(SignInOutcome::SignedIn));
+        Ok(SignIn {
+            outcome: LoginOutcome::Success(record.id),
+            generation: record.generation,
+            last,
+        })
+    }
+
+    /// A sign-in attempt by `username` from `from` with the certificate of `fingerprint`,
+    /// presented by the connection: it signs in if that certificate is enrolled for the
+    /// account. Counted under the address only: a certificate that is not enrolled is no
+    /// guess of the account's password. Otherwise as [`Self::sign_in`]: refused while the
+    /// address is throttled, [`LoginOutcome::Locked`] for a locked account's enrolled
+    /// certificate, every attempt on an existing account in its history.
+    pub(crate) fn sign_in_with_certificate(
+        &self,
+        username: &str,
+        fingerprint: &str,
+        from: IpAddr,
+    ) -> Result<SignIn> {
+        let method = SignInMethod::Certificate;
+        let keys = ThrottleKeys::certificate(username, from, &self.throttle);
+        let attempt = self.attempt(&keys);
+        let client = from.to_string();
+        let record = match self.counted_sign_in(&attempt, &client, method)? {
+            Ok(Some(record)) => record,
+            Ok(None) => {
+                self.settle(&attempt, Outcome::Failed, None, None);
+                return Ok(SignIn::refused(LoginOutcome::Failed));
+            }
+            Err(refused) => return Ok(refused),
+        };
+        let event = history_event(Some(record.id), &client, method);
+        let enrolled = self
+            .backend
+            .certificate_enrolled(record.id, fingerprint)
+            .inspect_err(|_| {
+                self.settle(&attempt, Outcome::Unchecked, None, None);
+            })?;
+        if !enrolled {
+            let unknown = event(SignInOutcome::UnknownCertificate);
+            self.settle(&attempt, Outcome::Failed, None, unknown);
+            return Ok(SignIn::refused(LoginOutcome::Failed));
+        }
+        if record.locked {
+            let locked = event(SignInOutcome::Locked);
+            self.settle(&attempt, Outcome::Passed(record.id), None, locked);
+            return Ok(SignIn::refused(LoginOutcome::Locked));
+        }
+        let login = LoginUpdate {
+            rehash: None,
+            certificate: Some(fingerprint),
+        };
+        let signed_in = event(SignInOutcome::SignedIn);
+        let last = self.settle(&attempt, Outcome::Passed(record.id), Some(login), signed_in);
+        Ok(SignIn {
+            outcome: LoginOutcome::Success(record.id),
+            generation: record.generation,
+            last,
+        })
+    }
+
+    /// Counts a sign-in `attempt` from `client` by `method`, reading the login record of the
+    /// account it names; a refusal is given as the [`SignIn`] to answer, after recording it
+    /// in that account's history.
+    fn counted_sign_in(
+        &self,
+        attempt: &Attempt<'_>,
+        client: &str,
+        method: SignInMethod,
+    ) -> Result<std::result::Result<Option<LoginRecord>, SignIn>> {
+        match self.count_attempt(attempt, true) {
+            Ok(record) => Ok(Ok(record)),
+            Err(Error::Throttled(wait, limit)) => {
+                if let Some(name) = attempt.keys.username()
+                    && let Err(e) =
+                        self.backend
+                            .record_throttled(name, client, method, THROTTLED_EVENT_GAP)
+                {
+                    log::warn!("could not record a throttled sign-in: {e}");
+                }
+                Ok(Err(SignIn::refused(LoginOutcome::Throttled(wait, limit))))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Account `id`'s credentials' generation and lock.
@@ -822,6 +1143,22 @@ impl AccountStore {
         self.gate
             .run(turn, client, hash)
             .map_err(|hash_gate::Busy| Error::Busy)
+    }
+}
+
+/// The history event of an attempt on `account` (none if there is no such account) from `client` by `method`, by its outcome.
+fn history_event<'a>(
+    account: Option<AccountId>,
+    client: &'a str,
+    method: SignInMethod,
+) -> impl Fn(SignInOutcome) -> Option<SignInRecord<'a>> {
+    move |outcome| {
+        account.map(|account| SignInRecord {
+            account,
+            address: client,
+            method,
+            outcome,
+        })
     }
 }
 

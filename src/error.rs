@@ -38,6 +38,12 @@ pub enum Error {
     /// A session's account is gone, or the operator reset its password or locked it, since
     /// the session logged in; the text says which.
     SessionEnded(&'static str),
+    /// The certificate is enrolled for the account already.
+    CertificateEnrolled,
+    /// No certificate with that fingerprint is enrolled for the account.
+    NoSuchCertificate,
+    /// The account has as many certificates enrolled as it may have.
+    TooManyCertificates,
     /// Too many password hashes are being computed; the wait for a turn ran out.
     Busy,
     /// Too many failed (or successful) password checks, or signups: try again after this
@@ -100,6 +106,17 @@ impl fmt::Display for Error {
             Error::WrongPassword => f.write_str("the password is wrong"),
             Error::Conflict => f.write_str("the account was changed meanwhile"),
             Error::SessionEnded(why) => write!(f, "the session ended: {why}"),
+            Error::CertificateEnrolled => {
+                f.write_str("the certificate is enrolled for the account already")
+            }
+            Error::NoSuchCertificate => {
+                f.write_str("no certificate with that fingerprint is enrolled for the account")
+            }
+            Error::TooManyCertificates => write!(
+                f,
+                "an account may have at most {} certificates enrolled",
+                crate::xml::sign_in::MAX_CERTIFICATES
+            ),
             Error::Busy => f.write_str("the server is busy hashing passwords"),
             Error::Throttled(wait, _) => write!(
                 f,

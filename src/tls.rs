@@ -75,6 +75,30 @@ pub fn peer_certificate_lines(ssl: &SslRef) -> Option<String> {
     Some(out)
 }
 
+/// The SHA-256 fingerprint of `cert`'s public key (its DER SubjectPublicKeyInfo), as 64
+/// lower-case hex digits: what binds a certificate to an account (docs/PROTOCOL.md says why
+/// of the key and not of the whole certificate).
+pub fn public_key_fingerprint(cert: &X509Ref) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let key = cert
+        .public_key()
+        .and_then(|key| key.public_key_to_der())
+        .map_err(|e| Error::tls("cannot read the certificate's public key", e))?;
+    Ok(Sha256::digest(key)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect())
+}
+
+/// The [`public_key_fingerprint`] of the certificate the peer presented (kept with the TLS
+/// session, so a resumed session has it too), if it presented one.
+pub fn peer_key_fingerprint(ssl: &SslRef) -> Option<String> {
+    let cert = ssl.peer_certificate()?;
+    public_key_fingerprint(&cert)
+        .inspect_err(|e| log::warn!("client certificate: {e}"))
+        .ok()
+}
+
 /// The cipher suite's name, as `SSL_get_cipher` gives it.
 pub fn cipher_name(ssl: &SslRef) -> &'static str {
     ssl.current_cipher().map_or("(NONE)", |c| c.name())

@@ -8,6 +8,7 @@
 //!   document; the one list of command names.
 //! - [`reply`]: the server's replies and their result codes.
 //! - [`account`]: what an account holds and the policy for each value.
+//! - [`sign_in`]: enrolled certificates and sign-in events, and their policies.
 //!
 //! docs/LEGACY.md and docs/PROTOCOL.md describe the same on the wire.
 
@@ -17,3 +18,4 @@ pub mod document;
 pub mod frame;
 pub mod legacy;
 pub mod reply;
+pub mod sign_in;

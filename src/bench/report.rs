@@ -186,6 +186,7 @@ mod tests {
                 insecure: false,
                 cert: None,
                 timeout: Duration::from_secs(1),
+                reuse_session: None,
             },
             workload: Workload::Full,
             handshake_only: false,

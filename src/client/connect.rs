@@ -1,14 +1,18 @@
 //! Connecting to the server: the original's `OpenConnection` and `InitCTX`, the options that
 //! say where and how to connect (shared with `./bench`), and the TLS handshake.
 
-use std::io;
+use std::io::{self, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use getopts::{Matches, Options};
-use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslSessionRef, SslStream, SslVerifyMode};
+use openssl::ssl::{
+    SslConnector, SslFiletype, SslMethod, SslRef, SslSession, SslSessionRef, SslStream,
+    SslVerifyMode,
+};
 
 use crate::cli::{A_DAY, CommandLine, duration_help};
 use crate::deadline::DeadlineStream;
@@ -35,6 +39,9 @@ pub(crate) struct ConnectOptions {
     pub(crate) cert: Option<(PathBuf, PathBuf)>,
     /// The longest connecting may take, and then each exchange (each).
     pub(crate) timeout: Duration,
+    /// A file to resume the TLS session saved in, and to save the new one in
+    /// (`--reuse-session`).
+    pub(crate) reuse_session: Option<PathBuf>,
 }
 
 impl ConnectOptions {
@@ -109,6 +116,7 @@ impl ConnectOptions {
             insecure,
             cert,
             timeout,
+            reuse_session: None,
         })
     }
 }
@@ -185,12 +193,57 @@ pub(crate) fn init_ctx(config: &ConnectOptions) -> Result<SslConnector> {
 
 /// [`open_connection`] and the original's `SSL_connect`, checking the server's name (or IP
 /// address) unless insecure. The handshake, and then each read and write, must end within
-/// the timeout.
+/// the timeout. With `--reuse-session FILE`, offers the session saved there (a shorter
+/// handshake, and the server keeps the client certificate it was made with) and saves the
+/// new one.
 pub(crate) fn connect(
     config: &ConnectOptions,
     connector: &SslConnector,
 ) -> Result<SslStream<DeadlineStream>> {
-    connect_offering(config, connector, None)
+    let saved = config.reuse_session.as_deref().and_then(saved_session);
+    let ssl = connect_offering(config, connector, saved.as_deref())?;
+    if let Some(path) = &config.reuse_session {
+        save_session(path, ssl.ssl());
+    }
+    Ok(ssl)
+}
+
+/// The session saved by `--reuse-session`, if there is a readable one.
+fn saved_session(path: &Path) -> Option<SslSession> {
+    let der = std::fs::read(path).ok()?;
+    match SslSession::from_der(&der) {
+        Ok(session) => Some(session),
+        Err(e) => {
+            log::warn!("ignoring the saved session in {}: {e}", path.display());
+            None
+        }
+    }
+}
+
+/// Saves the connection's session for `--reuse-session` (readable by its owner only: it holds
+/// the session's master secret). Failing to save costs only a full handshake next time.
+fn save_session(path: &Path, ssl: &SslRef) {
+    log::info!(
+        "TLS session {}",
+        if ssl.session_reused() {
+            "resumed"
+        } else {
+            "new"
+        }
+    );
+    let Some(der) = ssl.session().and_then(|s| s.to_der().ok()) else {
+        return;
+    };
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut file| file.write_all(&der));
+    if let Err(e) = written {
+        log::warn!("cannot save the TLS session to {}: {e}", path.display());
+    }
 }
 
 /// As [`connect`], offering `session` (from an earlier connection with the same connector,

@@ -2,12 +2,10 @@
 //! the server's certificate, send the request, print the reply.
 
 use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
 
-use openssl::ssl::{SslRef, SslSession};
+use openssl::ssl::SslRef;
 
-use super::connect::{ConnectOptions, connect, connect_resuming, init_ctx};
+use super::connect::{ConnectOptions, connect, init_ctx};
 use crate::error::{Error, Result};
 use crate::prompt::Prompter;
 use crate::tls;
@@ -24,7 +22,7 @@ pub(super) enum Answer {
 
 /// Runs the original's `main()`: asks for the credentials, connects, prints the cipher and the
 /// server's certificate, sends the request and prints the reply.
-pub(super) fn run(config: &ConnectOptions, reuse_session: Option<&Path>) -> Result<Answer> {
+pub(super) fn run(config: &ConnectOptions) -> Result<Answer> {
     let connector = init_ctx(config)?;
     let (username, password) = read_credentials()?;
     let request = legacy_request(&username, &password);
@@ -35,13 +33,7 @@ pub(super) fn run(config: &ConnectOptions, reuse_session: Option<&Path>) -> Resu
             request.len()
         )));
     }
-    let mut ssl = match reuse_session.and_then(saved_session) {
-        Some(session) => connect_resuming(config, &connector, &session)?,
-        None => connect(config, &connector)?,
-    };
-    if let Some(path) = reuse_session {
-        save_session(path, ssl.ssl());
-    }
+    let mut ssl = connect(config, &connector)?;
     print!(
         "\n\nConnected with {} encryption\n",
         tls::cipher_name(ssl.ssl())
@@ -65,44 +57,6 @@ pub(super) fn run(config: &ConnectOptions, reuse_session: Option<&Path>) -> Resu
     } else {
         Answer::Accepted
     })
-}
-
-/// The session saved by `--reuse-session`, if there is a readable one.
-fn saved_session(path: &Path) -> Option<SslSession> {
-    let der = std::fs::read(path).ok()?;
-    match SslSession::from_der(&der) {
-        Ok(session) => Some(session),
-        Err(e) => {
-            log::warn!("ignoring the saved session in {}: {e}", path.display());
-            None
-        }
-    }
-}
-
-/// Saves the connection's session for `--reuse-session` (readable by its owner only: it holds
-/// the session's master secret). Failing to save costs only a full handshake next time.
-fn save_session(path: &Path, ssl: &SslRef) {
-    log::info!(
-        "TLS session {}",
-        if ssl.session_reused() {
-            "resumed"
-        } else {
-            "new"
-        }
-    );
-    let Some(der) = ssl.session().and_then(|s| s.to_der().ok()) else {
-        return;
-    };
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .and_then(|mut file| file.write_all(&der));
-    if let Err(e) = written {
-        log::warn!("cannot save the TLS session to {}: {e}", path.display());
-    }
 }
 
 /// Ports the client's `ShowCerts(ssl)`: prints the server's certificate, or the original's

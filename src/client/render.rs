@@ -4,6 +4,7 @@
 
 use crate::xml::account::{AccountView, terminal_text};
 use crate::xml::legacy::printable;
+use crate::xml::sign_in::{CertificateView, SignInEvent};
 
 /// `view`'s text: one `field: value` line per field; a backslash in a value is written `\\`,
 /// a line break `\n`, and other control, invisible or direction-changing characters as
@@ -27,6 +28,38 @@ pub(super) fn portal_view_text(account: &AccountView) -> String {
             let lines: Vec<String> = value.split('\n').map(terminal_text).collect();
             format!("{name}: {}\n", lines.join(&indent))
         })
+        .collect()
+}
+
+/// `certs`' text: one line per enrolled certificate, its fingerprint, when it was enrolled
+/// and last used, and its label (as stored, see [`terminal_text`]).
+pub(crate) fn certificates_text(certificates: &[CertificateView]) -> String {
+    if certificates.is_empty() {
+        return "No certificates enrolled.\n".into();
+    }
+    certificates
+        .iter()
+        .map(|c| {
+            format!(
+                "{}  enrolled {}  last used {}  {}\n",
+                message(&c.fingerprint),
+                message(&c.enrolled_at),
+                message(c.last_used_at.as_deref().unwrap_or("never")),
+                terminal_text(&c.label)
+            )
+        })
+        .collect()
+}
+
+/// `history`'s text: one line per sign-in attempt, newest first: when, from where, how, and
+/// what it came to.
+pub(crate) fn history_text(events: &[SignInEvent]) -> String {
+    if events.is_empty() {
+        return "No sign-in attempts recorded.\n".into();
+    }
+    events
+        .iter()
+        .map(|event| format!("{}\n", message(&event.to_string())))
         .collect()
 }
 

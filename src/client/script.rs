@@ -10,27 +10,42 @@ use getopts::{Matches, Options};
 
 use super::connect::{ConnectOptions, init_ctx};
 use super::connection::AccountConnection;
-use super::render::{message, view_text};
+use super::render::{certificates_text, history_text, message, view_text};
 use crate::cli::CommandLine;
 use crate::error::{Error, Result};
 use crate::prompt::Prompter;
 use crate::xml::account::{Field, PASSWORD_LEN};
-use crate::xml::command::{Command, CommandKind, Delete, Login, Passwd, Signup, Update};
+use crate::xml::command::{
+    CertLogin, Command, CommandKind, Delete, Enroll, Login, Passwd, Signup, Unenroll, Update,
+};
 use crate::xml::reply::{Reply, ResultCode};
+use crate::xml::sign_in::{check_label, parse_fingerprint};
 
-/// The commands a script can run: every command but `hello` and `logout`, which a script
-/// runs on its own.
-const SCRIPT_COMMANDS: [CommandKind; 6] = [
+/// The commands a script can run: every command but `hello`, `logout` and `certlogin`, which
+/// a script runs on its own.
+const SCRIPT_COMMANDS: [CommandKind; 10] = [
     CommandKind::Signup,
     CommandKind::Login,
     CommandKind::View,
     CommandKind::Update,
     CommandKind::Passwd,
     CommandKind::Delete,
+    CommandKind::Enroll,
+    CommandKind::Certs,
+    CommandKind::Unenroll,
+    CommandKind::History,
 ];
 
 /// The options that go with a command only.
-pub(super) const OPTIONS: [&str; 5] = ["user", "set", "password-file", "if-version", "xml"];
+pub(super) const OPTIONS: [&str; 7] = [
+    "user",
+    "set",
+    "password-file",
+    "if-version",
+    "xml",
+    "cert-login",
+    "label",
+];
 
 /// The names of the commands a script can run, for help and errors.
 pub(super) fn command_names() -> String {
@@ -63,6 +78,17 @@ pub(super) fn declare(opts: &mut Options) {
         "xml",
         "print the server's reply document instead of its text",
     );
+    opts.optflag(
+        "",
+        "cert-login",
+        "log in by the certificate given with --cert, enrolled for --user, instead of a password",
+    );
+    opts.optopt(
+        "",
+        "label",
+        "with enroll: a label to tell the certificate by (laptop, say)",
+        "TEXT",
+    );
 }
 
 /// A command and what it works with.
@@ -80,10 +106,21 @@ pub(super) struct Script {
     pub(super) xml: bool,
     /// `--if-version` (update).
     pub(super) if_version: Option<i64>,
+    /// `--cert-login`: log in by the client certificate.
+    pub(super) cert_login: bool,
+    /// `--label` (enroll).
+    pub(super) label: String,
+    /// The fingerprint given after `unenroll`.
+    pub(super) fingerprint: Option<String>,
 }
 
 /// The script a command line asks for; usage errors are reported and give the exit status.
-pub(super) fn parse(cli: &CommandLine, m: &Matches, name: &str) -> Result<Script, ExitCode> {
+pub(super) fn parse(
+    cli: &CommandLine,
+    m: &Matches,
+    name: &str,
+    argument: Option<&str>,
+) -> Result<Script, ExitCode> {
     let command = CommandKind::from_name(name)
         .filter(|kind| SCRIPT_COMMANDS.contains(kind))
         .ok_or_else(|| {
@@ -125,6 +162,39 @@ pub(super) fn parse(cli: &CommandLine, m: &Matches, name: &str) -> Result<Script
         }
         Some(_) => Some(cli.number(m, "if-version", 0i64)?),
     };
+    let cert_login = m.opt_present("cert-login");
+    if cert_login && command == CommandKind::Signup {
+        return Err(cli.usage_error("--cert-login goes with commands that log in, not signup"));
+    }
+    if cert_login && !m.opt_present("cert") {
+        return Err(
+            cli.usage_error("--cert-login needs --cert FILE: the certificate enrolled for --user")
+        );
+    }
+    let label = m.opt_str("label").unwrap_or_default();
+    if m.opt_present("label") && command != CommandKind::Enroll {
+        return Err(cli.usage_error("--label goes with enroll"));
+    }
+    if command == CommandKind::Enroll && !m.opt_present("cert") {
+        return Err(cli.usage_error("enroll needs --cert FILE: the certificate to enroll"));
+    }
+    if let Err(why) = check_label(&label) {
+        return Err(cli.usage_error(&format!("--{why}")));
+    }
+    let fingerprint = match (command, argument) {
+        (CommandKind::Unenroll, Some(typed)) => {
+            Some(parse_fingerprint(typed).map_err(|why| cli.usage_error(&why.to_string()))?)
+        }
+        (CommandKind::Unenroll, None) => {
+            return Err(cli.usage_error(
+                "unenroll needs the certificate's FINGERPRINT after it (as certs lists them)",
+            ));
+        }
+        (_, Some(extra)) => {
+            return Err(cli.usage_error(&format!("{name} takes no argument; {extra:?} is one")));
+        }
+        (_, None) => None,
+    };
     Ok(Script {
         command,
         user,
@@ -132,6 +202,9 @@ pub(super) fn parse(cli: &CommandLine, m: &Matches, name: &str) -> Result<Script
         password_file: m.opt_str("password-file").map(PathBuf::from),
         xml: m.opt_present("xml"),
         if_version,
+        cert_login,
+        label,
+        fingerprint,
     })
 }
 
@@ -139,7 +212,13 @@ pub(super) fn parse(cli: &CommandLine, m: &Matches, name: &str) -> Result<Script
 /// document, with `--xml`) is printed on stdout.
 pub(super) fn run(options: &ConnectOptions, trace: bool, script: &Script) -> Result<Reply> {
     let mut passwords = Passwords::new(script.password_file.as_deref())?;
-    let password = passwords.next("password")?;
+    // Read before connecting, so that the server does not wait while it is typed.
+    let needs_password =
+        !script.cert_login || matches!(script.command, CommandKind::Passwd | CommandKind::Delete);
+    let password = match needs_password {
+        true => Some(passwords.next("password")?),
+        false => None,
+    };
     let connector = init_ctx(options)?;
     let mut conn = AccountConnection::open(options, &connector, trace)?;
     let reply = run_on(&mut conn, script, password, &mut passwords)?;
@@ -153,6 +232,12 @@ pub(super) fn run(options: &ConnectOptions, trace: bool, script: &Script) -> Res
             println!("{}", String::from_utf8_lossy(&document));
         } else if let Some(account) = &reply.account {
             print!("{}", view_text(account));
+        } else if let (CommandKind::Certs, Some(certificates)) =
+            (script.command, &reply.certificates)
+        {
+            print!("{}", certificates_text(certificates));
+        } else if let Some(history) = &reply.history {
+            print!("{}", history_text(history));
         } else {
             println!("{}", message(&reply.message));
         }
@@ -164,25 +249,41 @@ pub(super) fn run(options: &ConnectOptions, trace: bool, script: &Script) -> Res
 fn run_on(
     conn: &mut AccountConnection,
     script: &Script,
-    password: String,
+    password: Option<String>,
     passwords: &mut Passwords,
 ) -> Result<Reply> {
+    let mut password = || match &password {
+        Some(password) => Ok(password.clone()),
+        None => passwords.next("password"),
+    };
     if script.command == CommandKind::Signup {
         return conn.call(&Command::Signup(Signup {
             username: script.user.clone(),
-            password,
+            password: password()?,
             info: script.sets.clone(),
         }));
     }
-    let login = conn.call(&Command::Login(Login {
-        username: script.user.clone(),
-        password: password.clone(),
-    }))?;
+    let username = script.user.clone();
+    let login = if script.cert_login {
+        conn.call(&Command::CertLogin(CertLogin { username }))?
+    } else {
+        conn.call(&Command::Login(Login {
+            username,
+            password: password()?,
+        }))?
+    };
     if !login.code.is_success() {
         return Ok(login);
     }
+    if let Some(last) = &login.last_sign_in {
+        eprintln!("{}", message(&last.to_string()));
+    }
     let command = match script.command {
-        CommandKind::Hello | CommandKind::Signup | CommandKind::Login | CommandKind::Logout => {
+        CommandKind::Hello
+        | CommandKind::Signup
+        | CommandKind::Login
+        | CommandKind::CertLogin
+        | CommandKind::Logout => {
             return Ok(login);
         }
         CommandKind::View => Command::View,
@@ -191,10 +292,20 @@ fn run_on(
             version: script.if_version,
         }),
         CommandKind::Passwd => Command::Passwd(Passwd {
-            password,
+            password: password()?,
             new_password: passwords.next("new password")?,
         }),
-        CommandKind::Delete => Command::Delete(Delete { password }),
+        CommandKind::Delete => Command::Delete(Delete {
+            password: password()?,
+        }),
+        CommandKind::Enroll => Command::Enroll(Enroll {
+            label: script.label.clone(),
+        }),
+        CommandKind::Certs => Command::Certs,
+        CommandKind::Unenroll => Command::Unenroll(Unenroll {
+            fingerprint: script.fingerprint.clone().unwrap_or_default(),
+        }),
+        CommandKind::History => Command::History,
     };
     conn.call(&command)
 }

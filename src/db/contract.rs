@@ -16,6 +16,9 @@ use super::{
 use crate::error::{Error, Result};
 use crate::password::{MIN_ITERATIONS, Pbkdf2Params};
 use crate::xml::account::{AccountView, Field};
+use crate::xml::sign_in::{
+    HISTORY_KEPT, MAX_CERTIFICATES, SignInEvent, SignInMethod, SignInOutcome,
+};
 
 /// One fresh database of the backend under test.
 pub(crate) trait TestDatabase {
@@ -61,7 +64,11 @@ macro_rules! contract_tests {
             the_operator_locks_and_unlocks_accounts,
             a_password_reset_changes_the_credentials_generation,
             the_operator_lists_counts_unthrottles_and_deletes,
-            stale_counts_go_a_few_at_a_time
+            stale_counts_go_a_few_at_a_time,
+            enrolled_certificates_sign_in_and_others_do_not,
+            certificate_failures_count_under_the_address_only,
+            every_attempt_on_an_account_goes_into_its_history,
+            the_history_keeps_the_newest_events
         );
     };
     (@each $new_database:expr; $($contract:ident),*) => {
@@ -207,16 +214,16 @@ pub(crate) fn password_change_and_delete_need_the_password(db: &impl TestDatabas
         s.change_password(session(id), b"wrong", b"pw-frank-2", here()),
         Err(Error::WrongPassword)
     ));
-    s.change_password(session(id), b"pw-frank-1", b"pw-frank-2", here())?;
+    let changed = s.change_password(session(id), b"pw-frank-1", b"pw-frank-2", here())?;
     assert_eq!(s.authenticate("frank", b"pw-frank-1")?, None);
     assert_eq!(s.authenticate("frank", b"pw-frank-2")?, Some(id));
     assert!(matches!(
-        s.delete(session(id), b"pw-frank-1", here()),
+        s.delete(changed, b"pw-frank-1", here()),
         Err(Error::WrongPassword)
     ));
-    s.delete(session(id), b"pw-frank-2", here())?;
+    s.delete(changed, b"pw-frank-2", here())?;
     assert!(matches!(
-        s.view(session(id)),
+        s.view(changed),
         Err(Error::SessionEnded("the account no longer exists"))
     ));
     assert_eq!(s.authenticate("frank", b"pw-frank-2")?, None);
@@ -558,8 +565,8 @@ pub(crate) fn guesses_elsewhere_do_not_stop_passwd_where_he_logs_in(
         s.change_password(session(id), b"pw-hugo-1", b"pw-hugo-2", ip("192.0.2.99")),
         Err(Error::Throttled(..))
     ));
-    s.change_password(session(id), b"pw-hugo-1", b"pw-hugo-2", home)?;
-    s.delete(session(id), b"pw-hugo-2", home)?;
+    let changed = s.change_password(session(id), b"pw-hugo-1", b"pw-hugo-2", home)?;
+    s.delete(changed, b"pw-hugo-2", home)?;
     Ok(())
 }
 
@@ -682,33 +689,42 @@ pub(crate) fn a_password_reset_changes_the_credentials_generation(
 ) -> Result<()> {
     let s = db.open(fast());
     let id = s.create_account("mona", b"pw-mona-1", &[])?;
-    let (outcome, generation) = s.sign_in("mona", b"pw-mona-1", here())?;
-    assert_eq!(outcome, LoginOutcome::Success(id));
+    let signed_in = s.sign_in("mona", b"pw-mona-1", here(), SignInMethod::Password)?;
+    let generation = signed_in.generation;
+    assert_eq!(signed_in.outcome, LoginOutcome::Success(id));
     assert_eq!(s.session_state(id)?.generation, generation);
     let before = SessionAccount { id, generation };
     db.open(fast()).reset_password("MONA", b"pw-mona-2")?;
     assert_eq!(s.session_state(id)?.generation, generation + 1);
     // A session from before the reset is refused by each of its commands' own statements.
-    let reset = |r: Result<()>| matches!(r, Err(Error::SessionEnded("the password was reset")));
+    let reset = |r: Result<()>| {
+        matches!(
+            r,
+            Err(Error::SessionEnded("the password was changed or reset"))
+        )
+    };
     assert!(reset(s.view(before).map(drop)));
     assert!(reset(
         s.update(before, &[(Field::Phone, "1".into())], None)
             .map(drop)
     ));
-    assert!(reset(s.change_password(
-        before,
-        b"pw-mona-2",
-        b"pw-mona-9",
-        here()
-    )));
+    assert!(reset(
+        s.change_password(before, b"pw-mona-2", b"pw-mona-9", here())
+            .map(drop)
+    ));
     assert!(reset(s.delete(before, b"pw-mona-2", here())));
     assert_eq!(s.login("mona", b"pw-mona-1", here())?, LoginOutcome::Failed);
-    let (outcome, generation) = s.sign_in("mona", b"pw-mona-2", here())?;
-    assert_eq!(outcome, LoginOutcome::Success(id));
-    assert_eq!(generation, before.generation + 1);
-    let after = SessionAccount { id, generation };
-    // The owner's own password change is not a reset: his sessions go on.
-    s.change_password(after, b"pw-mona-2", b"pw-mona-3", here())?;
+    let signed_in = s.sign_in("mona", b"pw-mona-2", here(), SignInMethod::Password)?;
+    assert_eq!(signed_in.outcome, LoginOutcome::Success(id));
+    assert_eq!(signed_in.generation, before.generation + 1);
+    let other = SessionAccount {
+        id,
+        generation: signed_in.generation,
+    };
+    // The owner's own password change ends his other sessions; the one that made it goes on.
+    let after = s.change_password(other, b"pw-mona-2", b"pw-mona-3", here())?;
+    assert_eq!(after.generation, other.generation + 1);
+    assert!(reset(s.view(other).map(drop)));
     assert_eq!(s.view(after)?.username, "mona");
     // A lock ends them, and so does the account's end.
     s.set_locked("mona", true)?;
@@ -838,5 +854,262 @@ pub(crate) fn stale_counts_go_a_few_at_a_time(db: &impl TestDatabase) -> Result<
         count_at(ip("192.0.2.80"), later)?;
     }
     assert_eq!(s.failure_counts()?.len(), 1);
+    Ok(())
+}
+
+/// A fingerprint, all of one hex digit.
+fn fingerprint(digit: char) -> String {
+    digit.to_string().repeat(64)
+}
+
+/// The outcome of a sign-in by the certificate of `fp` as `name` from `from`.
+fn certificate_sign_in(s: &AccountStore, name: &str, fp: &str, from: IpAddr) -> LoginOutcome {
+    s.sign_in_with_certificate(name, fp, from).unwrap().outcome
+}
+
+pub(crate) fn enrolled_certificates_sign_in_and_others_do_not(
+    db: &impl TestDatabase,
+) -> Result<()> {
+    let s = db.open(fast());
+    let id = s.create_account("rita", b"pw-rita-1", &[])?;
+    let (laptop, phone) = (fingerprint('a'), fingerprint('b'));
+    assert_eq!(
+        certificate_sign_in(&s, "rita", &laptop, here()),
+        LoginOutcome::Failed
+    );
+    let certs = s.enroll(session(id), &laptop, "laptop")?;
+    assert_eq!(certs.len(), 1);
+    assert_eq!(
+        (certs[0].fingerprint.as_str(), certs[0].label.as_str()),
+        (laptop.as_str(), "laptop")
+    );
+    assert_eq!(certs[0].last_used_at, None);
+    assert!(matches!(
+        s.enroll(session(id), &laptop, "again"),
+        Err(Error::CertificateEnrolled)
+    ));
+    // Another instance signs in with it, by the name in any letter case.
+    let other = db.open(fast());
+    let signed_in = other.sign_in_with_certificate("RITA", &laptop, ip("192.0.2.7"))?;
+    assert_eq!(signed_in.outcome, LoginOutcome::Success(id));
+    assert_eq!(signed_in.generation, 0);
+    assert!(s.certificates(session(id))?[0].last_used_at.is_some());
+    assert!(s.account_named("rita")?.last_login_at.is_some());
+    assert_eq!(
+        certificate_sign_in(&s, "rita", &phone, here()),
+        LoginOutcome::Failed
+    );
+    assert_eq!(
+        certificate_sign_in(&s, "nobody", &laptop, here()),
+        LoginOutcome::Failed
+    );
+    assert!(s.unenroll(session(id), &laptop)?.is_empty());
+    assert!(matches!(
+        s.unenroll(session(id), &laptop),
+        Err(Error::NoSuchCertificate)
+    ));
+    assert_eq!(
+        certificate_sign_in(&s, "rita", &laptop, here()),
+        LoginOutcome::Failed
+    );
+    // At most MAX_CERTIFICATES, in the order enrolled; the operator removes one.
+    let many: Vec<String> = "0123456789cdef"
+        .chars()
+        .take(MAX_CERTIFICATES + 1)
+        .map(fingerprint)
+        .collect();
+    for fp in &many[..MAX_CERTIFICATES] {
+        s.enroll(session(id), fp, "")?;
+    }
+    assert!(matches!(
+        s.enroll(session(id), &many[MAX_CERTIFICATES], ""),
+        Err(Error::TooManyCertificates)
+    ));
+    s.operator_unenroll("Rita", &many[0])?;
+    assert!(matches!(
+        s.operator_unenroll("rita", &many[0]),
+        Err(Error::NoSuchCertificate)
+    ));
+    let (certs, _) = s.operator_sign_in_view(id, 5)?;
+    assert_eq!(certs.len(), MAX_CERTIFICATES - 1);
+    // A locked account's certificate is refused as locked, told only to its holder; an
+    // ended session can no longer enroll or list.
+    s.set_locked("rita", true)?;
+    assert_eq!(
+        certificate_sign_in(&s, "rita", &many[1], here()),
+        LoginOutcome::Locked
+    );
+    assert!(matches!(
+        s.certificates(session(id)),
+        Err(Error::SessionEnded(_))
+    ));
+    assert!(matches!(
+        s.enroll(session(id), &laptop, ""),
+        Err(Error::SessionEnded(_))
+    ));
+    s.set_locked("rita", false)?;
+    // The account's certificates go with it.
+    s.remove("rita")?;
+    assert!(!s.backend.certificate_enrolled(id, &many[1])?);
+    assert!(matches!(
+        s.operator_sign_in_view(id, 5),
+        Err(Error::NoSuchAccount)
+    ));
+    Ok(())
+}
+
+pub(crate) fn certificate_failures_count_under_the_address_only(
+    db: &impl TestDatabase,
+) -> Result<()> {
+    let s = db.open(fast());
+    s.create_account("sven", b"pw-sven-1", &[])?;
+    let prober = ip("203.0.113.30");
+    let per_address = ThrottlePolicy::default().per_address;
+    for _ in 0..per_address {
+        assert_eq!(
+            certificate_sign_in(&s, "sven", &fingerprint('c'), prober),
+            LoginOutcome::Failed
+        );
+    }
+    assert!(matches!(
+        certificate_sign_in(&s, "sven", &fingerprint('c'), prober),
+        LoginOutcome::Throttled(_, Limit::Failures)
+    ));
+    let keys: Vec<String> = s.failure_counts()?.into_iter().map(|(k, _)| k).collect();
+    assert!(keys.iter().all(|k| !k.contains("sven")), "{keys:?}");
+    // Not a guess of the password: the owner logs in from elsewhere at once.
+    assert!(matches!(
+        s.login("sven", b"pw-sven-1", here())?,
+        LoginOutcome::Success(_)
+    ));
+    Ok(())
+}
+
+/// An account's history without the times, newest first.
+fn events_of(s: &AccountStore, id: AccountId) -> Vec<(String, SignInMethod, SignInOutcome)> {
+    let (_, history) = s.operator_sign_in_view(id, HISTORY_KEPT).unwrap();
+    history
+        .into_iter()
+        .map(|e: SignInEvent| (e.address, e.method, e.outcome))
+        .collect()
+}
+
+pub(crate) fn every_attempt_on_an_account_goes_into_its_history(
+    db: &impl TestDatabase,
+) -> Result<()> {
+    let s = db.open(fast());
+    let id = s.create_account("tess", b"pw-tess-1", &[])?;
+    let (home, away) = (ip("192.0.2.40"), ip("2001:db8::40"));
+    let first = s.sign_in("tess", b"pw-tess-1", home, SignInMethod::Password)?;
+    assert_eq!(
+        first.last.unwrap().to_string(),
+        "Last sign-in: never; 0 failed attempts since the account was made."
+    );
+    let wrong = s.sign_in("tess", b"guess-one", away, SignInMethod::Legacy)?;
+    assert_eq!(wrong.outcome, LoginOutcome::Failed);
+    assert_eq!(wrong.last, None);
+    s.enroll(session(id), &fingerprint('d'), "")?;
+    assert_eq!(
+        certificate_sign_in(&s, "tess", &fingerprint('e'), away),
+        LoginOutcome::Failed
+    );
+    let by_certificate = s.sign_in_with_certificate("tess", &fingerprint('d'), away)?;
+    let last = by_certificate.last.unwrap();
+    assert_eq!(last.failed_since, 2);
+    let previous = last.previous.unwrap();
+    assert_eq!(
+        (previous.address.as_str(), previous.method, previous.outcome),
+        (
+            "192.0.2.40",
+            SignInMethod::Password,
+            SignInOutcome::SignedIn
+        )
+    );
+    // The password confirmed by passwd or delete is no sign-in, and names without an account
+    // have no history.
+    assert!(s.delete(session(id), b"wrong-pw", home).is_err());
+    s.login("nobody", b"guess-two", home)?;
+    assert_eq!(
+        events_of(&s, id),
+        [
+            (
+                "2001:db8::40".to_string(),
+                SignInMethod::Certificate,
+                SignInOutcome::SignedIn
+            ),
+            (
+                "2001:db8::40".to_string(),
+                SignInMethod::Certificate,
+                SignInOutcome::UnknownCertificate
+            ),
+            (
+                "2001:db8::40".to_string(),
+                SignInMethod::Legacy,
+                SignInOutcome::WrongPassword
+            ),
+            (
+                "192.0.2.40".to_string(),
+                SignInMethod::Password,
+                SignInOutcome::SignedIn
+            ),
+        ]
+    );
+    // Throttled attempts are recorded once a minute per address; a locked account's right
+    // password as locked.
+    let guesser = ip("203.0.113.41");
+    while !matches!(
+        s.login("tess", b"guess-more", guesser)?,
+        LoginOutcome::Throttled(..)
+    ) {}
+    s.login("tess", b"guess-more", guesser)?;
+    s.set_locked("tess", true)?;
+    assert_eq!(s.login("tess", b"pw-tess-1", home)?, LoginOutcome::Locked);
+    let events = events_of(&s, id);
+    let count = |outcome| events.iter().filter(|(_, _, o)| *o == outcome).count();
+    assert_eq!(count(SignInOutcome::Throttled), 1, "{events:?}");
+    assert_eq!(count(SignInOutcome::Locked), 1, "{events:?}");
+    assert_eq!(
+        events[0],
+        (
+            "192.0.2.40".to_string(),
+            SignInMethod::Password,
+            SignInOutcome::Locked
+        )
+    );
+    // The history goes with the account.
+    s.set_locked("tess", false)?;
+    s.remove("tess")?;
+    assert!(
+        s.backend
+            .sign_ins(id, None, HISTORY_KEPT)?
+            .is_none_or(|events| events.is_empty())
+    );
+    Ok(())
+}
+
+pub(crate) fn the_history_keeps_the_newest_events(db: &impl TestDatabase) -> Result<()> {
+    let s = db.open(StoreOptions {
+        throttle: ThrottlePolicy {
+            successes_per_account: 1000,
+            successes_per_address: 1000,
+            ..ThrottlePolicy::default()
+        },
+        ..fast()
+    });
+    let id = s.create_account("ugo", b"pw-ugo-01", &[])?;
+    s.enroll(session(id), &fingerprint('f'), "")?;
+    let signed_in = 60;
+    for n in 0..signed_in {
+        let from = ip(&format!("198.51.100.{n}"));
+        let outcome = certificate_sign_in(&s, "ugo", &fingerprint('f'), from);
+        assert_eq!(outcome, LoginOutcome::Success(id));
+    }
+    let history = s.history(session(id))?;
+    assert_eq!(history.len(), HISTORY_KEPT);
+    assert_eq!(history[0].address, format!("198.51.100.{}", signed_in - 1));
+    assert_eq!(
+        history[HISTORY_KEPT - 1].address,
+        format!("198.51.100.{}", signed_in - HISTORY_KEPT)
+    );
     Ok(())
 }

@@ -30,16 +30,20 @@ use tokio_postgres::{Row, SimpleQueryMessage, SimpleQueryRow};
 use link::{Hosts, Link};
 
 use super::sql::{
-    self, ACCOUNT_SUMMARY, ACCOUNT_VIEW, Columns, FAILURE_COUNT, LOGIN_RECORD, SESSION_STATE,
-    SchemaVersions, account_summary, account_view, failure_count, login_record, session_state,
+    self, ACCOUNT_SUMMARY, ACCOUNT_VIEW, CERTIFICATE_VIEW, Columns, FAILURE_COUNT, LOGIN_RECORD,
+    SESSION_STATE, SchemaVersions, account_summary, account_view, certificate_view, failure_count,
+    joined_item, joined_list, last_sign_in, login_record, session_state, sign_in_event,
 };
 use super::throttle::{Attempt, FailureCount, Limit, Outcome, PRUNE_BATCH, Refusal};
 use super::{
     AccountId, AccountSummary, AccountTotals, Backend, Counted, KeySelection, LoginRecord,
-    LoginUpdate, SchemaChange, SchemaUpgrade, SessionAccount, SessionState, value_of,
+    LoginUpdate, SchemaChange, SchemaUpgrade, SessionAccount, SessionState, SignInRecord, value_of,
 };
 use crate::error::{Error, Result, with_causes};
 use crate::xml::account::{AccountView, Field};
+use crate::xml::sign_in::{
+    CertificateView, HISTORY_KEPT, LastSignIn, SignInEvent, SignInMethod, SignInOutcome,
+};
 
 mod link;
 
@@ -360,6 +364,90 @@ const MIGRATIONS: &[&str] = &[
                                          THEN p_new_hash ELSE password_hash END
               WHERE id = p_account;
          END IF;
+     END
+     $$;"
+    ),
+    // Version 9: client certificates enrolled for signing in (by the SHA-256 fingerprint of
+    // their public key), and each account's newest sign-in attempts, both gone with the
+    // account; a login's settle that records the attempt in the history, in the same round
+    // trip (`throttle_settle` stays, for servers of version 8).
+    concat!(
+        "CREATE TABLE certificates (
+         account_id   BIGINT NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+         fingerprint  TEXT NOT NULL,
+         label        TEXT NOT NULL DEFAULT '',
+         enrolled_at  TEXT NOT NULL,
+         last_used_at TEXT,
+         PRIMARY KEY (account_id, fingerprint)
+     );
+     CREATE TABLE sign_ins (
+         id         BIGSERIAL PRIMARY KEY,
+         account_id BIGINT NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+         at         TEXT NOT NULL,
+         address    TEXT NOT NULL,
+         method     TEXT NOT NULL,
+         outcome    TEXT NOT NULL
+     );
+     CREATE INDEX sign_ins_by_account ON sign_ins (account_id, id);
+
+     -- Adds an event to account p_account's history, if the account exists, and removes
+     -- the events past its newest p_keep.
+     CREATE FUNCTION sign_in_record(
+         p_account BIGINT, p_address TEXT, p_method TEXT, p_outcome TEXT, p_keep INTEGER)
+     RETURNS VOID LANGUAGE plpgsql AS $$
+     BEGIN
+         INSERT INTO sign_ins (account_id, at, address, method, outcome)
+         SELECT a.id, ",
+        now!(),
+        ", p_address, p_method, p_outcome FROM accounts a WHERE a.id = p_account;
+         DELETE FROM sign_ins WHERE account_id = p_account AND id <= (
+             SELECT s.id FROM sign_ins s WHERE s.account_id = p_account
+              ORDER BY s.id DESC OFFSET p_keep LIMIT 1);
+     END
+     $$;
+
+     -- throttle_settle, then: with p_certificate, its last use by p_account is now; with
+     -- p_event_account, the attempt (from p_client, by p_method, to p_outcome) goes into
+     -- that account's history, and for a sign-in (p_outcome 'signed-in') the last sign-in
+     -- before it (r_at, r_address, r_method, r_outcome; NULL if none) and the failed attempts
+     -- since (r_failed) are given.
+     CREATE FUNCTION sign_in_settle(
+         p_keys TEXT[], p_thresholds INTEGER[], p_spans DOUBLE PRECISION[], p_recorded TEXT[],
+         p_cleared TEXT[], p_account BIGINT, p_address TEXT, p_now DOUBLE PRECISION,
+         p_forget_after DOUBLE PRECISION, p_pending_ttl DOUBLE PRECISION,
+         p_first_block DOUBLE PRECISION, p_longest_block DOUBLE PRECISION, p_login BOOLEAN,
+         p_old_hash TEXT, p_new_hash TEXT, p_certificate TEXT, p_event_account BIGINT,
+         p_client TEXT, p_method TEXT, p_outcome TEXT, p_keep INTEGER,
+         OUT r_at TEXT, OUT r_address TEXT, OUT r_method TEXT, OUT r_outcome TEXT,
+         OUT r_failed BIGINT)
+     LANGUAGE plpgsql SET lock_timeout = '5s' AS $$
+     DECLARE
+         v_last BIGINT;
+     BEGIN
+         PERFORM throttle_settle(p_keys, p_thresholds, p_spans, p_recorded, p_cleared,
+                                 p_account, p_address, p_now, p_forget_after, p_pending_ttl,
+                                 p_first_block, p_longest_block, p_login, p_old_hash,
+                                 p_new_hash);
+         IF p_certificate IS NOT NULL THEN
+             UPDATE certificates SET last_used_at = ",
+        now!(),
+        "
+              WHERE account_id = p_account AND fingerprint = p_certificate;
+         END IF;
+         IF p_event_account IS NULL THEN
+             RETURN;
+         END IF;
+         IF p_outcome = 'signed-in' THEN
+             SELECT s.id, s.at, s.address, s.method, s.outcome
+               INTO v_last, r_at, r_address, r_method, r_outcome
+               FROM sign_ins s
+              WHERE s.account_id = p_event_account AND s.outcome = 'signed-in'
+              ORDER BY s.id DESC LIMIT 1;
+             SELECT count(*) INTO r_failed FROM sign_ins s
+              WHERE s.account_id = p_event_account AND s.outcome <> 'signed-in'
+                AND s.id > coalesce(v_last, 0);
+         END IF;
+         PERFORM sign_in_record(p_event_account, p_client, p_method, p_outcome, p_keep);
      END
      $$;"
     ),
@@ -1182,11 +1270,18 @@ impl Backend for PostgresBackend {
         .transpose()
     }
 
-    fn replace_password_hash(&self, session: SessionAccount, old: &str, new: &str) -> Result<bool> {
-        Ok(self.execute(
+    fn replace_password_hash(
+        &self,
+        session: SessionAccount,
+        old: &str,
+        new: &str,
+    ) -> Result<Option<i64>> {
+        self.write_row(
             &format!(
-                "UPDATE accounts SET password_hash = $4, updated_at = {NOW}
-                 WHERE {GUARD} AND password_hash = $3"
+                "UPDATE accounts SET password_hash = $4, updated_at = {NOW},
+                                     credentials_generation = credentials_generation + 1
+                 WHERE {GUARD} AND password_hash = $3
+                 RETURNING credentials_generation"
             ),
             &[
                 big(session.id),
@@ -1194,7 +1289,9 @@ impl Backend for PostgresBackend {
                 private(old),
                 private(new),
             ],
-        )? > 0)
+        )?
+        .map(|row| row.integer(0))
+        .transpose()
     }
 
     fn delete_account(&self, id: AccountId, generation: Option<i64>, hash: &str) -> Result<bool> {
@@ -1252,7 +1349,8 @@ impl Backend for PostgresBackend {
         attempt: &Attempt<'_>,
         outcome: Outcome,
         login: Option<LoginUpdate<'_>>,
-    ) -> Result<()> {
+        event: Option<SignInRecord<'_>>,
+    ) -> Result<Option<LastSignIn>> {
         let keys = attempt.keys;
         let (all, thresholds, spans) = key_columns(keys.counted());
         let recorded: Vec<&str> = keys.recorded(outcome).map(|(key, _, _)| key).collect();
@@ -1263,10 +1361,12 @@ impl Backend for PostgresBackend {
         };
         let rehash = login.and_then(|login| login.rehash);
         let (old_hash, new_hash) = (rehash.map(|(old, _)| old), rehash.map(|(_, new)| new));
+        let certificate = login.and_then(|login| login.certificate);
         let policy = attempt.policy;
-        self.execute(
-            "SELECT throttle_settle($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
-                                    $15)",
+        let row = self.write_row(
+            "SELECT r_at, r_address, r_method, r_outcome, coalesce(r_failed, 0)
+             FROM sign_in_settle($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
+                                 $15, $16, $17, $18, $19, $20, $21)",
             &[
                 Param::TextArray(&all),
                 Param::IntArray(&thresholds),
@@ -1283,9 +1383,146 @@ impl Backend for PostgresBackend {
                 Param::Bool(login.is_some()),
                 private(old_hash),
                 private(new_hash),
+                text(certificate),
+                big(event.map(|e| e.account)),
+                text(event.map(|e| e.address)),
+                text(event.map(|e| e.method.name())),
+                text(event.map(|e| e.outcome.name())),
+                int(Some(HISTORY_KEPT as i32)),
+            ],
+        )?;
+        match (event, row) {
+            (Some(event), Some(row)) if event.outcome == SignInOutcome::SignedIn => {
+                last_sign_in(&*row).map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    fn record_throttled(
+        &self,
+        username: &str,
+        address: &str,
+        method: SignInMethod,
+        gap: Duration,
+    ) -> Result<()> {
+        let since = NOW.replace("now()", "(now() - make_interval(secs => $5))");
+        self.execute(
+            &format!(
+                "SELECT sign_in_record(a.id, $2, $3, $4, $6) FROM accounts a
+                  WHERE lower(a.username) = $1 AND NOT EXISTS (
+                        SELECT 1 FROM sign_ins s
+                         WHERE s.account_id = a.id AND s.address = $2 AND s.outcome = $4
+                           AND s.at >= {since})"
+            ),
+            &[
+                text(username),
+                text(address),
+                text(method.name()),
+                text(SignInOutcome::Throttled.name()),
+                Param::Double(gap.as_secs_f64()),
+                int(Some(HISTORY_KEPT as i32)),
             ],
         )?;
         Ok(())
+    }
+
+    fn certificate_enrolled(&self, id: AccountId, fingerprint: &str) -> Result<bool> {
+        Ok(self
+            .read_row(
+                "SELECT 1 FROM certificates WHERE account_id = $1 AND fingerprint = $2",
+                &[big(id), text(fingerprint)],
+            )?
+            .is_some())
+    }
+
+    fn enroll_certificate(
+        &self,
+        session: SessionAccount,
+        fingerprint: &str,
+        label: &str,
+        max: usize,
+    ) -> Result<bool> {
+        Ok(self.execute(
+            &format!(
+                "INSERT INTO certificates (account_id, fingerprint, label, enrolled_at)
+                 SELECT id, $3, $4, {NOW} FROM accounts
+                  WHERE {GUARD}
+                    AND (SELECT count(*) FROM certificates WHERE account_id = $1) < $5
+                 ON CONFLICT DO NOTHING"
+            ),
+            &[
+                big(session.id),
+                big(Some(session.generation)),
+                text(fingerprint),
+                private(label),
+                big(Some(i64::try_from(max).unwrap_or(i64::MAX))),
+            ],
+        )? > 0)
+    }
+
+    fn certificates(
+        &self,
+        id: AccountId,
+        generation: Option<i64>,
+    ) -> Result<Option<Vec<CertificateView>>> {
+        let found = self.read(
+            &format!(
+                "WITH a AS (SELECT id FROM accounts WHERE {GUARD})
+                 SELECT a.id, {CERTIFICATE_VIEW} FROM a
+                   LEFT JOIN certificates c ON c.account_id = a.id
+                  ORDER BY c.enrolled_at, c.fingerprint"
+            ),
+            &[big(id), big(generation)],
+        )?;
+        let items = found
+            .iter()
+            .map(|row| joined_item(&**row, 1, certificate_view))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(joined_list(items))
+    }
+
+    fn unenroll_certificate(
+        &self,
+        id: AccountId,
+        generation: Option<i64>,
+        fingerprint: &str,
+    ) -> Result<bool> {
+        Ok(self.execute(
+            &format!(
+                "DELETE FROM certificates
+                  WHERE account_id = (SELECT id FROM accounts WHERE {GUARD})
+                    AND fingerprint = $3"
+            ),
+            &[big(id), big(generation), text(fingerprint)],
+        )? > 0)
+    }
+
+    fn sign_ins(
+        &self,
+        id: AccountId,
+        generation: Option<i64>,
+        limit: usize,
+    ) -> Result<Option<Vec<SignInEvent>>> {
+        let found = self.read(
+            &format!(
+                "WITH a AS (SELECT id FROM accounts WHERE {GUARD})
+                 SELECT a.id, s.at, s.address, s.method, s.outcome FROM a
+                   LEFT JOIN LATERAL (SELECT * FROM sign_ins WHERE account_id = a.id
+                                       ORDER BY id DESC LIMIT $3) s ON TRUE
+                  ORDER BY s.id DESC"
+            ),
+            &[
+                big(id),
+                big(generation),
+                big(Some(i64::try_from(limit).unwrap_or(i64::MAX))),
+            ],
+        )?;
+        let items = found
+            .iter()
+            .map(|row| joined_item(&**row, 1, sign_in_event))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(joined_list(items))
     }
 
     fn failure_counts(&self) -> Result<Vec<(String, FailureCount)>> {
@@ -1789,7 +2026,7 @@ mod tests {
                     for (keys, then, outcome) in held.drain(..).rev() {
                         let attempt = Attempt { policy: &policy, keys: &keys, now: then };
                         for backend in backends {
-                            backend.settle(&attempt, outcome, None).unwrap();
+                            backend.settle(&attempt, outcome, None, None).unwrap();
                         }
                     }
                 }

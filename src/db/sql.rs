@@ -6,6 +6,7 @@ use super::throttle::FailureCount;
 use super::{AccountSummary, LoginRecord, SchemaChange, SchemaUpgrade, SessionState};
 use crate::error::{Error, Result};
 use crate::xml::account::AccountView;
+use crate::xml::sign_in::{CertificateView, LastSignIn, SignInEvent, SignInMethod, SignInOutcome};
 
 /// One row as a backend's driver gives it, column by column from 0.
 pub(crate) trait Columns {
@@ -92,6 +93,66 @@ pub(crate) fn failure_count(row: &dyn Columns) -> Result<(String, FailureCount)>
             pending_at: row.real(5)?,
         },
     ))
+}
+
+/// The columns of a [`SignInEvent`], in [`sign_in_event`]'s order.
+pub(crate) const SIGN_IN_EVENT: &str = "at, address, method, outcome";
+
+/// A [`SignInEvent`] from the columns [`SIGN_IN_EVENT`] names, from column `first` on.
+pub(crate) fn sign_in_event(row: &dyn Columns, first: usize) -> Result<SignInEvent> {
+    let stored = |what: &str, name: String| {
+        Error::Store(format!("a sign-in event with an unknown {what} {name:?}").into())
+    };
+    let method = row.text(first + 2)?;
+    let outcome = row.text(first + 3)?;
+    Ok(SignInEvent {
+        at: row.text(first)?,
+        address: row.text(first + 1)?,
+        method: SignInMethod::from_name(&method).ok_or_else(|| stored("method", method))?,
+        outcome: SignInOutcome::from_name(&outcome).ok_or_else(|| stored("outcome", outcome))?,
+    })
+}
+
+/// A [`LastSignIn`] from a row of the last sign-in's [`SIGN_IN_EVENT`] columns (NULL if there
+/// was none, its outcome the sign-in's) and then the count of failures since.
+pub(crate) fn last_sign_in(row: &dyn Columns) -> Result<LastSignIn> {
+    Ok(LastSignIn {
+        previous: joined_item(row, 0, sign_in_event)?,
+        failed_since: u32::try_from(row.integer(4)?).unwrap_or(u32::MAX),
+    })
+}
+
+/// The columns of a [`CertificateView`], in [`certificate_view`]'s order.
+pub(crate) const CERTIFICATE_VIEW: &str = "fingerprint, label, enrolled_at, last_used_at";
+
+/// A [`CertificateView`] from the columns [`CERTIFICATE_VIEW`] names, from column `first` on.
+pub(crate) fn certificate_view(row: &dyn Columns, first: usize) -> Result<CertificateView> {
+    Ok(CertificateView {
+        fingerprint: row.text(first)?,
+        label: row.text(first + 1)?,
+        enrolled_at: row.text(first + 2)?,
+        last_used_at: row.optional_text(first + 3)?,
+    })
+}
+
+/// An item of a list read with a LEFT JOIN from the account's row: `None` for the row of an
+/// account without items (column `first` NULL), else the item, read by `item` from column
+/// `first` on.
+pub(crate) fn joined_item<T>(
+    row: &dyn Columns,
+    first: usize,
+    item: impl Fn(&dyn Columns, usize) -> Result<T>,
+) -> Result<Option<T>> {
+    match row.optional_text(first)? {
+        Some(_) => item(row, first).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The list of an account's items from the rows of [`joined_item`]: `None` if there was no
+/// row (no account).
+pub(crate) fn joined_list<T>(rows: Vec<Option<T>>) -> Option<Vec<T>> {
+    (!rows.is_empty()).then(|| rows.into_iter().flatten().collect())
 }
 
 /// A backend's schema version and migrations, inside the one transaction that migrates.

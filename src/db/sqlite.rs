@@ -15,17 +15,22 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior, params};
 
 use super::sql::{
-    self, ACCOUNT_SUMMARY, ACCOUNT_VIEW, Columns, FAILURE_COUNT, LOGIN_RECORD, SESSION_STATE,
-    SchemaVersions, account_summary, account_view, failure_count, login_record, session_state,
+    self, ACCOUNT_SUMMARY, ACCOUNT_VIEW, CERTIFICATE_VIEW, Columns, FAILURE_COUNT, LOGIN_RECORD,
+    SESSION_STATE, SIGN_IN_EVENT, SchemaVersions, account_summary, account_view, certificate_view,
+    failure_count, joined_item, joined_list, last_sign_in, login_record, session_state,
+    sign_in_event,
 };
 use super::throttle::{self, Attempt, FailureCount, FailureCounts, Outcome, PRUNE_BATCH};
 use super::{
     AccountId, AccountSummary, AccountTotals, Backend, Counted, KeySelection, LoginRecord,
-    LoginUpdate, SchemaChange, SchemaUpgrade, SessionAccount, SessionState, value_of,
+    LoginUpdate, SchemaChange, SchemaUpgrade, SessionAccount, SessionState, SignInRecord, value_of,
 };
 use crate::error::{Error, Result};
 use crate::secret_file::open_to_others;
 use crate::xml::account::{AccountView, Field};
+use crate::xml::sign_in::{
+    CertificateView, HISTORY_KEPT, LastSignIn, SignInEvent, SignInMethod, SignInOutcome,
+};
 
 /// Schema migrations, in order: entry `n` takes the schema from version `n` to `n + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -96,6 +101,26 @@ const MIGRATIONS: &[&str] = &[
     // `success:` and `success-addr:`).
     "ALTER TABLE login_failures ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE login_failures ADD COLUMN pending_at REAL NOT NULL DEFAULT 0;",
+    // Version 9: client certificates enrolled for signing in (by the SHA-256 fingerprint of
+    // their public key), and each account's newest sign-in attempts. Both go with the
+    // account.
+    "CREATE TABLE certificates (
+         account_id   INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+         fingerprint  TEXT NOT NULL,
+         label        TEXT NOT NULL DEFAULT '',
+         enrolled_at  TEXT NOT NULL,
+         last_used_at TEXT,
+         PRIMARY KEY (account_id, fingerprint)
+     );
+     CREATE TABLE sign_ins (
+         id         INTEGER PRIMARY KEY,
+         account_id INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+         at         TEXT NOT NULL,
+         address    TEXT NOT NULL,
+         method     TEXT NOT NULL,
+         outcome    TEXT NOT NULL
+     );
+     CREATE INDEX sign_ins_by_account ON sign_ins (account_id, id);",
 ];
 
 /// Current time as stored: ISO 8601 UTC with milliseconds.
@@ -428,15 +453,23 @@ impl Backend for SqliteBackend {
         })
     }
 
-    fn replace_password_hash(&self, session: SessionAccount, old: &str, new: &str) -> Result<bool> {
+    fn replace_password_hash(
+        &self,
+        session: SessionAccount,
+        old: &str,
+        new: &str,
+    ) -> Result<Option<i64>> {
         self.with_connection(|conn| {
-            Ok(conn.execute(
-                &format!(
-                    "UPDATE accounts SET password_hash = ?4, updated_at = {NOW}
-                     WHERE {GUARD} AND password_hash = ?3"
-                ),
+            first_row(
+                &mut *conn.prepare_cached(&format!(
+                    "UPDATE accounts SET password_hash = ?4, updated_at = {NOW},
+                                         credentials_generation = credentials_generation + 1
+                     WHERE {GUARD} AND password_hash = ?3
+                     RETURNING credentials_generation"
+                ))?,
                 params![session.id, session.generation, old, new],
-            )? > 0)
+                |row| row.integer(0),
+            )
         })
     }
 
@@ -467,24 +500,157 @@ impl Backend for SqliteBackend {
         attempt: &Attempt<'_>,
         outcome: Outcome,
         login: Option<LoginUpdate<'_>>,
-    ) -> Result<()> {
+        event: Option<SignInRecord<'_>>,
+    ) -> Result<Option<LastSignIn>> {
         self.write(|tx| {
             throttle::settle(&mut SqliteFailureCounts(tx), attempt, outcome)?;
-            let (Outcome::Passed(id), Some(login)) = (outcome, login) else {
-                return Ok(());
-            };
-            tx.prepare_cached(&format!(
-                "UPDATE accounts SET last_login_at = {NOW} WHERE id = ?1"
-            ))?
-            .execute([id])?;
-            if let Some((old, new)) = login.rehash {
-                // Only if nobody changed the password meanwhile.
-                tx.execute(
-                    "UPDATE accounts SET password_hash = ?1 WHERE id = ?2 AND password_hash = ?3",
-                    params![new, id, old],
-                )?;
+            if let (Outcome::Passed(id), Some(login)) = (outcome, login) {
+                record_login(tx, id, login)?;
             }
-            Ok(())
+            let Some(event) = event else {
+                return Ok(None);
+            };
+            let last = match event.outcome {
+                SignInOutcome::SignedIn => Some(last_sign_in_of(tx, event.account)?),
+                _ => None,
+            };
+            record_sign_in(tx, &event)?;
+            Ok(last)
+        })
+    }
+
+    fn record_throttled(
+        &self,
+        username: &str,
+        address: &str,
+        method: SignInMethod,
+        gap: Duration,
+    ) -> Result<()> {
+        self.write(|tx| {
+            let account = first_row(
+                &mut *tx.prepare_cached(
+                    "SELECT a.id FROM accounts a WHERE a.username = ?1 AND NOT EXISTS (
+                         SELECT 1 FROM sign_ins s
+                          WHERE s.account_id = a.id AND s.address = ?2 AND s.outcome = ?3
+                            AND s.at >= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?4))",
+                )?,
+                params![
+                    username,
+                    address,
+                    SignInOutcome::Throttled.name(),
+                    format!("-{} seconds", gap.as_secs())
+                ],
+                |row| row.integer(0),
+            )?;
+            match account {
+                Some(account) => record_sign_in(
+                    tx,
+                    &SignInRecord {
+                        account,
+                        address,
+                        method,
+                        outcome: SignInOutcome::Throttled,
+                    },
+                ),
+                None => Ok(()),
+            }
+        })
+    }
+
+    fn certificate_enrolled(&self, id: AccountId, fingerprint: &str) -> Result<bool> {
+        self.with_connection(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT 1 FROM certificates WHERE account_id = ?1 AND fingerprint = ?2",
+                )?
+                .exists(params![id, fingerprint])?)
+        })
+    }
+
+    fn enroll_certificate(
+        &self,
+        session: SessionAccount,
+        fingerprint: &str,
+        label: &str,
+        max: usize,
+    ) -> Result<bool> {
+        self.write(|tx| {
+            Ok(tx.execute(
+                &format!(
+                    "INSERT INTO certificates (account_id, fingerprint, label, enrolled_at)
+                     SELECT id, ?3, ?4, {NOW} FROM accounts
+                      WHERE {GUARD}
+                        AND (SELECT count(*) FROM certificates WHERE account_id = ?1) < ?5
+                     ON CONFLICT DO NOTHING"
+                ),
+                params![
+                    session.id,
+                    session.generation,
+                    fingerprint,
+                    label,
+                    i64::try_from(max).unwrap_or(i64::MAX)
+                ],
+            )? > 0)
+        })
+    }
+
+    fn certificates(
+        &self,
+        id: AccountId,
+        generation: Option<i64>,
+    ) -> Result<Option<Vec<CertificateView>>> {
+        self.with_connection(|conn| {
+            let found = rows(
+                &mut *conn.prepare_cached(&format!(
+                    "WITH a AS (SELECT id FROM accounts WHERE {GUARD})
+                     SELECT a.id, {CERTIFICATE_VIEW} FROM a
+                       LEFT JOIN certificates c ON c.account_id = a.id
+                      ORDER BY c.enrolled_at, c.fingerprint"
+                ))?,
+                params![id, generation],
+                |row| joined_item(row, 1, certificate_view),
+            )?;
+            Ok(joined_list(found))
+        })
+    }
+
+    fn unenroll_certificate(
+        &self,
+        id: AccountId,
+        generation: Option<i64>,
+        fingerprint: &str,
+    ) -> Result<bool> {
+        self.with_connection(|conn| {
+            Ok(conn.execute(
+                &format!(
+                    "DELETE FROM certificates
+                      WHERE account_id = (SELECT id FROM accounts WHERE {GUARD})
+                        AND fingerprint = ?3"
+                ),
+                params![id, generation, fingerprint],
+            )? > 0)
+        })
+    }
+
+    fn sign_ins(
+        &self,
+        id: AccountId,
+        generation: Option<i64>,
+        limit: usize,
+    ) -> Result<Option<Vec<SignInEvent>>> {
+        self.with_connection(|conn| {
+            let found = rows(
+                &mut *conn.prepare_cached(&format!(
+                    "WITH a AS (SELECT id FROM accounts WHERE {GUARD})
+                     SELECT a.id, s.at, s.address, s.method, s.outcome FROM a
+                       LEFT JOIN (SELECT * FROM sign_ins WHERE account_id = ?1
+                                   ORDER BY id DESC LIMIT ?3) s ON s.account_id = a.id
+                      ORDER BY s.id DESC"
+                ))?,
+                params![id, generation, i64::try_from(limit).unwrap_or(i64::MAX)],
+                |row| joined_item(row, 1, sign_in_event),
+            )?;
+            Ok(joined_list(found))
         })
     }
 
@@ -540,6 +706,65 @@ impl Backend for SqliteBackend {
             }
         }
     }
+}
+
+/// Records a login of account `id` now, inside `tx`: its time, the hash remade at the
+/// store's cost (if nobody changed the password meanwhile), the certificate's last use.
+fn record_login(tx: &Transaction<'_>, id: AccountId, login: LoginUpdate<'_>) -> Result<()> {
+    tx.prepare_cached(&format!(
+        "UPDATE accounts SET last_login_at = {NOW} WHERE id = ?1"
+    ))?
+    .execute([id])?;
+    if let Some((old, new)) = login.rehash {
+        tx.execute(
+            "UPDATE accounts SET password_hash = ?1 WHERE id = ?2 AND password_hash = ?3",
+            params![new, id, old],
+        )?;
+    }
+    if let Some(fingerprint) = login.certificate {
+        tx.prepare_cached(&format!(
+            "UPDATE certificates SET last_used_at = {NOW}
+              WHERE account_id = ?1 AND fingerprint = ?2"
+        ))?
+        .execute(params![id, fingerprint])?;
+    }
+    Ok(())
+}
+
+/// The last sign-in of account `id`, and the failed attempts since, inside `tx`.
+fn last_sign_in_of(tx: &Transaction<'_>, id: AccountId) -> Result<LastSignIn> {
+    let signed_in = SignInOutcome::SignedIn.name();
+    tx.prepare_cached(&format!(
+        "WITH last AS (SELECT id, {SIGN_IN_EVENT} FROM sign_ins
+                        WHERE account_id = ?1 AND outcome = ?2 ORDER BY id DESC LIMIT 1)
+         SELECT l.at, l.address, l.method, l.outcome,
+                (SELECT count(*) FROM sign_ins s
+                  WHERE s.account_id = ?1 AND s.outcome <> ?2
+                    AND s.id > coalesce((SELECT id FROM last), 0))
+           FROM (SELECT 1) LEFT JOIN last l"
+    ))?
+    .query_row(params![id, signed_in], |row| Ok(last_sign_in(row)))?
+}
+
+/// Adds `event` to its account's history, if the account still exists, and removes the
+/// events past the newest [`HISTORY_KEPT`], inside `tx`.
+fn record_sign_in(tx: &Transaction<'_>, event: &SignInRecord<'_>) -> Result<()> {
+    tx.prepare_cached(&format!(
+        "INSERT INTO sign_ins (account_id, at, address, method, outcome)
+         SELECT id, {NOW}, ?2, ?3, ?4 FROM accounts WHERE id = ?1"
+    ))?
+    .execute(params![
+        event.account,
+        event.address,
+        event.method.name(),
+        event.outcome.name()
+    ])?;
+    tx.prepare_cached(
+        "DELETE FROM sign_ins WHERE account_id = ?1 AND id <= (
+             SELECT id FROM sign_ins WHERE account_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+    )?
+    .execute(params![event.account, HISTORY_KEPT as i64])?;
+    Ok(())
 }
 
 /// The `login_failures` and `known_addresses` tables, inside a write transaction.

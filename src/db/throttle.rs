@@ -277,16 +277,41 @@ impl ThrottleKeys {
                 policy.successes_per_account,
             ));
         }
-        keys.push(key(
-            Counting::Address,
-            format!("addr:{address}"),
-            policy.per_address,
-        ));
-        keys.push(key(
-            Counting::AddressSuccesses,
-            format!("success-addr:{address}"),
-            policy.successes_per_address,
-        ));
+        ThrottleKeys::with_address_keys(keys, username, address, policy)
+    }
+
+    /// The keys of a sign-in with a certificate as `username` from `from`: the address's
+    /// failures and successes only (a certificate that is not enrolled is no guess of the
+    /// account's password). The name, if one an account can have, is read, and the address
+    /// becomes known to the account it signs in to.
+    pub(crate) fn certificate(
+        username: &str,
+        from: IpAddr,
+        policy: &ThrottlePolicy,
+    ) -> ThrottleKeys {
+        let username = check_username(username)
+            .ok()
+            .map(|()| username.to_lowercase());
+        ThrottleKeys::with_address_keys(Vec::new(), username, address_key(from), policy)
+    }
+
+    /// `keys`, then the keys of the failures and the successes of `address`.
+    fn with_address_keys(
+        mut keys: Vec<Key>,
+        username: Option<String>,
+        address: String,
+        policy: &ThrottlePolicy,
+    ) -> ThrottleKeys {
+        keys.push(Key {
+            counting: Counting::Address,
+            key: format!("addr:{address}"),
+            threshold: policy.per_address,
+        });
+        keys.push(Key {
+            counting: Counting::AddressSuccesses,
+            key: format!("success-addr:{address}"),
+            threshold: policy.successes_per_address,
+        });
         ThrottleKeys {
             keys,
             username,

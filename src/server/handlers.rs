@@ -3,27 +3,34 @@
 
 use std::net::IpAddr;
 
-use crate::db::{AccountStore, Limit, LoginOutcome, SessionAccount};
+use crate::db::{AccountStore, Limit, LoginOutcome, SessionAccount, SignIn};
 use crate::error::Error;
 use crate::xml::account::{AccountView, PolicyError, check_new_password, check_username};
-use crate::xml::command::{Command, CommandKind, Login, Signup, Update};
+use crate::xml::command::{
+    CertLogin, Command, CommandKind, Enroll, Login, Signup, Unenroll, Update,
+};
 use crate::xml::reply::{Greeting, Reply, ResultCode};
+use crate::xml::sign_in::{CertificateView, MAX_CERTIFICATES, check_label, parse_fingerprint};
 
-/// The state of one session: where it comes from and which account, if any, it is logged in
-/// as (with the credentials' generation it logged in with: an operator's password reset or
-/// lock ends the session at its next command that reads or writes the account). It lives
+/// The state of one session: where it comes from, the fingerprint of the client certificate
+/// its connection presented, if any, and which account, if any, it is logged in as (with the
+/// credentials' generation it logged in with: a password change or reset, or an operator's
+/// lock, ends the session at its next command that reads or writes the account). It lives
 /// with the connection and nowhere else.
 #[derive(Debug)]
 pub(crate) struct Session {
     from: IpAddr,
+    certificate: Option<String>,
     account: Option<(SessionAccount, String)>,
 }
 
 impl Session {
-    /// A new session from `from`, not logged in.
-    pub(crate) fn new(from: IpAddr) -> Session {
+    /// A new session from `from`, not logged in, on a connection that presented the client
+    /// certificate of `certificate` (its public key's SHA-256 fingerprint), if any.
+    pub(crate) fn new(from: IpAddr, certificate: Option<String>) -> Session {
         Session {
             from,
+            certificate,
             account: None,
         }
     }
@@ -87,7 +94,7 @@ fn dispatch(command: Command, session: &mut Session, store: &AccountStore) -> Ou
             session.account = None;
             Reply::new(ResultCode::EndingSession, "logged out; ending session").into()
         }
-        (Command::Signup(_) | Command::Login(_), Some(_)) => Reply::new(
+        (Command::Signup(_) | Command::Login(_) | Command::CertLogin(_), Some(_)) => Reply::new(
             ResultCode::UseError,
             format!(
                 "already logged in as {}; log out and connect again to change accounts",
@@ -97,9 +104,32 @@ fn dispatch(command: Command, session: &mut Session, store: &AccountStore) -> Ou
         .into(),
         (Command::Signup(s), None) => signup(s, session, store).into(),
         (Command::Login(l), None) => login(l, session, store),
-        (Command::View | Command::Update(_) | Command::Passwd(_) | Command::Delete(_), None) => {
-            Reply::new(ResultCode::UseError, "not logged in; log in first").into()
+        (Command::CertLogin(c), None) => certificate_login(c, session, store),
+        (
+            Command::View
+            | Command::Update(_)
+            | Command::Passwd(_)
+            | Command::Delete(_)
+            | Command::Enroll(_)
+            | Command::Certs
+            | Command::Unenroll(_)
+            | Command::History,
+            None,
+        ) => Reply::new(ResultCode::UseError, "not logged in; log in first").into(),
+        (Command::Enroll(e), Some(account)) => enroll(e, account, session, store).into(),
+        (Command::Certs, Some(account)) => {
+            certificates_reply(store.certificates(account), "your certificates", session).into()
         }
+        (Command::Unenroll(u), Some(account)) => unenroll(u, account, session, store).into(),
+        (Command::History, Some(account)) => match store.history(account) {
+            Ok(events) => {
+                let mut reply = Reply::new(ResultCode::Success, "your sign-in history");
+                reply.history = Some(events);
+                reply
+            }
+            Err(e) => failure(e, session),
+        }
+        .into(),
         (Command::View, Some(account)) => {
             view_reply(store.view(account), "your account", session).into()
         }
@@ -108,18 +138,24 @@ fn dispatch(command: Command, session: &mut Session, store: &AccountStore) -> Ou
             if let Err(e) = check_new_password("new_password", &p.new_password) {
                 return policy(e).into();
             }
-            store
-                .change_password(
-                    account,
-                    p.password.as_bytes(),
-                    p.new_password.as_bytes(),
-                    session.from,
-                )
-                .map_or_else(
-                    |e| failure(e, session),
-                    |()| Reply::new(ResultCode::Success, "password changed"),
-                )
-                .into()
+            match store.change_password(
+                account,
+                p.password.as_bytes(),
+                p.new_password.as_bytes(),
+                session.from,
+            ) {
+                Ok(account) => {
+                    if let Some((current, _)) = &mut session.account {
+                        *current = account;
+                    }
+                    Reply::new(
+                        ResultCode::Success,
+                        "password changed; your other sessions are ended",
+                    )
+                }
+                Err(e) => failure(e, session),
+            }
+            .into()
         }
         (Command::Delete(d), Some(account)) => {
             match store.delete(account, d.password.as_bytes(), session.from) {
@@ -157,22 +193,58 @@ fn signup(s: Signup, session: &mut Session, store: &AccountStore) -> Reply {
 }
 
 fn login(l: Login, session: &mut Session, store: &AccountStore) -> Outcome {
-    match store.sign_in(&l.username, l.password.as_bytes(), session.from) {
-        Ok((LoginOutcome::Success(id), generation)) => {
-            session.account = Some((SessionAccount { id, generation }, l.username.clone()));
-            Reply::new(ResultCode::Success, format!("logged in as {}", l.username))
+    let signed_in = store.sign_in(
+        &l.username,
+        l.password.as_bytes(),
+        session.from,
+        crate::xml::sign_in::SignInMethod::Password,
+    );
+    signed_in_reply(
+        signed_in,
+        &l.username,
+        "wrong user name or password",
+        session,
+    )
+}
+
+fn certificate_login(c: CertLogin, session: &mut Session, store: &AccountStore) -> Outcome {
+    let Some(fingerprint) = session.certificate.clone() else {
+        return no_certificate().into();
+    };
+    let signed_in = store.sign_in_with_certificate(&c.username, &fingerprint, session.from);
+    signed_in_reply(
+        signed_in,
+        &c.username,
+        "the certificate is not enrolled for that user name",
+        session,
+    )
+}
+
+/// The reply to a sign-in (`login`, `certlogin`) as `username` that came to `signed_in`; a
+/// failure says `failed` (the same words whether the user exists or not).
+fn signed_in_reply(
+    signed_in: crate::Result<SignIn>,
+    username: &str,
+    failed: &str,
+    session: &mut Session,
+) -> Outcome {
+    match signed_in.map(|s| (s.outcome, s.generation, s.last)) {
+        Ok((LoginOutcome::Success(id), generation, last)) => {
+            session.account = Some((SessionAccount { id, generation }, username.to_string()));
+            let mut reply = Reply::new(ResultCode::Success, format!("logged in as {username}"));
+            reply.last_sign_in = last;
+            reply
         }
-        // Told only to whoever gave the right password.
-        Ok((LoginOutcome::Locked, _)) => Reply::new(
+        // Told only to whoever gave the right credentials.
+        Ok((LoginOutcome::Locked, ..)) => Reply::new(
             ResultCode::AuthenticationError,
             "the account is locked; ask the operator",
         ),
-        // The same words whether the user exists or not.
-        Ok((LoginOutcome::Failed, _)) => Reply::new(
+        Ok((LoginOutcome::Failed, ..)) => Reply::new(
             ResultCode::AuthenticationError,
-            "authentication failed: wrong user name or password",
+            format!("authentication failed: {failed}"),
         ),
-        Ok((LoginOutcome::Throttled(wait, limit), _)) => {
+        Ok((LoginOutcome::Throttled(wait, limit), ..)) => {
             let why = match limit {
                 Limit::Failures => "too many failed logins",
                 Limit::Successes => "too many logins",
@@ -186,6 +258,66 @@ fn login(l: Login, session: &mut Session, store: &AccountStore) -> Outcome {
         Err(e) => failure(e, session),
     }
     .into()
+}
+
+/// The refusal of a command that needs the connection's client certificate, when it
+/// presented none.
+fn no_certificate() -> Reply {
+    Reply::new(
+        ResultCode::UseError,
+        "this connection presented no client certificate; connect with --cert FILE",
+    )
+}
+
+fn enroll(
+    e: Enroll,
+    account: SessionAccount,
+    session: &mut Session,
+    store: &AccountStore,
+) -> Reply {
+    let Some(fingerprint) = session.certificate.clone() else {
+        return no_certificate();
+    };
+    if let Err(e) = check_label(&e.label) {
+        return policy(e);
+    }
+    certificates_reply(
+        store.enroll(account, &fingerprint, &e.label),
+        &format!("certificate {fingerprint} enrolled; sign in with it as --cert-login"),
+        session,
+    )
+}
+
+fn unenroll(
+    u: Unenroll,
+    account: SessionAccount,
+    session: &mut Session,
+    store: &AccountStore,
+) -> Reply {
+    let fingerprint = match parse_fingerprint(&u.fingerprint) {
+        Ok(fingerprint) => fingerprint,
+        Err(e) => return policy(e),
+    };
+    certificates_reply(
+        store.unenroll(account, &fingerprint),
+        &format!("certificate {fingerprint} removed"),
+        session,
+    )
+}
+
+fn certificates_reply(
+    certificates: crate::Result<Vec<CertificateView>>,
+    message: &str,
+    session: &mut Session,
+) -> Reply {
+    match certificates {
+        Ok(certificates) => {
+            let mut reply = Reply::new(ResultCode::Success, message);
+            reply.certificates = Some(certificates);
+            reply
+        }
+        Err(e) => failure(e, session),
+    }
 }
 
 fn update(
@@ -233,6 +365,21 @@ fn failure(e: Error, session: &mut Session) -> Reply {
                 "the account no longer exists; logged out",
             )
         }
+        Error::CertificateEnrolled => Reply::new(
+            ResultCode::ObjectExists,
+            "this certificate is enrolled for your account already",
+        ),
+        Error::NoSuchCertificate => Reply::new(
+            ResultCode::ObjectDoesNotExist,
+            "no certificate with that fingerprint is enrolled for your account",
+        ),
+        Error::TooManyCertificates => Reply::new(
+            ResultCode::ValuePolicy,
+            format!(
+                "an account may have at most {MAX_CERTIFICATES} certificates enrolled; \
+                 unenroll one first"
+            ),
+        ),
         Error::WrongPassword => Reply::new(
             ResultCode::AuthenticationError,
             "authentication failed: wrong password",
@@ -290,7 +437,7 @@ mod tests {
         };
         let location = StoreLocation::Sqlite(dir.path().join("users.db"));
         let store = AccountStore::open(&location, options).unwrap();
-        let mut session = Session::new(IpAddr::from([127, 0, 0, 1]));
+        let mut session = Session::new(IpAddr::from([127, 0, 0, 1]), None);
         let run = |command: Command, session: &mut Session| handle(command, session, &store);
         let code = |o: Outcome| o.reply.code;
 

@@ -25,6 +25,7 @@ use crate::xml::legacy::{
     LEGACY_INVALID_REPLY, LEGACY_REQUEST_MAX, LEGACY_VALID_REPLY, mask_legacy_password,
     parse_legacy_request, printable,
 };
+use crate::xml::sign_in::SignInMethod;
 
 /// Ports `ShowCerts(ssl)` of the server: prints the client's certificate, or `No certificates.`
 pub(crate) fn show_certs(console: &Console, ssl: &SslRef) {
@@ -171,7 +172,11 @@ fn serve(stream: DeadlineStream, peer: &str, ip: IpAddr, shared: &Shared, slot: 
         return;
     }
     if request.first().is_some_and(|&b| b != b'<') {
-        let client = session::Client { peer, ip };
+        let client = session::Client {
+            peer,
+            ip,
+            certificate: tls::peer_key_fingerprint(ssl.ssl()),
+        };
         session::serve_session(
             &mut ssl,
             request,
@@ -230,7 +235,8 @@ fn legacy_reply(
         log::info!("{peer}: user name is not UTF-8");
         return LEGACY_INVALID_REPLY;
     };
-    match store.login(username, credentials.password, ip) {
+    let signed_in = store.sign_in(username, credentials.password, ip, SignInMethod::Legacy);
+    match signed_in.map(|s| s.outcome) {
         Ok(LoginOutcome::Success(_)) => {
             log::info!("{peer}: {username:?} logged in");
             LEGACY_VALID_REPLY

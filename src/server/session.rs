@@ -25,6 +25,8 @@ pub(super) struct Client<'a> {
     pub(super) peer: &'a str,
     /// The peer's address, for login throttling.
     pub(super) ip: IpAddr,
+    /// The fingerprint of the client certificate the connection presented, if any.
+    pub(super) certificate: Option<String>,
 }
 
 /// Serves one session on `stream`, whose first bytes (`initial`) were already read. Each
@@ -38,7 +40,7 @@ pub(super) fn serve_session(
 ) {
     let peer = client.peer;
     let mut frames = FrameReader::new(initial);
-    let mut session = Session::new(client.ip);
+    let mut session = Session::new(client.ip, client.certificate.clone());
     for _ in 0..MAX_COMMANDS_PER_SESSION {
         let document = match frames.next_frame(stream) {
             Ok(Some(document)) => document,

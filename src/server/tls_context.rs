@@ -112,8 +112,9 @@ pub(crate) fn init_server_ctx(allow_tls13: bool) -> Result<SslAcceptorBuilder> {
 fn build_acceptor(config: &ServerConfig) -> Result<SslAcceptor> {
     let mut ctx = init_server_ctx(config.allow_tls13)?;
     load_certificates(&mut ctx, &config.certificates)?;
-    if let Some(ca_file) = &config.verify_client {
-        require_client_certificates(&mut ctx, ca_file)?;
+    match &config.verify_client {
+        Some(ca_file) => require_client_certificates(&mut ctx, ca_file)?,
+        None => request_client_certificates(&mut ctx)?,
     }
     if !config.ticket_key_files.is_empty() {
         set_ticket_keys(&mut ctx, load_ticket_keys(&config.ticket_key_files)?)?;
@@ -270,6 +271,24 @@ fn pem_error(what: &str, path: &Path, stack: ErrorStack) -> Error {
     }
 }
 
+/// Asks every client for a certificate, without requiring one or any CA: a client that
+/// presents none is served as before, and one that presents any certificate, self-signed
+/// included, proves in the handshake that it holds the certificate's key. Who it is comes
+/// only from an account that enrolled that key (`certlogin`), never from the certificate's
+/// names.
+fn request_client_certificates(ctx: &mut SslContextBuilder) -> Result<()> {
+    ctx.set_verify_callback(SslVerifyMode::PEER, |_, _| true);
+    set_session_id_context(ctx)
+}
+
+/// A session cache that resumes sessions with their client certificate: required when
+/// client certificates are asked for, or resumed sessions fail ("session id context
+/// uninitialized").
+fn set_session_id_context(ctx: &mut SslContextBuilder) -> Result<()> {
+    ctx.set_session_id_context(env!("CARGO_PKG_NAME").as_bytes())
+        .map_err(|e| Error::tls("cannot set the session id context", e))
+}
+
 /// Asks every client for a certificate and refuses those without one signed by a CA in
 /// `ca_file` (mutual TLS).
 fn require_client_certificates(ctx: &mut SslContextBuilder, ca_file: &Path) -> Result<()> {
@@ -280,9 +299,7 @@ fn require_client_certificates(ctx: &mut SslContextBuilder, ca_file: &Path) -> R
     let names = X509Name::load_client_ca_file(ca_file).map_err(|e| Error::tls(context(), e))?;
     ctx.set_client_ca_list(names);
     ctx.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
-    // Required with client verification, or resumed sessions fail.
-    ctx.set_session_id_context(env!("CARGO_PKG_NAME").as_bytes())
-        .map_err(|e| Error::tls("cannot set the session id context", e))
+    set_session_id_context(ctx)
 }
 
 #[cfg(test)]

@@ -56,27 +56,8 @@ impl Field {
         if value.is_empty() {
             return Ok(());
         }
+        check_text(self.name(), value, self.max_chars(), self == Field::Address)?;
         let fail = |why: &str| Err(PolicyError(format!("{}: {why}", self.name())));
-        if value.chars().count() > self.max_chars() {
-            return fail(&format!("longer than {} characters", self.max_chars()));
-        }
-        let multi_line = self == Field::Address;
-        if value
-            .chars()
-            .any(|c| c.is_control() && !(multi_line && c == '\n'))
-        {
-            return fail(if multi_line {
-                "control characters other than line breaks are not allowed"
-            } else {
-                "control characters and line breaks are not allowed"
-            });
-        }
-        if value.chars().any(is_invisible) {
-            return fail("invisible or direction-changing characters are not allowed");
-        }
-        if value.trim() != value {
-            return fail("leading or trailing white space is not allowed");
-        }
         match self {
             Field::Email if !is_email(value) => fail("not an e-mail address (name@domain.example)"),
             Field::Phone if !is_phone(value) => {
@@ -101,6 +82,38 @@ impl fmt::Display for PolicyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// Checks a text value given as the element `name`: at most `max_chars` characters, no
+/// control characters (but line breaks if `multi_line`), nothing invisible or
+/// direction-changing, no leading or trailing white space.
+pub fn check_text(
+    name: &str,
+    value: &str,
+    max_chars: usize,
+    multi_line: bool,
+) -> Result<(), PolicyError> {
+    let fail = |why: &str| Err(PolicyError(format!("{name}: {why}")));
+    if value.chars().count() > max_chars {
+        return fail(&format!("longer than {max_chars} characters"));
+    }
+    if value
+        .chars()
+        .any(|c| c.is_control() && !(multi_line && c == '\n'))
+    {
+        return fail(if multi_line {
+            "control characters other than line breaks are not allowed"
+        } else {
+            "control characters and line breaks are not allowed"
+        });
+    }
+    if value.chars().any(is_invisible) {
+        return fail("invisible or direction-changing characters are not allowed");
+    }
+    if value.trim() != value {
+        return fail("leading or trailing white space is not allowed");
+    }
+    Ok(())
 }
 
 /// Checks a user name: 3 to 32 of letters, digits, `.`, `_` and `-` (so bytes and characters

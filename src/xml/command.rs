@@ -35,11 +35,21 @@ pub enum CommandKind {
     Delete,
     /// `logout`: end the session.
     Logout,
+    /// `certlogin`: bind the session to an account by the connection's client certificate.
+    CertLogin,
+    /// `enroll`: enroll the connection's client certificate for the account.
+    Enroll,
+    /// `certs`: the account's enrolled certificates.
+    Certs,
+    /// `unenroll`: remove one of them.
+    Unenroll,
+    /// `history`: the account's recent sign-in attempts.
+    History,
 }
 
 impl CommandKind {
     /// Every command, in the order `hello` lists them.
-    pub const ALL: [CommandKind; 8] = [
+    pub const ALL: [CommandKind; 13] = [
         CommandKind::Hello,
         CommandKind::Signup,
         CommandKind::Login,
@@ -48,6 +58,11 @@ impl CommandKind {
         CommandKind::Passwd,
         CommandKind::Delete,
         CommandKind::Logout,
+        CommandKind::CertLogin,
+        CommandKind::Enroll,
+        CommandKind::Certs,
+        CommandKind::Unenroll,
+        CommandKind::History,
     ];
 
     /// The command's name: its document's root element.
@@ -61,6 +76,11 @@ impl CommandKind {
             CommandKind::Passwd => "passwd",
             CommandKind::Delete => "delete",
             CommandKind::Logout => "logout",
+            CommandKind::CertLogin => "certlogin",
+            CommandKind::Enroll => "enroll",
+            CommandKind::Certs => "certs",
+            CommandKind::Unenroll => "unenroll",
+            CommandKind::History => "history",
         }
     }
 
@@ -107,6 +127,37 @@ pub enum Command {
     Delete(Delete),
     /// Ends the session.
     Logout,
+    /// Binds the session to an account by the connection's client certificate.
+    CertLogin(CertLogin),
+    /// Enrolls the connection's client certificate for the logged-in account.
+    Enroll(Enroll),
+    /// Gives the logged-in account's enrolled certificates.
+    Certs,
+    /// Removes one of the logged-in account's enrolled certificates.
+    Unenroll(Unenroll),
+    /// Gives the logged-in account's recent sign-in attempts, newest first.
+    History,
+}
+
+/// `certlogin`: the account whose enrolled certificate the connection presented.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertLogin {
+    /// The user name.
+    pub username: String,
+}
+
+/// `enroll`: the connection's certificate, with a label to tell it by.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Enroll {
+    /// The label (may be empty).
+    pub label: String,
+}
+
+/// `unenroll`: which certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unenroll {
+    /// Its fingerprint, as typed (the handler reads it with `sign_in::parse_fingerprint`).
+    pub fingerprint: String,
 }
 
 /// `signup`: a new account.
@@ -239,6 +290,26 @@ impl Command {
             CommandKind::Hello => no_values(root).map(|()| Command::Hello),
             CommandKind::View => no_values(root).map(|()| Command::View),
             CommandKind::Logout => no_values(root).map(|()| Command::Logout),
+            CommandKind::Certs => no_values(root).map(|()| Command::Certs),
+            CommandKind::History => no_values(root).map(|()| Command::History),
+            CommandKind::CertLogin => {
+                let mut v = Values::read(root, &["username"], &[])?;
+                Ok(Command::CertLogin(CertLogin {
+                    username: v.required("username")?,
+                }))
+            }
+            CommandKind::Enroll => {
+                let mut v = Values::read(root, &["label"], &[])?;
+                Ok(Command::Enroll(Enroll {
+                    label: v.take("label").unwrap_or_default(),
+                }))
+            }
+            CommandKind::Unenroll => {
+                let mut v = Values::read(root, &["fingerprint"], &[])?;
+                Ok(Command::Unenroll(Unenroll {
+                    fingerprint: v.required("fingerprint")?,
+                }))
+            }
             CommandKind::Signup => {
                 let mut allowed = vec!["username", "password"];
                 allowed.extend(field_names());
@@ -299,6 +370,11 @@ impl Command {
             Command::Passwd(_) => CommandKind::Passwd,
             Command::Delete(_) => CommandKind::Delete,
             Command::Logout => CommandKind::Logout,
+            Command::CertLogin(_) => CommandKind::CertLogin,
+            Command::Enroll(_) => CommandKind::Enroll,
+            Command::Certs => CommandKind::Certs,
+            Command::Unenroll(_) => CommandKind::Unenroll,
+            Command::History => CommandKind::History,
         }
     }
 
@@ -310,7 +386,18 @@ impl Command {
                 .push(XMLNode::Element(text_element(name, value)));
         };
         match self {
-            Command::Hello | Command::View | Command::Logout => {}
+            Command::Hello
+            | Command::View
+            | Command::Logout
+            | Command::Certs
+            | Command::History => {}
+            Command::CertLogin(c) => add("username", &c.username),
+            Command::Enroll(e) => {
+                if !e.label.is_empty() {
+                    add("label", &e.label);
+                }
+            }
+            Command::Unenroll(u) => add("fingerprint", &u.fingerprint),
             Command::Signup(s) => {
                 add("username", &s.username);
                 add("password", &s.password);
@@ -396,6 +483,20 @@ mod tests {
                 password: "secret-pw".into(),
             }),
             Command::Logout,
+            Command::CertLogin(CertLogin {
+                username: "alice".into(),
+            }),
+            Command::Enroll(Enroll {
+                label: "laptop".into(),
+            }),
+            Command::Enroll(Enroll {
+                label: String::new(),
+            }),
+            Command::Certs,
+            Command::Unenroll(Unenroll {
+                fingerprint: "ab".repeat(32),
+            }),
+            Command::History,
         ];
         for command in commands {
             let bytes = write_document(&command.to_element());

@@ -12,6 +12,10 @@ use xmltree::{Element, XMLNode};
 
 use super::account::{AccountView, Field};
 use super::document::{child_elements, text, text_element};
+use super::sign_in::{
+    CertificateView, LastSignIn, SignInEvent, certificate_element, event_element,
+    last_sign_in_element, read_certificate, read_event, read_last_sign_in, read_list,
+};
 
 /// Result codes, numbered as EPP numbers them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,6 +99,12 @@ pub struct Reply {
     pub greeting: Option<Greeting>,
     /// With 2502: seconds to wait before trying again.
     pub retry_after: Option<u64>,
+    /// After signing in (`login`, `certlogin`): the sign-in before, and failures since.
+    pub last_sign_in: Option<LastSignIn>,
+    /// The account's enrolled certificates (`certs`, `enroll`, `unenroll`).
+    pub certificates: Option<Vec<CertificateView>>,
+    /// The account's sign-in events, newest first (`history`).
+    pub history: Option<Vec<SignInEvent>>,
 }
 
 impl Reply {
@@ -106,6 +116,9 @@ impl Reply {
             account: None,
             greeting: None,
             retry_after: None,
+            last_sign_in: None,
+            certificates: None,
+            history: None,
         }
     }
 
@@ -127,6 +140,25 @@ impl Reply {
             for (name, value) in account.entries() {
                 el.children
                     .push(XMLNode::Element(text_element(name, &value)));
+            }
+            root.children.push(XMLNode::Element(el));
+        }
+        if let Some(last) = &self.last_sign_in {
+            root.children
+                .push(XMLNode::Element(last_sign_in_element(last)));
+        }
+        if let Some(certificates) = &self.certificates {
+            let mut el = Element::new("certificates");
+            for cert in certificates {
+                el.children
+                    .push(XMLNode::Element(certificate_element(cert)));
+            }
+            root.children.push(XMLNode::Element(el));
+        }
+        if let Some(history) = &self.history {
+            let mut el = Element::new("history");
+            for event in history {
+                el.children.push(XMLNode::Element(event_element(event)));
             }
             root.children.push(XMLNode::Element(el));
         }
@@ -185,6 +217,18 @@ impl Reply {
             account,
             greeting,
             retry_after,
+            last_sign_in: root
+                .get_child("last_sign_in")
+                .map(read_last_sign_in)
+                .transpose()?,
+            certificates: root
+                .get_child("certificates")
+                .map(|el| read_list(el, |c| Ok(read_certificate(c))))
+                .transpose()?,
+            history: root
+                .get_child("history")
+                .map(|el| read_list(el, read_event))
+                .transpose()?,
         })
     }
 }
@@ -259,6 +303,31 @@ mod tests {
             commands: vec!["hello".into(), "login".into()],
         });
         assert_eq!(round_trip(&hello), hello);
+        let mut signed_in = Reply::new(ResultCode::Success, "in");
+        let event = SignInEvent {
+            at: "2026-12-03T10:00:00.000Z".into(),
+            address: "::1".into(),
+            method: crate::xml::sign_in::SignInMethod::Password,
+            outcome: crate::xml::sign_in::SignInOutcome::WrongPassword,
+        };
+        signed_in.last_sign_in = Some(LastSignIn {
+            previous: Some(event.clone()),
+            failed_since: 3,
+        });
+        assert_eq!(round_trip(&signed_in), signed_in);
+        let mut lists = Reply::new(ResultCode::Success, "lists");
+        lists.history = Some(vec![event.clone(), event]);
+        lists.certificates = Some(vec![CertificateView {
+            fingerprint: "ab".repeat(32),
+            label: "laptop".into(),
+            enrolled_at: "2026-12-03T10:00:00.000Z".into(),
+            last_used_at: None,
+        }]);
+        assert_eq!(round_trip(&lists), lists);
+        let mut empty = Reply::new(ResultCode::Success, "none");
+        empty.history = Some(vec![]);
+        empty.certificates = Some(vec![]);
+        assert_eq!(round_trip(&empty), empty);
     }
 
     #[test]
