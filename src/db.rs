@@ -878,7 +878,7 @@ impl AccountStore {
     ) -> Result<SignIn> {
         let keys = ThrottleKeys::password_check(username, from, &self.throttle);
         let attempt = self.attempt(&keys);
-        let client = from.to_string();
+        let client = from.to_canonical().to_string();
         let record = match self.counted_sign_in(&attempt, &client, method)? {
             Ok(record) => record,
             Err(refused) => return Ok(refused),
@@ -920,7 +920,7 @@ impl AccountStore {
         let method = SignInMethod::Certificate;
         let keys = ThrottleKeys::certificate(username, from, &self.throttle);
         let attempt = self.attempt(&keys);
-        let client = from.to_string();
+        let client = from.to_canonical().to_string();
         let record = match self.counted_sign_in(&attempt, &client, method)? {
             Ok(Some(record)) => record,
             Ok(None) => {

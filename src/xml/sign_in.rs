@@ -81,7 +81,7 @@ impl SignInMethod {
 /// In words: "password", "certificate", "legacy exchange".
 impl fmt::Display for SignInMethod {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             SignInMethod::Legacy => "legacy exchange",
             other => other.name(),
         })
@@ -132,7 +132,7 @@ impl SignInOutcome {
 /// In words: "signed in", "wrong password", "certificate not enrolled", ...
 impl fmt::Display for SignInOutcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             SignInOutcome::SignedIn => "signed in",
             SignInOutcome::WrongPassword => "wrong password",
             SignInOutcome::UnknownCertificate => "certificate not enrolled",
@@ -155,7 +155,7 @@ pub struct SignInEvent {
     pub outcome: SignInOutcome,
 }
 
-/// One line: `TIME  ADDRESS  METHOD  OUTCOME`, the address as given (it is an IP address).
+/// One line: `TIME  ADDRESS  METHOD  OUTCOME`, in columns.
 impl fmt::Display for SignInEvent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

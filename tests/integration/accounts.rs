@@ -265,7 +265,10 @@ fn passwd_and_delete_need_the_password() {
         "alice-secret\nnew-secret-1\n",
     );
     assert!(ok.status.success(), "{ok:?}");
-    assert_eq!(texts(&ok).0, "password changed\n");
+    assert_eq!(
+        texts(&ok).0,
+        "password changed; your other sessions are ended\n"
+    );
     let old = fx.command(&server, &["--user", "alice"], "login", "alice-secret\n");
     assert_refused(&old, 2200, "wrong");
 

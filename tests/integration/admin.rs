@@ -133,7 +133,7 @@ fn every_command(fx: &Fixture, server: &impl Listening, db: Option<&str>) {
     assert!(out.status.success(), "{out:?}");
     let reply = call(&mut session, "<view/>");
     assert!(
-        reply.contains("code=\"1500\"") && reply.contains("the password was reset"),
+        reply.contains("code=\"1500\"") && reply.contains("the password was changed or reset"),
         "{reply}"
     );
     assert!(login_reply(server, "alice", "alice-secret").contains("code=\"2200\""));

@@ -77,7 +77,7 @@ fn sign_up_log_in_view_update_change_password_delete() {
         "phone: +1 555 0199\n",
         "address: \n",
         "version: 2\n",
-        "Password changed.",
+        "Password changed; your other sessions are ended.",
         "Account deleted; ending session.",
         "Bye.",
     ] {

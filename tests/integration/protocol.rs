@@ -29,7 +29,9 @@ fn hello_names_the_server_and_its_commands() {
              <name>ssl_server_client</name><version>{}</version><commands>\
              <command>hello</command><command>signup</command><command>login</command>\
              <command>view</command><command>update</command><command>passwd</command>\
-             <command>delete</command><command>logout</command></commands></server></reply>",
+             <command>delete</command><command>logout</command><command>certlogin</command>\
+             <command>enroll</command><command>certs</command><command>unenroll</command>\
+             <command>history</command></commands></server></reply>",
             env!("CARGO_PKG_VERSION")
         )
     );
@@ -78,7 +80,11 @@ fn a_whole_session_in_raw_frames() {
             &mut ssl,
             "<login><username>carol</username><password>carol-secret</password></login>"
         ),
-        reply(1000, "logged in as carol")
+        // The first sign-in: none before it, one wrong password since the signup.
+        reply(1000, "logged in as carol").replace(
+            "</message>",
+            "</message><last_sign_in><failed_since>1</failed_since></last_sign_in>"
+        )
     );
     assert_eq!(
         call(
@@ -138,7 +144,7 @@ fn a_whole_session_in_raw_frames() {
             &mut ssl,
             "<passwd><password>carol-secret</password><new_password>carol-secret-2</new_password></passwd>"
         ),
-        reply(1000, "password changed")
+        reply(1000, "password changed; your other sessions are ended")
     );
     assert_eq!(
         call(
@@ -180,7 +186,7 @@ fn refused_commands_keep_the_session() {
         (
             "<dance/>",
             "unknown command &lt;dance&gt;; the commands are hello, signup, login, view, update, \
-             passwd, delete, logout",
+             passwd, delete, logout, certlogin, enroll, certs, unenroll, history",
         ),
         (
             "<view><extra/></view>",
@@ -327,7 +333,10 @@ fn text_is_taken_exactly_as_sent_and_every_control_character_is_refused() {
             &mut ssl,
             "<login><username>spacey</username><password>        </password></login>"
         ),
-        reply(1000, "logged in as spacey")
+        reply(1000, "logged in as spacey").replace(
+            "</message>",
+            "</message><last_sign_in><failed_since>1</failed_since></last_sign_in>"
+        )
     );
     // A direction-changing character is refused in a field, and the session goes on.
     assert_eq!(

@@ -56,7 +56,7 @@ fn help_and_version() {
 #[test]
 fn usage_errors_are_sentences_and_name_command_and_portal() {
     let client = env!("CARGO_BIN_EXE_client");
-    let full = format!("usage: {client} [options] [--portal] <hostname> <portnum> [COMMAND]");
+    let full = format!("usage: {client} [options] [--portal] <hostname> <portnum> [COMMAND [FINGERPRINT]]");
     for (args, why) in [
         (&[][..], "expects a host and a port;".to_string()),
         (
@@ -64,8 +64,20 @@ fn usage_errors_are_sentences_and_name_command_and_portal() {
             "expects a host and a port; got only \"127.0.0.1\";".into(),
         ),
         (
-            &["h", "1", "view", "x"],
-            "expects a host and a port; got more: \"h\" \"1\" \"view\" \"x\";".into(),
+            &["h", "1", "view", "x", "y"],
+            "expects a host and a port; got more: \"h\" \"1\" \"view\" \"x\" \"y\";".into(),
+        ),
+        (
+            &["--user", "a", "h", "1", "view", "x"],
+            "view takes no argument; \"x\" is one;".into(),
+        ),
+        (
+            &["--user", "a", "h", "1", "unenroll"],
+            "unenroll needs the certificate's FINGERPRINT after it (as certs lists them);".into(),
+        ),
+        (
+            &["--user", "a", "h", "1", "view", "--cert-login"],
+            "--cert-login needs --cert FILE: the certificate enrolled for --user;".into(),
         ),
         (&["--bogus", "h", "1"], "there is no option --bogus;".into()),
         (&["--cafile"], "option --cafile needs a value;".into()),
