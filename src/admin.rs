@@ -79,9 +79,9 @@ pub fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let cli = CommandLine::new(
         &args,
-        "usage: {argv0} [--db URL] <command> [NAME|ADDRESS]",
+        "usage: {argv0} [--db URL] <command> [NAME|ADDRESS] [FINGERPRINT]",
         ABOUT,
-        1..=2,
+        1..=3,
     );
     let m = match cli.parse(options(), &args) {
         Ok(m) => m,
@@ -188,6 +188,7 @@ impl AdminCommand {
             [name, arg, second] if name == "unenroll" => {
                 (name.as_str(), Some(arg.clone()), Some(second.as_str()))
             }
+            [name, ..] => return Err(format!("{name}: takes at most one argument")),
             _ => return Err("expected a command".into()),
         };
         if let Some((option, command)) = COMMAND_OPTIONS
@@ -694,12 +695,23 @@ mod tests {
                 generate: true
             })
         );
+        let fingerprint = "AB:".repeat(31) + "AB";
+        assert_eq!(
+            parsed(&["unenroll", "ann", &fingerprint]),
+            Ok(AdminCommand::Unenroll {
+                name: "ann".into(),
+                fingerprint: "ab".repeat(32)
+            })
+        );
         for wrong in [
             &["show"][..],
             &["list", "x"],
             &["lock", "ann", "--generate"],
             &["list", "--user", "ann"],
             &["frobnicate"],
+            &["unenroll", "ann"],
+            &["unenroll", "ann", "beef"],
+            &["lock", "ann", "bob"],
         ] {
             assert!(parsed(wrong).is_err(), "{wrong:?}");
         }

@@ -362,7 +362,12 @@ fn gencert_ec_writes_a_private_p256_certificate_once() {
             .unwrap()
             .contains("BEGIN CERTIFICATE")
     );
-    for args in [&["x.pem", "dsa"][..], &["ec"], &["x.pem", "ec", "me", "more"], &["x.pem", "ec", "no/name"]] {
+    for args in [
+        &["x.pem", "dsa"][..],
+        &["ec"],
+        &["x.pem", "ec", "me", "more"],
+        &["x.pem", "ec", "no/name"],
+    ] {
         let out = gencert_script()
             .args(args)
             .current_dir(dir.path())

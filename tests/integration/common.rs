@@ -577,10 +577,27 @@ pub fn tls_over(tcp: TcpStream) -> SslStream<TcpStream> {
 
 /// As [`tls_over`], giving a failed handshake as an error.
 pub fn try_tls_over(tcp: TcpStream) -> Result<SslStream<TcpStream>, String> {
+    try_tls_presenting(tcp, None)
+}
+
+/// As [`tls_connect_from`], presenting the client certificate (and key) in the PEM file
+/// `cert`.
+pub fn tls_connect_with_cert_from(source: &str, addr: &str, cert: &Path) -> SslStream<TcpStream> {
+    try_tls_presenting(connect_from(source, addr).unwrap(), Some(cert))
+        .expect("TLS handshake with the server")
+}
+
+/// A TLS 1.2 connection over `tcp`, presenting the certificate and key in `cert` if given.
+fn try_tls_presenting(tcp: TcpStream, cert: Option<&Path>) -> Result<SslStream<TcpStream>, String> {
     let mut ctx = SslConnector::builder(SslMethod::tls_client()).unwrap();
     ctx.set_min_proto_version(Some(SslVersion::TLS1_2)).unwrap();
     ctx.set_max_proto_version(Some(SslVersion::TLS1_2)).unwrap();
     ctx.set_verify(SslVerifyMode::NONE);
+    if let Some(cert) = cert {
+        ctx.set_certificate_chain_file(cert).unwrap();
+        ctx.set_private_key_file(cert, openssl::ssl::SslFiletype::PEM)
+            .unwrap();
+    }
     tcp.set_read_timeout(Some(PATIENCE)).unwrap();
     tcp.set_write_timeout(Some(PATIENCE)).unwrap();
     ctx.build()

@@ -25,6 +25,7 @@ mod proxy;
 mod robustness;
 mod round_trips;
 mod shared_store;
+mod sign_in;
 mod startup;
 mod terminal;
 mod tickets;

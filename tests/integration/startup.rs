@@ -56,7 +56,9 @@ fn help_and_version() {
 #[test]
 fn usage_errors_are_sentences_and_name_command_and_portal() {
     let client = env!("CARGO_BIN_EXE_client");
-    let full = format!("usage: {client} [options] [--portal] <hostname> <portnum> [COMMAND [FINGERPRINT]]");
+    let full = format!(
+        "usage: {client} [options] [--portal] <hostname> <portnum> [COMMAND [FINGERPRINT]]"
+    );
     for (args, why) in [
         (&[][..], "expects a host and a port;".to_string()),
         (
