@@ -1,5 +1,7 @@
-//! The interactive Login / Signup portal (`client --portal <host> <port>`): log in or sign up,
-//! then view and update my information, change my password, delete my account, log out.
+//! The interactive Login / Signup portal (`client --portal <host> <port>`): log in (with the
+//! password, or with the certificate given with `--cert` once it is enrolled) or sign up,
+//! then view and update my information, change my password, delete my account, see my
+//! sign-in history, enroll the certificate, list and remove my certificates, log out.
 //!
 //! Every answer is a line (passwords without echo at a terminal); the end of input at any
 //! prompt logs out and ends the portal cleanly. Each value is checked as it is typed, with the
@@ -10,12 +12,15 @@ use openssl::ssl::SslConnector;
 
 use super::connect::{ConnectOptions, init_ctx};
 use super::connection::AccountConnection;
-use super::render::{message, portal_view_text};
+use super::render::{certificates_text, history_text, message, portal_view_text};
 use crate::error::{Error, Result};
 use crate::prompt::Prompter;
 use crate::xml::account::{Field, PASSWORD_LEN, PolicyError, check_new_password, check_username};
-use crate::xml::command::{Command, Delete, Login, Passwd, Signup, Update};
+use crate::xml::command::{
+    CertLogin, Command, Delete, Enroll, Login, Passwd, Signup, Unenroll, Update,
+};
 use crate::xml::reply::{Reply, ResultCode};
+use crate::xml::sign_in::{CertificateView, check_label};
 
 /// The longest line the portal reads (a full address in UTF-8 fits).
 const MAX_ANSWER: usize = 4096;
@@ -23,6 +28,7 @@ const MAX_ANSWER: usize = 4096;
 /// Runs the portal until the user quits or the input ends.
 pub(super) fn run(config: &ConnectOptions, trace: bool) -> Result<()> {
     let connector = init_ctx(config)?;
+    let certificate = presented_fingerprint(config)?;
     let ask = Prompter::stdin();
     let connect = || greeted(config, &connector, trace);
     let (mut conn, hello) = connect()?;
@@ -36,23 +42,33 @@ pub(super) fn run(config: &ConnectOptions, trace: bool) -> Result<()> {
         );
     }
     loop {
-        println!("\n1) Log in\n2) Sign up\nq) Quit");
+        let with_certificate = match &certificate {
+            Some(_) => "\n3) Sign in with this certificate",
+            None => "",
+        };
+        println!("\n1) Log in\n2) Sign up{with_certificate}\nq) Quit");
         let Some(choice) = ask.text("Choose: ", "choice", MAX_ANSWER)? else {
             break;
         };
+        let menu = |user: Option<String>, conn: &mut AccountConnection| match user {
+            Some(user) => account_menu(&ask, conn, &user, certificate.as_deref()).map(Some),
+            None => Ok(None),
+        };
         let done = match choice.trim() {
-            "1" => log_in(&ask, &mut conn).and_then(|user| match user {
-                Some(user) => account_menu(&ask, &mut conn, &user).map(Some),
-                None => Ok(None),
-            }),
-            "2" => sign_up(&ask, &mut conn).and_then(|user| match user {
-                Some(user) => account_menu(&ask, &mut conn, &user).map(Some),
-                None => Ok(None),
-            }),
+            "1" => log_in(&ask, &mut conn).and_then(|user| menu(user, &mut conn)),
+            "2" => sign_up(&ask, &mut conn).and_then(|user| menu(user, &mut conn)),
+            "3" if certificate.is_some() => {
+                certificate_log_in(&ask, &mut conn).and_then(|user| menu(user, &mut conn))
+            }
             "q" | "Q" => break,
             "" => Ok(None),
             other => {
-                println!("There is no choice {other:?}; type 1, 2 or q.");
+                let choices = if certificate.is_some() {
+                    "1, 2, 3 or q"
+                } else {
+                    "1, 2 or q"
+                };
+                println!("There is no choice {other:?}; type {choices}.");
                 Ok(None)
             }
         };
@@ -72,6 +88,18 @@ pub(super) fn run(config: &ConnectOptions, trace: bool) -> Result<()> {
     conn.close();
     println!("Bye.");
     Ok(())
+}
+
+/// The fingerprint of the certificate given with `--cert`, if any, as the server computes
+/// it: what `enroll` stores and what `certs` lists.
+fn presented_fingerprint(config: &ConnectOptions) -> Result<Option<String>> {
+    let Some((cert, _)) = &config.cert else {
+        return Ok(None);
+    };
+    let pem = std::fs::read(cert).map_err(|e| Error::file("certificate", cert, e))?;
+    let x509 = openssl::x509::X509::from_pem(&pem)
+        .map_err(|e| Error::tls(format!("cannot read certificate {}", cert.display()), e))?;
+    crate::tls::public_key_fingerprint(&x509).map(Some)
 }
 
 /// A new session, greeted at once (so the server's wait for a first command is met), and the
@@ -104,19 +132,33 @@ fn log_in(ask: &Prompter, conn: &mut AccountConnection) -> Result<Option<String>
     let Some(password) = ask_password(ask, "Password: ")? else {
         return Ok(None);
     };
-    logged_in(conn, username, password)
+    logged_in(
+        conn,
+        username.clone(),
+        &Command::Login(Login { username, password }),
+    )
 }
 
-/// Sends the login, then greets the user by the name stored with the account.
+/// Signs in by the certificate of the connection, enrolled for the name asked for.
+fn certificate_log_in(ask: &Prompter, conn: &mut AccountConnection) -> Result<Option<String>> {
+    let Some(username) = ask.text("User name: ", "user name", MAX_ANSWER)? else {
+        return Ok(None);
+    };
+    logged_in(
+        conn,
+        username.clone(),
+        &Command::CertLogin(CertLogin { username }),
+    )
+}
+
+/// Sends the sign-in (`login` or `certlogin`), then greets the user by the name stored with
+/// the account, and says the last sign-in.
 fn logged_in(
     conn: &mut AccountConnection,
     username: String,
-    password: String,
+    sign_in: &Command,
 ) -> Result<Option<String>> {
-    let reply = conn.call(&Command::Login(Login {
-        username: username.clone(),
-        password,
-    }))?;
+    let reply = conn.call(sign_in)?;
     if !reply.code.is_success() {
         report(&reply);
         return Ok(None);
@@ -126,6 +168,9 @@ fn logged_in(
         .account
         .map_or(username, |account| account.username);
     println!("Logged in as {}.", message(&stored));
+    if let Some(last) = &reply.last_sign_in {
+        println!("{}", message(&last.to_string()));
+    }
     Ok(Some(stored))
 }
 
@@ -162,7 +207,11 @@ fn sign_up(ask: &Prompter, conn: &mut AccountConnection) -> Result<Option<String
         return Ok(None);
     }
     println!("Account {} created.", message(&username));
-    logged_in(conn, username, password)
+    logged_in(
+        conn,
+        username.clone(),
+        &Command::Login(Login { username, password }),
+    )
 }
 
 /// Asks for a line until `check` accepts it, saying why it did not.
@@ -183,11 +232,22 @@ fn ask_checked(
     }
 }
 
-fn account_menu(ask: &Prompter, conn: &mut AccountConnection, user: &str) -> Result<Leave> {
+fn account_menu(
+    ask: &Prompter,
+    conn: &mut AccountConnection,
+    user: &str,
+    certificate: Option<&str>,
+) -> Result<Leave> {
+    let last = if certificate.is_some() { 8 } else { 7 };
     loop {
+        let enroll_entry = match certificate {
+            Some(_) => "\n8) Enroll this certificate",
+            None => "",
+        };
         println!(
             "\nAccount of {user}:\n1) View my information\n2) Update my information\n\
-             3) Change my password\n4) Delete my account\n5) Log out"
+             3) Change my password\n4) Delete my account\n5) Log out\n\
+             6) My sign-in history\n7) My certificates{enroll_entry}"
         );
         let Some(choice) = ask.text("Choose: ", "choice", MAX_ANSWER)? else {
             return Ok(Leave::Quit);
@@ -201,9 +261,12 @@ fn account_menu(ask: &Prompter, conn: &mut AccountConnection, user: &str) -> Res
                 report(&conn.call(&Command::Logout)?);
                 return Ok(Leave::Menu);
             }
+            "6" => history(conn)?,
+            "7" => certificates(ask, conn, certificate)?,
+            "8" if certificate.is_some() => enroll(ask, conn)?,
             "" => None,
             other => {
-                println!("There is no choice {other:?}; type a number from 1 to 5.");
+                println!("There is no choice {other:?}; type a number from 1 to {last}.");
                 None
             }
         };
@@ -221,6 +284,82 @@ fn view(conn: &mut AccountConnection) -> Result<Option<Reply>> {
         Some(account) => print!("{}", portal_view_text(account)),
         None => report(&reply),
     }
+    Ok(Some(reply))
+}
+
+fn history(conn: &mut AccountConnection) -> Result<Option<Reply>> {
+    let reply = conn.call(&Command::History)?;
+    match &reply.history {
+        Some(events) => print!("{}", history_text(events)),
+        None => report(&reply),
+    }
+    Ok(Some(reply))
+}
+
+/// Lists the enrolled certificates, numbered (the one given with `--cert`, `this`, marked),
+/// and removes the one whose number is typed.
+fn certificates(
+    ask: &Prompter,
+    conn: &mut AccountConnection,
+    this: Option<&str>,
+) -> Result<Option<Reply>> {
+    let reply = conn.call(&Command::Certs)?;
+    let Some(certs) = reply.certificates.clone() else {
+        report(&reply);
+        return Ok(Some(reply));
+    };
+    if certs.is_empty() {
+        print!("{}", certificates_text(&certs));
+        return Ok(None);
+    }
+    for (n, cert) in certs.iter().enumerate() {
+        let line = certificates_text(std::slice::from_ref(cert));
+        let marked = match this {
+            Some(fp) if fp == cert.fingerprint => " (this one)",
+            _ => "",
+        };
+        println!("{}) {}{marked}", n + 1, line.trim_end());
+    }
+    let Some(answer) = ask.text(
+        "Number of a certificate to remove, or Enter to keep them all: ",
+        "choice",
+        MAX_ANSWER,
+    )?
+    else {
+        return Ok(None);
+    };
+    let chosen: Option<&CertificateView> = match answer.trim() {
+        "" => return Ok(None),
+        typed => typed
+            .parse::<usize>()
+            .ok()
+            .and_then(|n| n.checked_sub(1))
+            .and_then(|n| certs.get(n)),
+    };
+    let Some(cert) = chosen else {
+        println!(
+            "There is no certificate {:?}; nothing removed.",
+            answer.trim()
+        );
+        return Ok(None);
+    };
+    let removed = conn.call(&Command::Unenroll(Unenroll {
+        fingerprint: cert.fingerprint.clone(),
+    }))?;
+    report(&removed);
+    // A certificate removed meanwhile is no reason to leave the menu.
+    Ok((removed.code != ResultCode::ObjectDoesNotExist).then_some(removed))
+}
+
+fn enroll(ask: &Prompter, conn: &mut AccountConnection) -> Result<Option<Reply>> {
+    let Some(label) = ask_checked(ask, "Label (laptop, say; Enter for none): ", "label", |l| {
+        check_label(l)
+    })?
+    else {
+        return Ok(None);
+    };
+    let reply = conn.call(&Command::Enroll(Enroll { label }))?;
+    report(&reply);
     Ok(Some(reply))
 }
 

@@ -7,6 +7,16 @@ use crate::common::*;
 
 /// Runs `client --portal` at a terminal, answering each prompt in turn.
 fn portal(fx: &Fixture, server: &impl Listening, steps: &[(&str, &str)]) -> String {
+    portal_with(fx, server, &[], steps)
+}
+
+/// [`portal`], with the client's options `args`.
+fn portal_with(
+    fx: &Fixture,
+    server: &impl Listening,
+    args: &[&str],
+    steps: &[(&str, &str)],
+) -> String {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/pty_run.py");
     let mut command = Command::new("python3");
     command.arg(script);
@@ -14,7 +24,9 @@ fn portal(fx: &Fixture, server: &impl Listening, steps: &[(&str, &str)]) -> Stri
         command.args([expect, send]);
     }
     command
-        .args(["--", env!("CARGO_BIN_EXE_client"), "--portal", "127.0.0.1"])
+        .args(["--", env!("CARGO_BIN_EXE_client"), "--portal"])
+        .args(args)
+        .arg("127.0.0.1")
         .arg(server.port_arg())
         .current_dir(fx.path());
     let out = run_with_input(&mut command, b"");
@@ -66,11 +78,12 @@ fn sign_up_log_in_view_update_change_password_delete() {
     );
     for said in [
         "end it with an empty line",
-        "Account carol created.\nLogged in as carol.\n\nAccount of carol:",
+        "Account carol created.\nLogged in as carol.\nLast sign-in: never; 0 failed attempts \
+         since the account was made.\n\nAccount of carol:",
         "full_name: Carol Danvers\n",
         "address: 1 Main St\n         Springfield\n",
         "Logged out",
-        "Logged in as carol.\n\nAccount of carol:",
+        "Logged in as carol.\nLast sign-in: ",
         "address now:\n  1 Main St\n  Springfield\n",
         "Updated.",
         "full_name: Carol D.\n",
@@ -182,6 +195,65 @@ fn mistakes_are_explained_and_end_of_input_leaves_cleanly() {
         "The two passwords differ; try again.",
         "Logged in as erin.",
         "Refused (",
+        "Bye.",
+    ] {
+        assert!(shown.contains(said), "{said:?} not shown in:\n{shown}");
+    }
+}
+
+#[test]
+fn enroll_the_certificate_sign_in_with_it_see_the_history_and_remove_it() {
+    let fx = Fixture::new();
+    let server = fx.in_process(&[]);
+    let cert = fx.path().join("dave.pem");
+    let made = gencert_script()
+        .arg(&cert)
+        .args(["ec", "dave"])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let pem = cert.display().to_string();
+    let shown = portal_with(
+        &fx,
+        &server,
+        &["--cert", &pem],
+        &[
+            ("Choose: ", "2"),
+            ("User name: ", "dave"),
+            ("New password: ", "dave-secret-1"),
+            ("New password again: ", "dave-secret-1"),
+            ("full_name: ", ""),
+            ("email: ", ""),
+            ("phone: ", ""),
+            ("address: ", ""),
+            ("Choose: ", "8"),
+            ("Label (laptop, say; Enter for none): ", "laptop"),
+            ("Choose: ", "7"),
+            ("Enter to keep them all: ", ""),
+            ("Choose: ", "5"),
+            // Signed in by the certificate: no password asked.
+            ("Choose: ", "3"),
+            ("User name: ", "dave"),
+            ("Choose: ", "6"),
+            ("Choose: ", "7"),
+            ("Enter to keep them all: ", "1"),
+            ("Choose: ", "5"),
+            ("Choose: ", "3"),
+            ("User name: ", "dave"),
+            ("Choose: ", "q"),
+        ],
+    );
+    for said in [
+        "3) Sign in with this certificate",
+        "Last sign-in: never; 0 failed attempts since the account was made.",
+        "8) Enroll this certificate",
+        " enrolled; sign in with it as --cert-login.",
+        "  laptop (this one)\n",
+        " from 127.0.0.1 (password); 0 failed attempts since.",
+        "  certificate      signed in\n",
+        " removed.\n",
+        "Refused (2200): authentication failed: the certificate is not enrolled for that user \
+         name.",
         "Bye.",
     ] {
         assert!(shown.contains(said), "{said:?} not shown in:\n{shown}");
