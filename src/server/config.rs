@@ -254,7 +254,8 @@ fn parse_config(cli: &CommandLine, args: &[String]) -> Result<ServerConfig, Exit
     opts.optopt(
         "",
         "verify-client",
-        "require a client certificate signed by a CA in this file",
+        "require a client certificate signed by a CA in this file (without it, a \
+         certificate is asked for but not required: any one may sign in once enrolled)",
         "CAFILE",
     );
     opts.optopt(
