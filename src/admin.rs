@@ -376,7 +376,7 @@ fn run(
         }
         AdminCommand::Unenroll { name, fingerprint } => {
             let account = store.account_named(name)?;
-            store.operator_unenroll(&account.username, fingerprint)?;
+            store.operator_unenroll(account.id, fingerprint)?;
             Ok(format!(
                 "certificate {fingerprint} of {} removed\n",
                 account.username

@@ -128,7 +128,8 @@ fn parse_invocation(cli: &CommandLine, args: &[String]) -> Result<Invocation, Ex
     opts.optopt(
         "",
         "reuse-session",
-        "resume the TLS session saved in FILE (a shorter handshake), and save the new one there",
+        "resume the TLS session saved in FILE (a shorter handshake; the server keeps the client \
+         certificate it was made with), and save the new one there",
         "FILE",
     );
     opts.optflag(

@@ -188,9 +188,9 @@ pub(crate) struct SignInRecord<'a> {
     pub(crate) outcome: SignInOutcome,
 }
 
-/// At most one throttled attempt per account and address is recorded in this long: a flood
-/// of refused attempts is refused cheaply, and does not push the owner's events out of the
-/// history.
+/// At most one throttled attempt per account is recorded in this long, from whatever address:
+/// a flood of refused attempts is refused cheaply, and does not push the owner's events out
+/// of the history.
 const THROTTLED_EVENT_GAP: Duration = Duration::from_secs(60);
 
 /// What a login needs of an account, read in one statement.
@@ -366,8 +366,8 @@ pub(crate) trait Backend: Send + Sync {
     ) -> Result<Option<LastSignIn>>;
 
     /// Records a throttled sign-in attempt by `method` from `address` in the history of the
-    /// account called `username` (lower case), if there is one and no throttled attempt from
-    /// that address is recorded for it in the last `gap`.
+    /// account called `username` (lower case), if there is one and no throttled attempt is
+    /// recorded for it in the last `gap`; writes nothing otherwise.
     fn record_throttled(
         &self,
         username: &str,
@@ -764,14 +764,10 @@ impl AccountStore {
         Ok((certificates, history))
     }
 
-    /// Removes the certificate of `fingerprint` from the account called `username`, for the
-    /// operator; the sessions signed in with it stay (as after `unenroll`).
-    pub(crate) fn operator_unenroll(&self, username: &str, fingerprint: &str) -> Result<()> {
-        let account = self.account_named(username)?;
-        if !self
-            .backend
-            .unenroll_certificate(account.id, None, fingerprint)?
-        {
+    /// Removes the certificate of `fingerprint` from account `id`, for the operator; the
+    /// sessions signed in with it stay (as after `unenroll`).
+    pub(crate) fn operator_unenroll(&self, id: AccountId, fingerprint: &str) -> Result<()> {
+        if !self.backend.unenroll_certificate(id, None, fingerprint)? {
             return Err(Error::NoSuchCertificate);
         }
         Ok(())

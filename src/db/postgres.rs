@@ -1412,7 +1412,7 @@ impl Backend for PostgresBackend {
                 "SELECT sign_in_record(a.id, $2, $3, $4, $6) FROM accounts a
                   WHERE lower(a.username) = $1 AND NOT EXISTS (
                         SELECT 1 FROM sign_ins s
-                         WHERE s.account_id = a.id AND s.address = $2 AND s.outcome = $4
+                         WHERE s.account_id = a.id AND s.outcome = $4
                            AND s.at >= {since})"
             ),
             &[

@@ -526,34 +526,44 @@ impl Backend for SqliteBackend {
         method: SignInMethod,
         gap: Duration,
     ) -> Result<()> {
-        self.write(|tx| {
-            let account = first_row(
-                &mut *tx.prepare_cached(
+        // Read first, without the write lock: most refusals of a flood write nothing.
+        let throttled = SignInOutcome::Throttled.name();
+        let since = format!("-{} seconds", gap.as_secs());
+        let account = self.with_connection(|conn| {
+            first_row(
+                &mut *conn.prepare_cached(
                     "SELECT a.id FROM accounts a WHERE a.username = ?1 AND NOT EXISTS (
                          SELECT 1 FROM sign_ins s
-                          WHERE s.account_id = a.id AND s.address = ?2 AND s.outcome = ?3
-                            AND s.at >= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?4))",
+                          WHERE s.account_id = a.id AND s.outcome = ?2
+                            AND s.at >= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?3))",
                 )?,
-                params![
-                    username,
-                    address,
-                    SignInOutcome::Throttled.name(),
-                    format!("-{} seconds", gap.as_secs())
-                ],
+                params![username, throttled, since],
                 |row| row.integer(0),
-            )?;
-            match account {
-                Some(account) => record_sign_in(
-                    tx,
-                    &SignInRecord {
-                        account,
-                        address,
-                        method,
-                        outcome: SignInOutcome::Throttled,
-                    },
-                ),
-                None => Ok(()),
+            )
+        })?;
+        let Some(account) = account else {
+            return Ok(());
+        };
+        self.write(|tx| {
+            // Another refusal may have written one meanwhile.
+            let recent = tx
+                .prepare_cached(
+                    "SELECT 1 FROM sign_ins WHERE account_id = ?1 AND outcome = ?2
+                        AND at >= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?3)",
+                )?
+                .exists(params![account, throttled, since])?;
+            if recent {
+                return Ok(());
             }
+            record_sign_in(
+                tx,
+                &SignInRecord {
+                    account,
+                    address,
+                    method,
+                    outcome: SignInOutcome::Throttled,
+                },
+            )
         })
     }
 

@@ -278,14 +278,16 @@ fn pem_error(what: &str, path: &Path, stack: ErrorStack) -> Error {
 /// names.
 fn request_client_certificates(ctx: &mut SslContextBuilder) -> Result<()> {
     ctx.set_verify_callback(SslVerifyMode::PEER, |_, _| true);
-    set_session_id_context(ctx)
+    set_session_id_context(ctx, "ssc-request")
 }
 
 /// A session cache that resumes sessions with their client certificate: required when
 /// client certificates are asked for, or resumed sessions fail ("session id context
-/// uninitialized").
-fn set_session_id_context(ctx: &mut SslContextBuilder) -> Result<()> {
-    ctx.set_session_id_context(env!("CARGO_PKG_NAME").as_bytes())
+/// uninitialized"). The context names how the certificate was checked (`context`, at most
+/// 32 bytes): a session made where any certificate was taken is not resumed where only a
+/// CA's are, even with shared ticket keys.
+fn set_session_id_context(ctx: &mut SslContextBuilder, context: &str) -> Result<()> {
+    ctx.set_session_id_context(context.as_bytes())
         .map_err(|e| Error::tls("cannot set the session id context", e))
 }
 
@@ -299,7 +301,13 @@ fn require_client_certificates(ctx: &mut SslContextBuilder, ca_file: &Path) -> R
     let names = X509Name::load_client_ca_file(ca_file).map_err(|e| Error::tls(context(), e))?;
     ctx.set_client_ca_list(names);
     ctx.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
-    set_session_id_context(ctx)
+    // Named by the CAs' file: sessions resume only where the same CAs are required.
+    let cas = std::fs::read(ca_file).map_err(|e| Error::file("client CA file", ca_file, e))?;
+    let digest: String = openssl::sha::sha256(&cas)[..8]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    set_session_id_context(ctx, &format!("ssc-ca:{digest}"))
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ pub enum ResultCode {
     AuthenticationError = 2200,
     /// 2302: the account exists already.
     ObjectExists = 2302,
-    /// 2303: the account does not exist.
+    /// 2303: the object does not exist (a certificate `unenroll` names).
     ObjectDoesNotExist = 2303,
     /// 2304: the account changed since the version the client saw.
     Conflict = 2304,

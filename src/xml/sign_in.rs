@@ -166,8 +166,9 @@ impl fmt::Display for SignInEvent {
     }
 }
 
-/// What a user is told on signing in: the sign-in before this one, if any, and how many
-/// attempts failed since (since the account was made, if none).
+/// What a user is told on signing in: the sign-in before this one, if the history holds one,
+/// and how many attempts failed since (of those the history holds, if none: it keeps the
+/// newest 50, and none from before the store's schema 9).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LastSignIn {
     /// The last successful sign-in before this one.
@@ -189,10 +190,7 @@ impl fmt::Display for LastSignIn {
                 "Last sign-in: {} from {} ({}); {failed} since.",
                 event.at, event.address, event.method
             ),
-            None => write!(
-                f,
-                "Last sign-in: never; {failed} since the account was made."
-            ),
+            None => write!(f, "Last sign-in: none on record; {failed} on record."),
         }
     }
 }
@@ -359,7 +357,7 @@ mod tests {
         };
         assert_eq!(
             first.to_string(),
-            "Last sign-in: never; 1 failed attempt since the account was made."
+            "Last sign-in: none on record; 1 failed attempt on record."
         );
         for m in SignInMethod::ALL {
             assert_eq!(SignInMethod::from_name(m.name()), Some(m));

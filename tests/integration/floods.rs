@@ -352,9 +352,9 @@ fn right_passwords_looped(limits: [&str; 2], accounts: usize) -> Looped {
                 while !stop.load(Ordering::SeqCst) {
                     // A refused login leaves the session open for another.
                     let mut ssl = tls_connect_from(&source, &addr);
-                    while !stop.load(Ordering::SeqCst)
-                        && !tally.add(&call(&mut ssl, &login(&user)))
-                    {}
+                    while !stop.load(Ordering::SeqCst) && !tally.add(&call(&mut ssl, &login(&user)))
+                    {
+                    }
                     for _ in 0..20 {
                         if stop.load(Ordering::SeqCst) {
                             break;

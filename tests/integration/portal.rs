@@ -78,8 +78,8 @@ fn sign_up_log_in_view_update_change_password_delete() {
     );
     for said in [
         "end it with an empty line",
-        "Account carol created.\nLogged in as carol.\nLast sign-in: never; 0 failed attempts \
-         since the account was made.\n\nAccount of carol:",
+        "Account carol created.\nLogged in as carol.\nLast sign-in: none on record; 0 failed \
+         attempts on record.\n\nAccount of carol:",
         "full_name: Carol Danvers\n",
         "address: 1 Main St\n         Springfield\n",
         "Logged out",
@@ -245,7 +245,7 @@ fn enroll_the_certificate_sign_in_with_it_see_the_history_and_remove_it() {
     );
     for said in [
         "3) Sign in with this certificate",
-        "Last sign-in: never; 0 failed attempts since the account was made.",
+        "Last sign-in: none on record; 0 failed attempts on record.",
         "8) Enroll this certificate",
         " enrolled; sign in with it as --cert-login.",
         "  laptop (this one)\n",

@@ -243,3 +243,34 @@ fn the_help_documents_the_option() {
         "{help}"
     );
 }
+
+#[test]
+fn a_session_made_without_a_ca_check_is_not_resumed_where_one_is_required() {
+    let fx = Fixture::new();
+    new_key(&fx, "shared.key");
+    let keys = ["--demo", "--ticket-key-file", "shared.key"];
+    let open = fx.server(&keys);
+    let strict = fx.server(&[&keys[..], &["--verify-client", "mycert.pem"]].concat());
+    let port = |server: &Server| server.port_arg();
+    let exchange = |server: &Server| {
+        let out = fx.client(
+            &[
+                "-v",
+                "--cert",
+                "mycert.pem",
+                "--reuse-session",
+                "session.der",
+                "127.0.0.1",
+                &port(server),
+            ],
+            b"aticle\n123\n",
+        );
+        assert!(out.status.success(), "{out:?}");
+        texts(&out).1.contains("TLS session resumed")
+    };
+    assert!(!exchange(&open));
+    assert!(exchange(&open));
+    // The same ticket key, but the certificate was never checked against a CA there.
+    assert!(!exchange(&strict));
+    assert!(exchange(&strict));
+}
