@@ -6,12 +6,15 @@ usage: pty_run.py EXPECT SEND [EXPECT SEND ...] -- COMMAND [ARG ...]
 Waits until the terminal shows each EXPECT text (after the previous one), then types SEND
 followed by Enter. Afterwards reads until the command exits. Everything the terminal showed,
 the echo of what was typed included, goes to stdout; the exit status is the command's.
-Each wait is limited to 20 seconds (exit status 124 on a timeout).
+Each wait is limited to 20 seconds (exit status 124 on a timeout). After a prompt for a
+secret (the last line of its EXPECT mentions "password" or ends with "again: "), the answer is typed only once the program
+has turned the terminal's echo off, however slow the machine.
 """
 import os
 import pty
 import select
 import sys
+import termios
 import time
 
 STEP_LIMIT = 20.0
@@ -51,7 +54,17 @@ def main(argv):
                 sys.stdout.buffer.write(bytes(shown))
                 sys.stderr.write(f"pty_run: never saw {expect!r}\n")
                 return 124
-        time.sleep(0.05)  # let the program switch the terminal mode (no echo) first
+        prompt = expect.split("\n")[-1].lower()
+        if "password" in prompt or prompt.endswith("again: "):
+            # The program prints the prompt, then turns echo off: wait for that.
+            while termios.tcgetattr(fd)[3] & termios.ECHO:
+                if time.monotonic() > deadline:
+                    sys.stdout.buffer.write(bytes(shown))
+                    sys.stderr.write(f"pty_run: echo never went off after {expect!r}\n")
+                    return 124
+                time.sleep(0.005)
+        else:
+            time.sleep(0.05)  # let the program read the line in the mode it wants
         os.write(fd, send.encode() + b"\r")
     deadline = time.monotonic() + STEP_LIMIT
     while read_some(fd, shown):
