@@ -67,6 +67,7 @@ run-server: all cert
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
+	scripts/check-links.py
 
 # Most integration tests wait on servers and timeouts rather than on the CPU: run 8 at once.
 # The floods and failover tests check times (an honest client's before and during a flood;
