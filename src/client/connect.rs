@@ -173,6 +173,9 @@ pub(crate) fn init_ctx(config: &ConnectOptions) -> Result<SslConnector> {
         }
     }
     if let Some((cert, key)) = &config.cert {
+        // Said plainly, not as OpenSSL's error queue, when a file cannot be opened.
+        std::fs::File::open(cert).map_err(|e| Error::file("client certificate", cert, e))?;
+        std::fs::File::open(key).map_err(|e| Error::file("client key", key, e))?;
         ctx.set_certificate_chain_file(cert)
             .map_err(|e| Error::tls(format!("cannot load certificate {}", cert.display()), e))?;
         ctx.set_private_key_file(key, SslFiletype::PEM)

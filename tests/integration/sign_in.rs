@@ -113,6 +113,21 @@ fn certificate_sign_in(db: &str) {
     let out = fx.command(&server, &user, "signup", "alice-secret\n");
     assert!(out.status.success(), "{out:?}");
 
+    // A certificate file that is not there is said plainly.
+    let missing = client_run(
+        &fx,
+        &server,
+        &cert_login("alice", "nope.pem"),
+        &["view"],
+        "",
+    );
+    assert_eq!(missing.status.code(), Some(1), "{missing:?}");
+    assert!(
+        texts(&missing).1.ends_with(
+            "cannot read client certificate nope.pem: No such file or directory (os error 2)\n"
+        ),
+        "{missing:?}"
+    );
     // Before it is enrolled, the certificate is refused like a wrong password.
     let with = |cert| cert_login("alice", cert);
     let refused = client_run(&fx, &server, &with(&alice_pem), &["view"], "");
