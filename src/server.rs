@@ -15,7 +15,8 @@
 //!
 //! Its parts:
 //! - `config`: the command line ([`ServerConfig`]);
-//! - `listener`: the listening socket and the [`Shutdown`] that ends the accept loop;
+//! - `listener`: the listening socket, the accept loop (`Listener`: admission, eviction, a
+//!   client thread for each connection), and the [`Shutdown`] that ends it;
 //! - `tls_context`: the TLS context, certificates, and its renewal (new session-ticket keys);
 //! - `ticket_keys`: session-ticket keys shared by several instances (`--ticket-key-file`);
 //! - `connections`: the connections served, capped in all and per address, the longest
@@ -26,7 +27,9 @@
 //! - `workers`: the client threads;
 //! - `memory`: what an idle connection's thread gives back, and glibc's thread caches;
 //! - `console`: where the original's console lines go ([`Console`]);
-//! - `servlet`: one client's connection, the legacy exchange, and the first-byte dispatch;
+//! - `servlet`: one client's connection on its thread: the console's `Connection:` line, the
+//!   PROXY header, the handshake, the certificate, and the first-byte dispatch;
+//! - `legacy`: the original's exchange (its request on the console, the login, its reply);
 //! - `proxy_protocol`: the load balancers trusted to send a PROXY header, and reading it;
 //! - `session`: an account-protocol session, frame by frame;
 //! - `handlers`: the handler of each account-protocol command.
@@ -36,6 +39,7 @@ mod connections;
 mod console;
 mod flood_log;
 mod handlers;
+mod legacy;
 mod listener;
 mod memory;
 mod metrics;
@@ -56,16 +60,13 @@ pub use config::ServerConfig;
 pub use console::Console;
 pub use listener::{Shutdown, open_listener};
 
-use crate::address::address_key;
 use crate::db::AccountStore;
 use crate::error::{Error, Result};
-use connections::{Admission, Connections};
-use flood_log::{FloodEvent, FloodLog};
-use listener::{accept_next, peer_display};
-use metrics::{Active, Metrics};
-use servlet::{Shared, servlet, servlet_behind_proxy};
+use flood_log::FloodLog;
+use listener::Listener;
+use metrics::Metrics;
+use servlet::Shared;
 use tls_context::TlsContext;
-use workers::ClientThreads;
 
 /// The original's one account, created by `--demo`.
 const DEMO_USERNAME: &str = "aticle";
@@ -117,7 +118,7 @@ pub fn run(
     }
     let shared = Arc::new(Shared {
         tls,
-        store,
+        store: Arc::clone(&store),
         limits: config.limits,
         connection_limits: config.connections,
         console,
@@ -137,72 +138,9 @@ pub fn run(
         "server: accounts in {}; listening on {every}{local}",
         config.db
     ));
-    let connections = Arc::new(Connections::new(config.connections));
-    let threads = ClientThreads::new();
+    let connections =
+        Listener::new(listener, shared, config.proxy_protocol_from.clone()).run(shutdown);
 
-    loop {
-        let accepted = accept_next(&listener, "service port");
-        if shutdown.is_requested() {
-            break;
-        }
-        let Some((tcp, socket)) = accepted else {
-            continue;
-        };
-        let (peer, ip) = (peer_display(socket), socket.ip());
-        // From a trusted proxy, the client's address comes in the PROXY header, read on the
-        // client's thread: until then the connection counts under the proxy's address.
-        let via_proxy = config.proxy_protocol_from.trusts(ip);
-        let admission = if via_proxy {
-            connections.admit_via_proxy(&tcp, ip)
-        } else {
-            connections.admit(&tcp, ip)
-        };
-        let slot = match admission {
-            Admission::Admitted(slot) => slot,
-            Admission::AdmittedByEvicting(slot, victim) => {
-                shared.metrics.evicted.inc();
-                let why = format!(
-                    "waited longest without sending a request when all {} places were taken \
-                     (--max-clients)",
-                    config.connections.total
-                );
-                log::debug!("a connection from {victim} {why}");
-                shared.flood.record(FloodEvent::Evicted, &why, victim);
-                slot
-            }
-            Admission::Refused(refusal) => {
-                Metrics::count(&shared.metrics.refused, "reason", refusal.label());
-                let why = refusal.reason(config.connections);
-                log::debug!("{peer}: refused: {why}");
-                shared
-                    .flood
-                    .record(FloodEvent::Refused, &why, address_key(ip));
-                continue;
-            }
-        };
-        shared.metrics.accepted.inc();
-        let shared = Arc::clone(&shared);
-        let served = if via_proxy {
-            // The console's line names the client, once its header is read.
-            threads.serve(Box::new(move || {
-                let _active = Active::of(&shared.metrics);
-                servlet_behind_proxy(tcp, socket, &shared, &slot);
-            }))
-        } else {
-            shared.console.write(&format!("Connection: {peer}\n"));
-            threads.serve(Box::new(move || {
-                let _active = Active::of(&shared.metrics);
-                servlet(tcp, &peer, ip, &shared, &slot);
-            }))
-        };
-        if let Err(e) = served {
-            log::error!("cannot start a thread for a client: {e}");
-        }
-    }
-    drop(threads);
-
-    // Refuse new connections at once instead of leaving them queued.
-    drop(listener);
     let open = connections.open();
     say(&format!(
         "stopping: waiting up to {} s for {open} connection{} (signal again to stop now)",
@@ -213,7 +151,7 @@ pub fn run(
     if unfinished > 0 {
         log::warn!("stopped with {unfinished} exchange(s) unfinished");
     }
-    shared.store.close();
+    store.close();
     log::info!("stopped");
     Ok(())
 }

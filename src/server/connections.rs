@@ -11,11 +11,11 @@
 //! ([`ConnectionSlot::set_address`]); that address's cap applies then.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, Shutdown, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use crate::address::address_key;
+use crate::address::ClientAddress;
 
 /// How many connections may be served at once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -161,23 +161,32 @@ impl Connections {
         }
     }
 
-    /// Decides on `tcp`, a new connection from `ip`: a place of its own, the place of the
+    /// Decides on `tcp`, a new connection from `client`: a place of its own, the place of the
     /// connection that has waited longest without sending a request (which is closed), or a
     /// refusal.
-    pub(super) fn admit(self: &Arc<Self>, tcp: &TcpStream, ip: IpAddr) -> Admission {
-        self.admit_as(tcp, ip, true)
+    pub(super) fn admit(self: &Arc<Self>, tcp: &TcpStream, client: ClientAddress) -> Admission {
+        self.admit_as(tcp, client, true)
     }
 
     /// As [`Connections::admit`], for `tcp` from `proxy`, a trusted proxy whose PROXY header
     /// has yet to name the client: counted against `--max-clients` and closed to make room
     /// like any connection that waits, but not against the proxy's address's cap. The client
     /// thread moves it to the client's address with [`ConnectionSlot::set_address`].
-    pub(super) fn admit_via_proxy(self: &Arc<Self>, tcp: &TcpStream, proxy: IpAddr) -> Admission {
+    pub(super) fn admit_via_proxy(
+        self: &Arc<Self>,
+        tcp: &TcpStream,
+        proxy: ClientAddress,
+    ) -> Admission {
         self.admit_as(tcp, proxy, false)
     }
 
-    fn admit_as(self: &Arc<Self>, tcp: &TcpStream, ip: IpAddr, capped: bool) -> Admission {
-        let address = address_key(ip);
+    fn admit_as(
+        self: &Arc<Self>,
+        tcp: &TcpStream,
+        client: ClientAddress,
+        capped: bool,
+    ) -> Admission {
+        let address = client.key();
         let mut registry = self.lock();
         if capped && registry.address_full(&address, self.limits) {
             return Admission::Refused(Refusal::AddressFull);
@@ -272,13 +281,13 @@ impl ConnectionSlot {
     }
 
     /// Moves a connection admitted through a trusted proxy
-    /// ([`Connections::admit_via_proxy`]) to its client's address `ip`, as the PROXY header
+    /// ([`Connections::admit_via_proxy`]) to its client's address `client`, as the PROXY header
     /// gives it: from now on it counts against that address's cap, and waits (to be closed to
     /// make room) among that address's connections. Refused, leaving the connection where it
     /// was, if the address already holds as many as one address may. A connection already
     /// closed to make room, or already moved, stays as it is.
-    pub(super) fn set_address(&self, ip: IpAddr) -> Result<(), Refusal> {
-        let address = address_key(ip);
+    pub(super) fn set_address(&self, client: ClientAddress) -> Result<(), Refusal> {
+        let address = client.key();
         let mut registry = self.connections.lock();
         let Some(open) = registry.open.get(&self.id) else {
             return Ok(());
@@ -338,7 +347,12 @@ impl Drop for ConnectionSlot {
 mod tests {
     use super::*;
     use std::io::Read;
-    use std::net::TcpListener;
+    use std::net::{SocketAddr, TcpListener};
+
+    /// A client at `ip`.
+    fn at(ip: &str) -> ClientAddress {
+        ClientAddress::new(SocketAddr::new(ip.parse().unwrap(), 40000))
+    }
 
     /// A connected pair: the server's side and the client's.
     fn pair(listener: &TcpListener) -> (TcpStream, TcpStream) {
@@ -361,8 +375,7 @@ mod tests {
             per_address: 10,
         };
         let connections = Arc::new(Connections::new(limits));
-        let (a_ip, b_ip): (IpAddr, IpAddr) =
-            ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let (a_ip, b_ip) = (at("192.0.2.1"), at("192.0.2.2"));
         let (first, mut first_client) = pair(&listener);
         let (second, _second_client) = pair(&listener);
         let oldest = slot(connections.admit(&first, a_ip));
@@ -397,7 +410,7 @@ mod tests {
             per_address: 10,
         };
         let connections = Arc::new(Connections::new(limits));
-        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let ip = at("192.0.2.1");
         let (first, _first_client) = pair(&listener);
         let (second, _second_client) = pair(&listener);
         // The first has read its request but not started when the second takes its place.
@@ -424,8 +437,8 @@ mod tests {
             per_address: 10,
         };
         let connections = Arc::new(Connections::new(limits));
-        let honest: IpAddr = "192.0.2.1".parse().unwrap();
-        let horde: IpAddr = "192.0.2.66".parse().unwrap();
+        let honest = at("192.0.2.1");
+        let horde = at("192.0.2.66");
         let sockets: Vec<_> = (0..5).map(|_| pair(&listener)).collect();
         let oldest = slot(connections.admit(&sockets[0].0, honest));
         let _h1 = slot(connections.admit(&sockets[1].0, horde));
@@ -451,9 +464,9 @@ mod tests {
             per_address: 2,
         };
         let connections = Arc::new(Connections::new(limits));
-        let one: IpAddr = "2001:db8::1".parse().unwrap();
-        let same_net: IpAddr = "2001:db8::2".parse().unwrap();
-        let other: IpAddr = "2001:db8:0:1::1".parse().unwrap();
+        let one = at("2001:db8::1");
+        let same_net = at("2001:db8::2");
+        let other = at("2001:db8:0:1::1");
         let sockets: Vec<_> = (0..4).map(|_| pair(&listener)).collect();
         let first = slot(connections.admit(&sockets[0].0, one));
         let _second = slot(connections.admit(&sockets[1].0, same_net));
@@ -495,9 +508,8 @@ mod tests {
             per_address: 2,
         };
         let connections = Arc::new(Connections::new(limits));
-        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
-        let (client, other): (IpAddr, IpAddr) =
-            ("192.0.2.10".parse().unwrap(), "192.0.2.11".parse().unwrap());
+        let proxy = at("10.0.0.1");
+        let (client, other) = (at("192.0.2.10"), at("192.0.2.11"));
         let sockets: Vec<_> = (0..6).map(|_| pair(&listener)).collect();
         // Five at once from the balancer, over the cap of 2: all wait for their headers.
         let slots: Vec<ConnectionSlot> = sockets[..5]
@@ -552,8 +564,8 @@ mod tests {
             per_address: 10,
         };
         let connections = Arc::new(Connections::new(limits));
-        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
-        let client: IpAddr = "192.0.2.10".parse().unwrap();
+        let proxy = at("10.0.0.1");
+        let client = at("192.0.2.10");
         let sockets: Vec<_> = (0..5).map(|_| pair(&listener)).collect();
         let moved = slot(connections.admit_via_proxy(&sockets[0].0, proxy));
         moved.set_address(client).unwrap();

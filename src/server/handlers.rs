@@ -1,8 +1,7 @@
-//! The server's handler of each command of the account protocol, and the state of one
-//! session (which account, if any, it is logged in as).
+//! The server's handler of each command of the account protocol, over the state of the
+//! session it came in ([`Session`]).
 
-use std::net::IpAddr;
-
+use super::session::Session;
 use crate::db::{AccountStore, Limit, LoginOutcome, SessionAccount, SignIn};
 use crate::error::Error;
 use crate::xml::account::{AccountView, PolicyError, check_new_password, check_username};
@@ -11,35 +10,6 @@ use crate::xml::command::{
 };
 use crate::xml::reply::{Greeting, Reply, ResultCode};
 use crate::xml::sign_in::{CertificateView, MAX_CERTIFICATES, check_label, parse_fingerprint};
-
-/// The state of one session: where it comes from, the fingerprint of the client certificate
-/// its connection presented, if any, and which account, if any, it is logged in as (with the
-/// credentials' generation it logged in with: a password change or reset, or an operator's
-/// lock, ends the session at its next command that reads or writes the account). It lives
-/// with the connection and nowhere else.
-#[derive(Debug)]
-pub(crate) struct Session {
-    from: IpAddr,
-    certificate: Option<String>,
-    account: Option<(SessionAccount, String)>,
-}
-
-impl Session {
-    /// A new session from `from`, not logged in, on a connection that presented the client
-    /// certificate of `certificate` (its public key's SHA-256 fingerprint), if any.
-    pub(crate) fn new(from: IpAddr, certificate: Option<String>) -> Session {
-        Session {
-            from,
-            certificate,
-            account: None,
-        }
-    }
-
-    /// The name the session is logged in as.
-    pub(crate) fn username(&self) -> Option<&str> {
-        self.account.as_ref().map(|(_, name)| name.as_str())
-    }
-}
 
 /// What handling a command gives: the reply, and whether the session ends with it.
 pub(crate) struct Outcome {
@@ -142,7 +112,7 @@ fn dispatch(command: Command, session: &mut Session, store: &AccountStore) -> Ou
                 account,
                 p.password.as_bytes(),
                 p.new_password.as_bytes(),
-                session.from,
+                session.client.ip(),
             ) {
                 Ok(account) => {
                     if let Some((current, _)) = &mut session.account {
@@ -158,7 +128,7 @@ fn dispatch(command: Command, session: &mut Session, store: &AccountStore) -> Ou
             .into()
         }
         (Command::Delete(d), Some(account)) => {
-            match store.delete(account, d.password.as_bytes(), session.from) {
+            match store.delete(account, d.password.as_bytes(), session.client.ip()) {
                 Ok(()) => {
                     session.account = None;
                     Reply::new(ResultCode::EndingSession, "account deleted; ending session").into()
@@ -176,7 +146,12 @@ fn signup(s: Signup, session: &mut Session, store: &AccountStore) -> Reply {
     {
         return policy(e);
     }
-    match store.signup(&s.username, s.password.as_bytes(), &s.info, session.from) {
+    match store.signup(
+        &s.username,
+        s.password.as_bytes(),
+        &s.info,
+        session.client.ip(),
+    ) {
         Ok(_) => Reply::new(
             ResultCode::Success,
             format!("account {} created; log in to use it", s.username),
@@ -196,7 +171,7 @@ fn login(l: Login, session: &mut Session, store: &AccountStore) -> Outcome {
     let signed_in = store.sign_in(
         &l.username,
         l.password.as_bytes(),
-        session.from,
+        session.client.ip(),
         crate::xml::sign_in::SignInMethod::Password,
     );
     signed_in_reply(
@@ -211,7 +186,7 @@ fn certificate_login(c: CertLogin, session: &mut Session, store: &AccountStore) 
     let Some(fingerprint) = session.certificate.clone() else {
         return no_certificate().into();
     };
-    let signed_in = store.sign_in_with_certificate(&c.username, &fingerprint, session.from);
+    let signed_in = store.sign_in_with_certificate(&c.username, &fingerprint, session.client.ip());
     signed_in_reply(
         signed_in,
         &c.username,
@@ -423,6 +398,7 @@ fn retry_later(why: &str, secs: u64) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::address::ClientAddress;
     use crate::db::StoreLocation;
     use crate::password::{MIN_ITERATIONS, Pbkdf2Params};
     use crate::xml::account::Field;
@@ -437,7 +413,8 @@ mod tests {
         };
         let location = StoreLocation::Sqlite(dir.path().join("users.db"));
         let store = AccountStore::open(&location, options).unwrap();
-        let mut session = Session::new(IpAddr::from([127, 0, 0, 1]), None);
+        let mut session =
+            Session::new(ClientAddress::new("127.0.0.1:40000".parse().unwrap()), None);
         let run = |command: Command, session: &mut Session| handle(command, session, &store);
         let code = |o: Outcome| o.reply.code;
 

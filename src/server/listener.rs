@@ -1,6 +1,7 @@
-//! Listening: the original's `OpenListener`, accepting without ever stopping on a failed
-//! `accept`, peer addresses as the original printed them, and the [`Shutdown`] that stops the
-//! accept loops.
+//! Listening: the original's `OpenListener`, the service port's accept loop ([`Listener`]:
+//! admission, eviction, their logs and metrics, a client thread for each connection), accepting
+//! without ever stopping on a failed `accept`, and the [`Shutdown`] that stops the accept
+//! loops.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
@@ -10,6 +11,13 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use super::connections::{Admission, ConnectionSlot, Connections};
+use super::flood_log::FloodEvent;
+use super::metrics::Metrics;
+use super::proxy_protocol::TrustedProxies;
+use super::servlet::{Arrival, Shared, servlet};
+use super::workers::ClientThreads;
+use crate::address::ClientAddress;
 use crate::error::{Error, Result};
 
 /// Pending connections the kernel queues for `accept` (the original asked for 10).
@@ -56,6 +64,107 @@ pub(super) fn accept_next(listener: &TcpListener, port: &str) -> Option<(TcpStre
             log::warn!("accept failed on the {port}: {e}");
             thread::sleep(ACCEPT_PAUSE);
             None
+        }
+    }
+}
+
+/// The service port's accept loop, as mini-redis's `Listener`: takes each connection, admits it
+/// under the caps (closing the connection that has waited longest to make room, or refusing
+/// it), logs and counts what it decides, and hands the connection to a client thread, which
+/// does everything else (the console's line included), so a slow client or a slow stdout never
+/// stalls `accept`.
+pub(super) struct Listener {
+    listener: TcpListener,
+    /// The connections served, and their caps.
+    connections: Arc<Connections>,
+    /// Where connections are served.
+    threads: ClientThreads,
+    /// What the client threads share.
+    shared: Arc<Shared>,
+    /// The load balancers whose connections begin with a PROXY header.
+    proxies: TrustedProxies,
+}
+
+impl Listener {
+    /// The accept loop on `listener`, with the client threads' `shared` state; connections
+    /// from `proxies` begin with a PROXY header.
+    pub(super) fn new(
+        listener: TcpListener,
+        shared: Arc<Shared>,
+        proxies: TrustedProxies,
+    ) -> Listener {
+        Listener {
+            listener,
+            connections: Arc::new(Connections::new(shared.connection_limits)),
+            threads: ClientThreads::new(),
+            shared,
+            proxies,
+        }
+    }
+
+    /// Accepts connections until `shutdown`; then closes the port, so that new connections
+    /// are refused at once instead of left queued, and gives back the connections still
+    /// served.
+    pub(super) fn run(self, shutdown: &Shutdown) -> Arc<Connections> {
+        loop {
+            let accepted = accept_next(&self.listener, "service port");
+            if shutdown.is_requested() {
+                return self.connections;
+            }
+            let Some((tcp, socket)) = accepted else {
+                continue;
+            };
+            // From a trusted proxy, the client's address comes in the PROXY header, read on
+            // the client's thread: until then the connection counts under the proxy's.
+            let arrival = if self.proxies.trusts(socket.ip()) {
+                Arrival::ViaProxy(ClientAddress::new(socket))
+            } else {
+                Arrival::Direct(ClientAddress::new(socket))
+            };
+            let Some(slot) = self.admit(&tcp, arrival) else {
+                continue;
+            };
+            self.shared.metrics.accepted.inc();
+            let shared = Arc::clone(&self.shared);
+            let served = self
+                .threads
+                .serve(Box::new(move || servlet(tcp, arrival, &shared, &slot)));
+            if let Err(e) = served {
+                log::error!("cannot start a thread for a client: {e}");
+            }
+        }
+    }
+
+    /// A place for `tcp` among the connections served, or `None` if it is refused; what is
+    /// decided is logged and counted.
+    fn admit(&self, tcp: &TcpStream, arrival: Arrival) -> Option<ConnectionSlot> {
+        let (metrics, flood) = (&self.shared.metrics, &self.shared.flood);
+        let limits = self.shared.connection_limits;
+        let admission = match arrival {
+            Arrival::Direct(client) => self.connections.admit(tcp, client),
+            Arrival::ViaProxy(proxy) => self.connections.admit_via_proxy(tcp, proxy),
+        };
+        match admission {
+            Admission::Admitted(slot) => Some(slot),
+            Admission::AdmittedByEvicting(slot, victim) => {
+                metrics.evicted.inc();
+                let why = format!(
+                    "waited longest without sending a request when all {} places were taken \
+                     (--max-clients)",
+                    limits.total
+                );
+                log::debug!("a connection from {victim} {why}");
+                flood.record(FloodEvent::Evicted, &why, victim);
+                Some(slot)
+            }
+            Admission::Refused(refusal) => {
+                Metrics::count(&metrics.refused, "reason", refusal.label());
+                let why = refusal.reason(limits);
+                let (Arrival::Direct(from) | Arrival::ViaProxy(from)) = arrival;
+                log::debug!("{from}: refused: {why}");
+                flood.record(FloodEvent::Refused, &why, from.key());
+                None
+            }
         }
     }
 }
@@ -142,29 +251,9 @@ fn wake(address: SocketAddr) {
     }
 }
 
-/// A peer address as the original prints it (`inet_ntoa(addr):port`); IPv4 clients of the
-/// dual-stack socket appear as plain IPv4.
-pub(super) fn peer_display(addr: SocketAddr) -> String {
-    match addr {
-        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-            Some(v4) => format!("{v4}:{}", v6.port()),
-            None => v6.to_string(),
-        },
-        SocketAddr::V4(v4) => v4.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn peers_print_as_the_original() {
-        let mapped: SocketAddr = "[::ffff:127.0.0.1]:46142".parse().unwrap();
-        assert_eq!(peer_display(mapped), "127.0.0.1:46142");
-        let v6: SocketAddr = "[::1]:8081".parse().unwrap();
-        assert_eq!(peer_display(v6), "[::1]:8081");
-    }
 
     #[test]
     fn a_shutdown_wakes_the_accept_loop_and_its_waiters() {

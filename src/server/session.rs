@@ -1,16 +1,17 @@
-//! The server's side of an account-protocol session: frames in, commands handled, replies out,
-//! until the client logs out, the connection ends, or a limit is reached.
+//! The server's side of an account-protocol session: its state ([`Session`]), and the loop
+//! that reads frames, has each command handled and sends the replies, until the client logs
+//! out, the connection ends, or a limit is reached.
 
 use std::io::Write;
-use std::net::IpAddr;
 use std::time::Duration;
 
 use openssl::ssl::SslStream;
 
-use super::handlers::{Outcome, Session, handle};
+use super::handlers::{Outcome, handle};
 use super::memory::release_unused_stack;
 use super::metrics::Metrics;
-use crate::db::AccountStore;
+use crate::address::ClientAddress;
+use crate::db::{AccountStore, SessionAccount};
 use crate::deadline::DeadlineStream;
 use crate::tls;
 use crate::xml::command::{Command, CommandKind, MAX_COMMANDS_PER_SESSION};
@@ -19,14 +20,36 @@ use crate::xml::frame::{FrameError, FrameReader, write_frame};
 use crate::xml::legacy::printable;
 use crate::xml::reply::{Reply, ResultCode};
 
-/// Who is at the other end of a session.
-pub(super) struct Client<'a> {
-    /// The peer as shown in logs.
-    pub(super) peer: &'a str,
-    /// The peer's address, for login throttling.
-    pub(super) ip: IpAddr,
-    /// The fingerprint of the client certificate the connection presented, if any.
+/// The state of one session: who is at the other end, the fingerprint of the client
+/// certificate its connection presented, if any, and which account, if any, it is logged in as
+/// (with the credentials' generation it logged in with: a password change or reset, or an
+/// operator's lock, ends the session at its next command that reads or writes the account). It
+/// lives with the connection and nowhere else.
+#[derive(Debug)]
+pub(super) struct Session {
+    /// Where the client connects from (behind a trusted proxy, the client's own address).
+    pub(super) client: ClientAddress,
+    /// The SHA-256 fingerprint of the public key of the client certificate, if one was shown.
     pub(super) certificate: Option<String>,
+    /// The account logged in as, and its name as the client wrote it.
+    pub(super) account: Option<(SessionAccount, String)>,
+}
+
+impl Session {
+    /// A new session from `client`, not logged in, on a connection that presented the client
+    /// certificate of `certificate` (its public key's SHA-256 fingerprint), if any.
+    pub(super) fn new(client: ClientAddress, certificate: Option<String>) -> Session {
+        Session {
+            client,
+            certificate,
+            account: None,
+        }
+    }
+
+    /// The name the session is logged in as.
+    pub(super) fn username(&self) -> Option<&str> {
+        self.account.as_ref().map(|(_, name)| name.as_str())
+    }
 }
 
 /// Serves one session on `stream`, whose first bytes (`initial`) were already read. Each
@@ -35,12 +58,11 @@ pub(super) fn serve_session(
     stream: &mut SslStream<DeadlineStream>,
     initial: &[u8],
     (store, metrics): (&AccountStore, &Metrics),
-    client: &Client<'_>,
+    mut session: Session,
     idle: Duration,
 ) {
-    let peer = client.peer;
+    let peer = session.client;
     let mut frames = FrameReader::new(initial);
-    let mut session = Session::new(client.ip, client.certificate.clone());
     for _ in 0..MAX_COMMANDS_PER_SESSION {
         let document = match frames.next_frame(stream) {
             Ok(Some(document)) => document,
@@ -59,7 +81,7 @@ pub(super) fn serve_session(
                 return;
             }
         };
-        let outcome = respond(&document, &mut session, store, peer);
+        let outcome = respond(&document, &mut session, store);
         count(metrics, &outcome);
         if !send(stream, &outcome.reply, peer) || outcome.end_session {
             return;
@@ -101,7 +123,8 @@ fn wait_quietly(stream: &mut DeadlineStream) {
 
 /// Handles one document: parse, then the command's handler. A document that is not XML ends
 /// the session; a command that is refused does not.
-fn respond(document: &[u8], session: &mut Session, store: &AccountStore, peer: &str) -> Outcome {
+fn respond(document: &[u8], session: &mut Session, store: &AccountStore) -> Outcome {
+    let peer = session.client;
     let root = match parse_document(document) {
         Ok(root) => root,
         Err(e) => {
@@ -151,7 +174,7 @@ fn count(metrics: &Metrics, outcome: &Outcome) {
 }
 
 /// Sends a reply; false if the connection failed.
-fn send(stream: &mut impl Write, reply: &Reply, peer: &str) -> bool {
+fn send(stream: &mut impl Write, reply: &Reply, peer: ClientAddress) -> bool {
     match write_frame(stream, &write_document(&reply.to_element())) {
         Ok(()) => true,
         Err(e) => {

@@ -28,7 +28,8 @@ use std::thread;
 use std::time::Duration;
 
 use super::super::connections::{Admission, ConnectionLimits, ConnectionSlot, Connections};
-use super::super::listener::{Shutdown, accept_next, open_listener, peer_display};
+use super::super::listener::{Shutdown, accept_next, open_listener};
+use crate::address::ClientAddress;
 use crate::deadline::DeadlineStream;
 use crate::error::{Error, Result};
 
@@ -249,8 +250,8 @@ fn accept_loop(
         let Some((tcp, peer)) = accepted else {
             continue;
         };
-        let (ip, peer) = (peer.ip(), peer_display(peer));
-        let slot = match places.admit(&tcp, ip) {
+        let peer = ClientAddress::new(peer);
+        let slot = match places.admit(&tcp, peer) {
             Admission::Admitted(slot) => slot,
             Admission::AdmittedByEvicting(slot, victim) => {
                 log::debug!("metrics: closed a connection from {victim} without a request");
