@@ -142,6 +142,15 @@ impl Fixture {
         InProcess::start(self.path(), args)
     }
 
+    /// [`Fixture::in_process`] with the console's lines written to `console` instead.
+    pub fn in_process_writing(
+        &self,
+        args: &[&str],
+        console: impl Write + Send + 'static,
+    ) -> InProcess {
+        InProcess::start_writing(self.path(), args, Console::new(console))
+    }
+
     /// Runs the real client in this directory (so `./mycert.pem` is the default trust).
     pub fn client(&self, args: &[&str], stdin: &[u8]) -> Output {
         run_with_input(
@@ -407,6 +416,14 @@ impl InProcess {
     /// `users.db`, with the test defaults and `args` (a stop waits at most a second for
     /// connections in flight).
     pub fn start(dir: &Path, args: &[&str]) -> InProcess {
+        let console = Captured::default();
+        let mut server = InProcess::start_writing(dir, args, Console::new(console.clone()));
+        server.console = console;
+        server
+    }
+
+    /// [`InProcess::start`] with the console's lines written to `lines` (and none captured).
+    pub fn start_writing(dir: &Path, args: &[&str], lines: Console) -> InProcess {
         let (db, cert) = (dir.join("users.db"), dir.join("mycert.pem"));
         let (db, cert) = (db.display().to_string(), cert.display().to_string());
         let mut given = args.to_vec();
@@ -422,14 +439,13 @@ impl InProcess {
         let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
         let port = listener.local_addr().unwrap().port();
         let shutdown = Shutdown::new(&listener).unwrap();
-        let (stop, console) = (shutdown.clone(), Captured::default());
-        let lines = Console::new(console.clone());
+        let stop = shutdown.clone();
         let thread = thread::spawn(move || {
             server::run(&config, listener, &stop, lines).map_err(|e| e.to_string())
         });
         InProcess {
             port,
-            console,
+            console: Captured::default(),
             shutdown,
             thread: Some(thread),
         }

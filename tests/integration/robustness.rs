@@ -2,6 +2,7 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -237,6 +238,49 @@ fn connections_beyond_max_clients_are_closed_at_once() {
         thread::sleep(Duration::from_millis(100));
     }
     assert_still_serving(&mut server);
+}
+
+/// A console whose every write waits until it is opened: a stdout that nobody reads.
+#[derive(Clone, Default)]
+struct StalledConsole(Arc<(Mutex<bool>, Condvar)>);
+
+impl StalledConsole {
+    fn open(&self) {
+        *self.0.0.lock().unwrap() = true;
+        self.0.1.notify_all();
+    }
+}
+
+impl Write for StalledConsole {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let (open, opened) = &*self.0;
+        drop(
+            opened
+                .wait_while(open.lock().unwrap(), |open| !*open)
+                .unwrap(),
+        );
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_stalled_console_never_stalls_accept() {
+    let fx = Fixture::new();
+    let stalled = StalledConsole::default();
+    let server = fx.in_process_writing(&["--max-per-address", "1"], stalled.clone());
+    // The first connection is admitted; its thread waits to write its `Connection:` line.
+    let first = TcpStream::connect(server.addr()).unwrap();
+    // The accept loop still takes the next one, and refuses it: the address's one place is
+    // taken.
+    let mut second = TcpStream::connect(server.addr()).unwrap();
+    let refused = closed_by_server(&mut second, Duration::from_secs(10));
+    stalled.open();
+    assert!(refused, "the accept loop waited for the console");
+    drop(first);
 }
 
 #[test]
