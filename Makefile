@@ -6,12 +6,11 @@
 #                 its key, 0600, to enroll for signing in (FORCE=1 replaces an existing one)
 # make run-server build, make the certificate if missing, run ./server --demo on 127.0.0.1:8081
 #                 (the demo account's password is weak: BIND=ADDR serves it elsewhere)
-# make test       formatting, lints, every test and the TLS audit (what CI runs); the tests
-#                 need PostgreSQL 15's binaries (Debian's postgresql-15), haproxy, pgbouncer,
-#                 patroni and etcd-server (.ci/run installs them; make test installs
-#                 patroni and etcd-server as root, and stops at once naming anything else
-#                 missing)
-# make tls-audit  scan the server with sslscan (skipped if sslscan is missing)
+# make test       formatting, lints, every test and the TLS audit (what CI runs); first it
+#                 installs what the tests run and the machine lacks (postgresql-15, haproxy,
+#                 pgbouncer, patroni, etcd-server, sslscan, gcc) as root, or stops at once
+#                 naming the apt-get command that does
+# make tls-audit  scan the server with sslscan
 # make bench      benchmarks against nginx, openssl s_server and the crypto floor (installs
 #                 nginx-light and libnginx-mod-stream if missing)
 # make cluster    PostgreSQL, two instances and HAProxy on port 8081 (PORT=...), until Ctrl-C;
@@ -69,26 +68,27 @@ lint:
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 	scripts/check-links.py
 
+# First, before anything is built: the programs the tests run, installed as root when missing
+# (scripts/test-needs.sh), or named in one line with the apt-get command that installs them.
 # Most integration tests wait on servers and timeouts rather than on the CPU: run 8 at once.
 # The floods and failover tests check times (an honest client's before and during a flood;
 # how soon writes come back after a failover): they run after the rest, one at a time, so
 # that no other test's load is in their figures.
-test: lint
+test:
 	scripts/test-needs.sh
+	$(MAKE) lint
 	$(CARGO) test --locked -- --test-threads=8 --skip floods:: --skip failover::
 	$(CARGO) test --locked --test integration -- --test-threads=1 floods:: failover::
 	$(MAKE) compare RUST_BIN=target/debug
 	$(MAKE) tls-audit
 
-# The TLS audit needs sslscan (.ci/run installs it); without it the audit is skipped.
+# The TLS audit with sslscan (scripts/tls-audit.sh installs it as root when missing).
 tls-audit:
-	@if command -v sslscan >/dev/null; then \
-		$(CARGO) build --locked --bin server && \
-		scripts/tls-audit.sh target/debug/server && \
-		if SERVER_ARGS=--allow-tls13 scripts/tls-audit.sh target/debug/server >/dev/null 2>&1; then \
-			echo "tls-audit: did not catch TLS 1.3 being offered" >&2; exit 1; \
-		else echo "tls-audit: catches TLS 1.3 when it is offered"; fi; \
-	else echo "tls-audit: skipped: sslscan is not installed (apt-get install sslscan)"; fi
+	$(CARGO) build --locked --bin server
+	scripts/tls-audit.sh target/debug/server
+	@if SERVER_ARGS=--allow-tls13 scripts/tls-audit.sh target/debug/server >/dev/null 2>&1; then \
+		echo "tls-audit: did not catch TLS 1.3 being offered" >&2; exit 1; \
+	else echo "tls-audit: catches TLS 1.3 when it is offered"; fi
 
 # Benchmarks, side by side with nginx, openssl s_server and the crypto floor
 # (docs/BENCHMARKS.md).

@@ -1,6 +1,6 @@
 # shellcheck shell=bash
-# Sourced by scripts/bench.sh and scripts/test-needs.sh: Debian packages installed for a
-# script, as root, without starting their services.
+# Sourced by scripts/bench.sh, scripts/test-needs.sh and scripts/tls-audit.sh: Debian
+# packages installed for a script, as root, without starting their services.
 #
 # apt_install_quietly LOG PACKAGE...: installs the PACKAGEs with apt-get (again after an
 # update if the first try fails), its output to LOG, shown if it fails. While it runs, a
@@ -23,5 +23,22 @@ apt_install_quietly() {
     } >"$log" 2>&1 || status=$?
     if [ -n "$apt_policy_added" ]; then rm -f "$apt_policy_added"; apt_policy_added=; fi
     [ "$status" -eq 0 ] || cat "$log" >&2
+    return "$status"
+}
+
+# apt_need WHO PACKAGE...: installs the PACKAGEs as root, saying so on stderr as WHO; anyone
+# else gets one line naming the apt-get command that would, and a failure.
+apt_need() {
+    local who=$1 log status=0
+    shift
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "$who: missing $*: run sudo apt-get install $*" >&2
+        return 1
+    fi
+    echo "$who: installing $* (apt-get)" >&2
+    log=$(mktemp)
+    apt_install_quietly "$log" "$@" || status=$?
+    rm -f "$log"
+    [ "$status" -eq 0 ] || echo "$who: could not install $* (apt-get's output is above)" >&2
     return "$status"
 }

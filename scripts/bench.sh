@@ -52,11 +52,7 @@ running() { kill -0 "$2" 2>/dev/null || { cat "$3" >&2; fail "$1 did not start (
 nginx_stream=/usr/lib/nginx/modules/ngx_stream_module.so
 nginx_bin() { PATH="$PATH:/usr/sbin" command -v nginx; }
 if ! nginx_bin >/dev/null || [ ! -e "$nginx_stream" ]; then
-    echo "== installing nginx-light and libnginx-mod-stream (apt-get)" >&2
-    [ "$(id -u)" -eq 0 ] || fail "nginx or its stream module ($nginx_stream) is missing, and \
-only root can install them: apt-get install nginx-light libnginx-mod-stream"
-    apt_install_quietly "$work/apt.log" nginx-light libnginx-mod-stream \
-        || fail "could not install nginx-light and libnginx-mod-stream (apt-get's output is above)"
+    apt_need bench nginx-light libnginx-mod-stream || exit 1
     nginx_bin >/dev/null && [ -e "$nginx_stream" ] \
         || fail "apt-get installed nginx-light and libnginx-mod-stream, yet nginx or $nginx_stream is missing"
 fi

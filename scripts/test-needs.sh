@@ -1,41 +1,37 @@
 #!/usr/bin/env bash
-# make test's first step: the programs the tests run for real. Patroni and etcd (the failover
-# tests) are installed when missing, as root, from Debian's packages (without starting their
-# services: scripts/apt-install.sh); anything else missing is named with its package and
-# stops make test at once, instead of failing tests one by one minutes later (.ci/run
-# installs them all).
+# make test's first step, before anything is built: the programs the tests run for real.
+# What is missing is installed, as root, from Debian's packages (without starting their
+# services: scripts/apt-install.sh). Anyone else gets one line naming the exact apt-get
+# command, and make test stops at once instead of failing tests one by one minutes later.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PATH="$PATH:/usr/sbin:/usr/lib/postgresql/15/bin"
 . scripts/apt-install.sh
 trap 'if [ -n "$apt_policy_added" ]; then rm -f "$apt_policy_added"; fi' EXIT
 
-# missing: the "program (package)" pairs not on the PATH, one a line.
+# missing: the packages of the programs not on the PATH, one a line, each once.
 missing() {
     local program package
     while read -r program package; do
-        command -v "$program" >/dev/null || echo "$program ($package)"
-    done <<'NEEDS'
+        command -v "$program" >/dev/null || echo "$package"
+    done <<'NEEDS' | uniq
+gcc gcc
 initdb postgresql-15
+postgres postgresql-15
 haproxy haproxy
 pgbouncer pgbouncer
 patroni patroni
 patronictl patroni
 etcd etcd-server
-gcc gcc
+sslscan sslscan
 NEEDS
 }
 
-if missing | grep -q '(patroni)\|(etcd-server)' && [ "$(id -u)" -eq 0 ]; then
-    echo "make test: installing patroni and etcd-server (apt-get), for the failover tests" >&2
-    log=$(mktemp)
-    apt_install_quietly "$log" patroni etcd-server \
-        || { rm -f "$log"; echo "make test: could not install patroni and etcd-server" >&2; exit 1; }
-    rm -f "$log"
-fi
-mapfile -t absent < <(missing)
-if [ ${#absent[@]} -gt 0 ]; then
-    echo "make test: missing: ${absent[*]}" >&2
-    echo "make test: install them (apt-get install <package>; .ci/run does it as root)" >&2
+mapfile -t packages < <(missing)
+[ ${#packages[@]} -eq 0 ] && exit 0
+apt_need "make test" "${packages[@]}"
+mapfile -t packages < <(missing)
+if [ ${#packages[@]} -gt 0 ]; then
+    echo "make test: apt-get installed, yet the programs of ${packages[*]} are missing" >&2
     exit 1
 fi

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Starts the server on a free loopback port with a fresh certificate and scans it with sslscan
-# (installed from Debian's packages if missing). Fails if the server offers any protocol but
+# (installed from Debian's packages if missing, as root). Fails if the server offers any protocol but
 # TLS 1.2, any cipher suite without forward secrecy (ECDHE/DHE) or without AEAD (GCM or
 # ChaCha20-Poly1305), TLS compression, or insecure renegotiation.
 #
@@ -14,12 +14,8 @@ server=${1:-$top/target/release/server}
 server=$(realpath "$server")
 
 if ! command -v sslscan >/dev/null; then
-    echo "tls-audit: installing sslscan from Debian's packages"
-    sudo_cmd=""
-    [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
-    $sudo_cmd apt-get install -y sslscan >/dev/null 2>&1 \
-        || { $sudo_cmd apt-get update >/dev/null 2>&1 && $sudo_cmd apt-get install -y sslscan >/dev/null 2>&1; } \
-        || { echo "tls-audit: cannot install sslscan" >&2; exit 1; }
+    . "$top/scripts/apt-install.sh"
+    apt_need tls-audit sslscan
 fi
 
 work=$(mktemp -d)
