@@ -109,7 +109,7 @@ $(COMPARE_DIR)/%: compare/%.c
 	@mkdir -p $(COMPARE_DIR)
 	$(CC) $(COMPARE_CFLAGS) -o $@ $< -lssl -lcrypto
 
-# The original and the port side by side (scripts/compare.py; README "make compare").
+# The original and the port side by side (scripts/compare.py; docs/COMPARE.md).
 compare: $(if $(RUST_BIN),,all) $(COMPARE_DIR)/server $(COMPARE_DIR)/client
 	ORIG_SERVER="$(ORIG_SERVER)" ORIG_CLIENT="$(ORIG_CLIENT)" scripts/compare.py --rust-bin $(or $(RUST_BIN),.) \
 		--c-server $(COMPARE_DIR)/server --c-client $(COMPARE_DIR)/client
