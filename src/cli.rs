@@ -1,4 +1,4 @@
-//! Command-line handling shared by the two programs: the common flags, usage errors printed as
+//! Command-line handling shared by the four programs: the common flags, usage errors printed as
 //! the original printed them, logging set-up and exit statuses.
 
 use std::ops::RangeInclusive;

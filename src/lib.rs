@@ -2,7 +2,10 @@
 //! account service.
 //!
 //! # Layout
-//! Layers that only point down: the programs at the top, the protocol at the bottom.
+//! Layers that only point down: the programs at the top, the protocol at the bottom. The
+//! architecture on one page (the layers as a picture, one connection's path through the
+//! server and its threads, start-up, where each function of the original C programs lives) is
+//! `docs/ARCHITECTURE.md`.
 //! - [`server`]: the `server` program, function by function as the original `server.c`, and
 //!   the account service's sessions and command handlers. Uses the store, the protocol and TLS.
 //! - [`client`]: the `client` program, function by function as the original `client.c`, with
@@ -19,7 +22,8 @@
 //! - `password`: salted PBKDF2-HMAC-SHA512 password hashes.
 //! - `secret_file`: files of secrets (keys, the account database), their permissions checked
 //!   on the opened file and read from it into memory wiped when dropped.
-//! - `address`: what counts as one client address (an IPv4 address or an IPv6 /64).
+//! - `address`: a client's address as one value (printed as the original did, and the key
+//!   it counts under: an IPv4 address or an IPv6 /64).
 //! - `tls`: TLS pieces both programs use (the TLS 1.2 pin, certificate names, errors).
 //! - `deadline`: a TCP stream whose every wait ends by a deadline.
 //! - `cli`: the command-line handling the programs share.
