@@ -27,7 +27,9 @@ apt_install_quietly() {
 }
 
 # apt_need WHO PACKAGE...: installs the PACKAGEs as root, saying so on stderr as WHO; anyone
-# else gets one line naming the apt-get command that would, and a failure.
+# else gets one line naming the apt-get command that would (which, run by hand, also starts
+# the packages' services: the tests and benchmarks start their own, on ports of their own),
+# and a failure.
 apt_need() {
     local who=$1 log status=0
     shift

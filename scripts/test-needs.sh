@@ -14,7 +14,8 @@ missing() {
     local program package
     while read -r program package; do
         command -v "$program" >/dev/null || echo "$package"
-    done <<'NEEDS' | uniq
+    done <<'NEEDS' | awk '!seen[$0]++'
+python3 python3
 gcc gcc
 initdb postgresql-15
 postgres postgresql-15

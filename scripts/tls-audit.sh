@@ -5,7 +5,8 @@
 # ChaCha20-Poly1305), TLS compression, or insecure renegotiation.
 #
 # Usage: scripts/tls-audit.sh [SERVER-BINARY]     (default: target/release/server)
-#        SERVER_ARGS="..." adds options to the server's command line.
+#        SERVER_ARGS="..." adds options to the server's command line, SSLSCAN_ARGS="..." to
+#        sslscan's.
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -13,18 +14,21 @@ server=${1:-$top/target/release/server}
 [ -x "$server" ] || { echo "tls-audit: no server binary at $server (run make first)" >&2; exit 1; }
 server=$(realpath "$server")
 
-if ! command -v sslscan >/dev/null; then
-    . "$top/scripts/apt-install.sh"
-    apt_need tls-audit sslscan
-fi
-
+. "$top/scripts/apt-install.sh"
 work=$(mktemp -d)
 pid=""
 cleanup() {
     [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
     rm -rf "$work"
+    if [ -n "$apt_policy_added" ]; then rm -f "$apt_policy_added"; fi
 }
 trap cleanup EXIT
+
+if ! command -v sslscan >/dev/null; then
+    apt_need tls-audit sslscan
+    command -v sslscan >/dev/null \
+        || { echo "tls-audit: apt-get installed sslscan, yet it is missing" >&2; exit 1; }
+fi
 
 "$top/scripts/gencert.sh" "$work/mycert.pem" >/dev/null
 # shellcheck disable=SC2086 # SERVER_ARGS is a list of options
@@ -40,7 +44,8 @@ for _ in $(seq 100); do
 done
 [ -n "$port" ] || { echo "tls-audit: the server did not start" >&2; exit 1; }
 
-scan=$(timeout 300 sslscan --no-colour "127.0.0.1:$port")
+# shellcheck disable=SC2086 # SSLSCAN_ARGS is a list of options
+scan=$(timeout 300 sslscan --no-colour ${SSLSCAN_ARGS:-} "127.0.0.1:$port")
 echo "$scan" | sed -n '/SSL\/TLS Protocols:/,/Server Key Exchange/p'
 
 failures=()

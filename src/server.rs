@@ -1,13 +1,13 @@
 //! The server: a port of the original `server.c`, function by function.
 //!
-//! | C function            | here                                   |
-//! |-----------------------|----------------------------------------|
-//! | `OpenListener(port)`  | [`open_listener`] (in `listener`)      |
-//! | `InitServerCTX()`     | `init_server_ctx` (in `tls_context`)   |
-//! | `LoadCertificates()`  | `load_certificates` (in `tls_context`) |
-//! | `ShowCerts(ssl)`      | `show_certs` (in `servlet`)            |
-//! | `Servlet(ssl)`        | `servlet` (in `servlet`)               |
-//! | `main()`              | [`main`] and [`run`]                   |
+//! | C function            | here                                                    |
+//! |-----------------------|---------------------------------------------------------|
+//! | `OpenListener(port)`  | [`open_listener`] (in `listener`)                       |
+//! | `InitServerCTX()`     | `init_server_ctx` (in `tls_context`)                    |
+//! | `LoadCertificates()`  | `load_certificates` (in `tls_context`)                  |
+//! | `ShowCerts(ssl)`      | `show_certs` (in `servlet`)                             |
+//! | `Servlet(ssl)`        | `servlet` (in `servlet`), then `exchange` (in `legacy`) |
+//! | `main()`              | [`main`] and [`run`], its loop `Listener::run`          |
 //!
 //! Unlike the original it serves each client on its own thread, bounds every wait, checks
 //! credentials against the account store instead of one built-in request, never prints a

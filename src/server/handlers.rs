@@ -12,15 +12,15 @@ use crate::xml::reply::{Greeting, Reply, ResultCode};
 use crate::xml::sign_in::{CertificateView, MAX_CERTIFICATES, check_label, parse_fingerprint};
 
 /// What handling a command gives: the reply, and whether the session ends with it.
-pub(crate) struct Outcome {
+pub(super) struct Outcome {
     /// The reply to send.
-    pub(crate) reply: Reply,
+    pub(super) reply: Reply,
     /// Whether to close the connection after sending it.
-    pub(crate) end_session: bool,
+    pub(super) end_session: bool,
     /// The command handled, if the document was one.
-    pub(crate) command: Option<CommandKind>,
+    pub(super) command: Option<CommandKind>,
     /// Whether a login was refused without checking: too many failures.
-    pub(crate) login_throttled: bool,
+    pub(super) login_throttled: bool,
 }
 
 impl From<Reply> for Outcome {
@@ -39,7 +39,7 @@ fn policy(e: PolicyError) -> Reply {
 }
 
 /// Handles `command` for `session`, against `store`.
-pub(crate) fn handle(command: Command, session: &mut Session, store: &AccountStore) -> Outcome {
+pub(super) fn handle(command: Command, session: &mut Session, store: &AccountStore) -> Outcome {
     let kind = command.kind();
     Outcome {
         command: Some(kind),

@@ -13,7 +13,6 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::connections::{Admission, ConnectionSlot, Connections};
 use super::flood_log::FloodEvent;
-use super::metrics::Metrics;
 use super::proxy_protocol::TrustedProxies;
 use super::servlet::{Arrival, Shared, servlet};
 use super::workers::ClientThreads;
@@ -138,8 +137,7 @@ impl Listener {
     /// A place for `tcp` among the connections served, or `None` if it is refused; what is
     /// decided is logged and counted.
     fn admit(&self, tcp: &TcpStream, arrival: Arrival) -> Option<ConnectionSlot> {
-        let (metrics, flood) = (&self.shared.metrics, &self.shared.flood);
-        let limits = self.shared.connection_limits;
+        let shared = &self.shared;
         let admission = match arrival {
             Arrival::Direct(client) => self.connections.admit(tcp, client),
             Arrival::ViaProxy(proxy) => self.connections.admit_via_proxy(tcp, proxy),
@@ -147,22 +145,19 @@ impl Listener {
         match admission {
             Admission::Admitted(slot) => Some(slot),
             Admission::AdmittedByEvicting(slot, victim) => {
-                metrics.evicted.inc();
+                shared.metrics.evicted.inc();
                 let why = format!(
                     "waited longest without sending a request when all {} places were taken \
                      (--max-clients)",
-                    limits.total
+                    shared.connection_limits.total
                 );
                 log::debug!("a connection from {victim} {why}");
-                flood.record(FloodEvent::Evicted, &why, victim);
+                shared.flood.record(FloodEvent::Evicted, &why, victim);
                 Some(slot)
             }
             Admission::Refused(refusal) => {
-                Metrics::count(&metrics.refused, "reason", refusal.label());
-                let why = refusal.reason(limits);
                 let (Arrival::Direct(from) | Arrival::ViaProxy(from)) = arrival;
-                log::debug!("{from}: refused: {why}");
-                flood.record(FloodEvent::Refused, &why, from.key());
+                shared.refused(from, refusal);
                 None
             }
         }

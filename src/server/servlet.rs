@@ -11,7 +11,7 @@ use std::sync::Arc;
 use openssl::ssl::SslRef;
 
 use super::config::Limits;
-use super::connections::{ConnectionLimits, ConnectionSlot};
+use super::connections::{ConnectionLimits, ConnectionSlot, Refusal};
 use super::console::Console;
 use super::flood_log::{FloodEvent, FloodLog};
 use super::legacy::{self, Unanswered};
@@ -39,7 +39,7 @@ pub(super) struct Shared {
     pub(super) store: Arc<AccountStore>,
     /// How long each wait may last.
     pub(super) limits: Limits,
-    /// How many connections may be served at once (for the log's words).
+    /// How many connections may be served at once, in all and per address.
     pub(super) connection_limits: ConnectionLimits,
     /// Where the original's console lines go.
     pub(super) console: Console,
@@ -47,6 +47,26 @@ pub(super) struct Shared {
     pub(super) flood: Arc<FloodLog>,
     /// The figures `--metrics` shows.
     pub(super) metrics: Arc<Metrics>,
+}
+
+impl Shared {
+    /// Logs and counts the refusal of a connection from `client`: in the metrics, and in the
+    /// log's summaries.
+    pub(super) fn refused(&self, client: ClientAddress, refusal: Refusal) {
+        Metrics::count(&self.metrics.refused, "reason", refusal.label());
+        let why = refusal.reason(self.connection_limits);
+        log::debug!("{client}: refused: {why}");
+        self.flood.record(FloodEvent::Refused, &why, client.key());
+    }
+
+    /// Logs and counts, in the log's summaries, a connection from `client` that failed as
+    /// `event` (`why`), unless it was closed to make room (`slot`): that closing was counted.
+    fn failed(&self, slot: &ConnectionSlot, client: ClientAddress, event: FloodEvent, why: &str) {
+        if !slot.evicted() {
+            log::debug!("{client}: {why}");
+            self.flood.record(event, why, client.key());
+        }
+    }
 }
 
 /// How a connection reached the server.
@@ -97,9 +117,7 @@ fn proxied_client(
         Ok(ProxyHeader::Client(socket)) => {
             let client = ClientAddress::new(socket);
             if let Err(refusal) = slot.set_address(client) {
-                let why = refusal.reason(shared.connection_limits);
-                log::debug!("{client}: refused: {why}");
-                shared.flood.record(FloodEvent::Refused, &why, client.key());
+                shared.refused(client, refusal);
                 return None;
             }
             log::debug!("{proxy}: PROXY header for {client}");
@@ -116,12 +134,7 @@ fn proxied_client(
             Some(proxy)
         }
         Err(e) => {
-            if !slot.evicted() {
-                log::debug!("{proxy}: no valid PROXY header: {e}");
-                shared
-                    .flood
-                    .record(FloodEvent::NoProxyHeader, &e.reason(), proxy.key());
-            }
+            shared.failed(slot, proxy, FloodEvent::NoProxyHeader, &e.reason());
             None
         }
     }
@@ -130,12 +143,7 @@ fn proxied_client(
 /// The servlet on `stream`, a connection from `client`: the handshake, the certificate, the
 /// first request and the dispatch.
 fn serve(stream: DeadlineStream, client: ClientAddress, shared: &Shared, slot: &ConnectionSlot) {
-    let failed = |event: FloodEvent, why: String| {
-        if !slot.evicted() {
-            log::debug!("{client}: {why}");
-            shared.flood.record(event, &why, client.key());
-        }
-    };
+    let failed = |event: FloodEvent, why: String| shared.failed(slot, client, event, &why);
     let handshake = shared.tls.acceptor().accept(stream);
     let result = if handshake.is_ok() { "ok" } else { "failed" };
     Metrics::count(&shared.metrics.handshakes, "result", result);

@@ -3,27 +3,21 @@
 //! (`target_session_attrs=read-write`), a signup loop through each. The primary is killed,
 //! hung (SIGSTOP) or switched over; the instances must write again within the bounds,
 //! answer every command in time, and lose nothing they acknowledged.
+//!
+//! The two tests may run side by side, each on a cluster of its own (`make test` runs them
+//! so): they wait on Patroni's timers, under half a core together, and their figures are those
+//! of one at a time.
 
 use std::collections::HashSet;
 use std::io::Write;
 use std::net::TcpStream;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::common::patroni::Patroni;
 use crate::common::*;
-
-/// One failover test at a time: each runs a replicated cluster and a write load, and their
-/// times are what is checked.
-static ALONE: Mutex<()> = Mutex::new(());
-
-fn alone() -> MutexGuard<'static, ()> {
-    ALONE
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// How long a new primary may take to be promoted (Patroni's TTL is 12 s).
 const PROMOTION_PATIENCE: Duration = Duration::from_secs(45);
@@ -241,7 +235,6 @@ fn through_event(
 /// (rewound) and a switchover makes it the primary again.
 #[test]
 fn the_primary_killed_then_rejoined_and_switched_back() {
-    let _alone = alone();
     let fx = Fixture::new();
     let mut cluster = Patroni::start();
     let (one, two) = instances(&fx, &cluster);
@@ -291,7 +284,6 @@ fn the_primary_killed_then_rejoined_and_switched_back() {
 /// resumes, and must not take the lead back (nothing acknowledged meanwhile is lost).
 #[test]
 fn the_primary_hung_is_left_behind_and_resumes_as_a_replica() {
-    let _alone = alone();
     let fx = Fixture::new();
     let mut cluster = Patroni::start();
     let (one, two) = instances(&fx, &cluster);
