@@ -170,12 +170,12 @@ impl Metrics {
         let pinged = Arc::clone(&store);
         let health = HealthCheck::new(move || pinged.ping());
         let metrics = Arc::clone(self);
-        http::serve(
+        let bound = http::serve(
             addr,
             Arc::new(move |path: &str| metrics.answer(path, &store, &health)),
             shutdown,
         )?;
-        log::info!("metrics on http://{addr}/metrics");
+        log::info!("metrics on http://{bound}/metrics");
         Ok(())
     }
 

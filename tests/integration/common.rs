@@ -701,10 +701,7 @@ pub struct Haproxy {
 impl Haproxy {
     pub fn start(backends: &[&Server]) -> Haproxy {
         let dir = tempfile::tempdir().unwrap();
-        let port = {
-            let probe = TcpListener::bind("127.0.0.1:0").unwrap();
-            probe.local_addr().unwrap().port()
-        };
+        let port = pg::free_port();
         let servers: String = backends
             .iter()
             .enumerate()

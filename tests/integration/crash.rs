@@ -3,6 +3,7 @@
 //! delete must be there, and the database must pass `PRAGMA integrity_check`.
 
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -133,8 +134,8 @@ fn write_until_killed(fx: &Fixture, server: &Server, round: usize) -> Vec<Progre
 }
 
 /// Users' lives written through `target` by [`WRITERS`] clients at once, until `victim` is
-/// killed with SIGKILL at a random moment and each writer's next step fails; what each got
-/// to.
+/// killed with SIGKILL at a random moment and each writer's next step fails, or (through a
+/// fleet whose other instance serves on) its user's life ends; what each got to.
 pub fn write_until(
     fx: &Fixture,
     target: &(impl Listening + Sync),
@@ -142,13 +143,17 @@ pub fn write_until(
     round: usize,
 ) -> Vec<Progress> {
     let progress: Arc<Mutex<Vec<Progress>>> = Arc::default();
+    let killed = AtomicBool::new(false);
     let kill_after = Duration::from_millis(300 + random_below(1200));
     let started = Instant::now();
     thread::scope(|s| {
         for w in 0..WRITERS {
-            let progress = progress.clone();
+            let (progress, killed) = (progress.clone(), &killed);
             s.spawn(move || {
                 for n in 0.. {
+                    if killed.load(Ordering::SeqCst) {
+                        return;
+                    }
                     let user = format!("r{round}w{w}u{n}");
                     let mut p = Progress {
                         user: user.clone(),
@@ -173,6 +178,7 @@ pub fn write_until(
         }
         thread::sleep(kill_after.saturating_sub(started.elapsed()));
         signal(&victim.child, "KILL");
+        killed.store(true, Ordering::SeqCst);
     });
     Arc::try_unwrap(progress).unwrap().into_inner().unwrap()
 }

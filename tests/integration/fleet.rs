@@ -167,7 +167,16 @@ fn a_tls_session_resumes_on_the_other_instance() {
 #[test]
 fn killing_an_instance_under_writes_loses_nothing_and_the_fleet_serves_on() {
     let fx = Fixture::new();
-    let (victim, _survivor, fleet) = fleet(&fx, &["--max-address-failures", "1000000"]);
+    // Every signup comes from 127.0.0.1: no limit on them to wait out.
+    let (victim, _survivor, fleet) = fleet(
+        &fx,
+        &[
+            "--max-address-failures",
+            "1000000",
+            "--max-signups-per-address",
+            "1000000",
+        ],
+    );
     let progress = write_until(&fx, &fleet, &victim, 0);
     drop(victim);
     // HAProxy takes the dead instance out; new work goes to the other.

@@ -3,7 +3,7 @@
 //! requests without reading the answers.
 
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
@@ -13,10 +13,15 @@ use crate::common::pg::{Cluster, cluster};
 use crate::common::pg_wire::WireCounter;
 use crate::common::*;
 
-/// A free port on 127.0.0.1, as `ADDR:PORT`.
-fn free_addr() -> String {
-    let probe = TcpListener::bind("127.0.0.1:0").unwrap();
-    probe.local_addr().unwrap().to_string()
+/// Where `server`'s metrics listener listens: it was given port 0, and its log line names the
+/// port the system chose.
+fn metrics_addr(server: &Server) -> String {
+    const LINE: &str = "metrics on http://";
+    let text = server
+        .stderr
+        .wait_for("the metrics address", |t| t.contains(LINE));
+    let (_, rest) = text.split_once(LINE).unwrap();
+    rest.split_once("/metrics").unwrap().0.to_string()
 }
 
 /// `GET path` over HTTP/1.0: the status code and the body.
@@ -57,8 +62,8 @@ fn ask_raw(mut tcp: TcpStream, request: &str) -> String {
 #[test]
 fn the_figures_count_what_the_server_did() {
     let fx = Fixture::new();
-    let metrics = free_addr();
-    let server = fx.server(&["--demo", "--metrics", &metrics]);
+    let server = fx.server(&["--demo", "--metrics", "127.0.0.1:0"]);
+    let metrics = metrics_addr(&server);
     assert_eq!(
         exchange(&server.addr(), &request("aticle", "123")),
         VALID_REPLY
@@ -102,11 +107,15 @@ const EXPOSED: &str = "--metrics is not on a loopback address";
 #[test]
 fn a_metrics_port_beyond_loopback_is_warned_of() {
     let fx = Fixture::new();
-    let port = free_addr().rsplit(':').next().unwrap().to_string();
-    let server = fx.server(&["--metrics", &format!("0.0.0.0:{port}")]);
+    let server = fx.server(&["--metrics", "0.0.0.0:0"]);
     server
         .stderr
         .wait_for("the warning", |t| t.contains(EXPOSED));
+    let port = metrics_addr(&server)
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
     assert_eq!(get(&format!("127.0.0.1:{port}"), "/healthz").0, 200);
 }
 
@@ -155,8 +164,8 @@ fn keep_attacking(
 #[test]
 fn healthz_answers_while_idle_sockets_an_endless_header_and_a_pipeliner_press_on() {
     let fx = Fixture::new();
-    let metrics = free_addr();
-    let server = fx.server(&["--demo", "--metrics", &metrics]);
+    let server = fx.server(&["--demo", "--metrics", "127.0.0.1:0"]);
+    let metrics = metrics_addr(&server);
     let pid = server.child.id();
     let login = request("aticle", "123");
     let timed_exchange = || {
@@ -268,8 +277,8 @@ fn healthz_follows_the_store() {
     let fx = Fixture::new();
     let own = Cluster::new();
     let url = own.new_database();
-    let metrics = free_addr();
-    let server = fx.server(&["--db", &url, "--metrics", &metrics]);
+    let server = fx.server(&["--db", &url, "--metrics", "127.0.0.1:0"]);
+    let metrics = metrics_addr(&server);
     assert_eq!(get(&metrics, "/healthz").0, 200);
     own.stop_server();
     let started = Instant::now();
@@ -313,8 +322,8 @@ fn healthz_says_503_within_a_second_when_the_store_hangs() {
         &format!("127.0.0.1:{}", cluster().port),
         &format!("127.0.0.1:{}", proxy.port()),
     );
-    let metrics = free_addr();
-    let _server = fx.server(&["--db", &url, "--metrics", &metrics]);
+    let server = fx.server(&["--db", &url, "--metrics", "127.0.0.1:0"]);
+    let metrics = metrics_addr(&server);
     assert_eq!(get(&metrics, "/healthz").0, 200);
     proxy.freeze(true);
     for _ in 0..3 {

@@ -313,10 +313,7 @@ fn a_database_others_can_read_is_used_with_a_warning() {
 #[test]
 fn the_client_names_a_server_that_is_not_there() {
     let fx = Fixture::new();
-    let port = {
-        let probe = TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port().to_string()
-    };
+    let port = pg::free_port().to_string();
     let out = fx.client(&["127.0.0.1", &port], b"aticle\n123\n");
     assert_fails_with(&out, &format!("cannot connect to 127.0.0.1 port {port}"));
     let out = fx.client(&["no-such-host.invalid", "8081"], b"aticle\n123\n");

@@ -269,8 +269,30 @@ pub fn run_as_postgres() -> Option<(u32, u32)> {
     Some((id("-u"), id("-g")))
 }
 
-/// A free TCP port on 127.0.0.1 (free when asked; a server may still find it taken).
+/// A free TCP port on 127.0.0.1 (free when asked; a server may still find it taken), from
+/// below the ports the system gives outgoing connections (`net.ipv4.ip_local_port_range`,
+/// 32768 and up by default): the tests' own client sockets, thousands of them, never take it
+/// before its server binds it. Each test process walks the ports in its own order (offset by
+/// its process id: the unit and integration tests run at once), skipping those it cannot
+/// bind. Where the system leaves too few ports below its range, a port the system chooses.
 pub fn free_port() -> u16 {
+    const SPAN: u32 = 10_000;
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let ephemeral_start: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768);
+    if ephemeral_start > SPAN + 1024 {
+        let low = ephemeral_start - SPAN;
+        let offset = std::process::id().wrapping_mul(7_919) % SPAN;
+        for _ in 0..SPAN {
+            let step = NEXT.fetch_add(1, Ordering::Relaxed) as u32 % SPAN;
+            let port = (low + (offset + step) % SPAN) as u16;
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
     let probe = TcpListener::bind("127.0.0.1:0").expect("a free port");
     probe.local_addr().expect("a probe's address").port()
 }

@@ -162,15 +162,18 @@ fn parse_head(bytes: &[u8]) -> Head<'_> {
     }
 }
 
-/// Serves `handler` on `addr` until `shutdown`, from a thread of its own; fails only if the
-/// port cannot be had.
+/// Serves `handler` on `addr` until `shutdown`, from a thread of its own; gives the address
+/// it listens on (port 0: a port the system chose). Fails only if the port cannot be had.
 pub(in crate::server) fn serve(
     addr: SocketAddr,
     handler: Handler,
     shutdown: &Shutdown,
-) -> Result<()> {
+) -> Result<SocketAddr> {
     let listener = open_listener(Some(addr.ip()), addr.port())
         .map_err(|e| Error::Config(format!("--metrics: {e}")))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| Error::io("cannot read the metrics port's address", e))?;
     shutdown.wake_on_stop(&listener)?;
     let places = Arc::new(Connections::new(ConnectionLimits {
         total: PLACES,
@@ -187,7 +190,7 @@ pub(in crate::server) fn serve(
             });
             log::debug!("the metrics listener stopped");
         })
-        .map(drop)
+        .map(|_| bound)
         .map_err(|e| Error::io("cannot start the metrics thread", e))
 }
 
