@@ -2,16 +2,21 @@
 //! figures come out as text and JSON.
 
 use std::process::Command;
+use std::time::Duration;
 
 use crate::common::*;
 
+/// A run of thousands of commands takes 17 s alone, and more while other tests run.
+const LONG_RUN: Duration = Duration::from_secs(180);
+
 fn bench(fx: &Fixture, server: &Server, args: &[&str]) -> (String, String, bool) {
-    let out = run_with_input(
+    let out = run_within(
         Command::new(env!("CARGO_BIN_EXE_bench"))
             .args(args)
             .args(["127.0.0.1", &server.port_arg()])
             .current_dir(fx.path()),
         b"",
+        LONG_RUN,
     );
     let (stdout, stderr) = texts(&out);
     (stdout, stderr, out.status.success())

@@ -506,8 +506,13 @@ pub fn signal(child: &Child, name: &str) {
 
 /// Waits for a child to exit, up to [`PATIENCE`].
 pub fn wait_timeout(child: &mut Child) -> Option<ExitStatus> {
+    wait_within(child, PATIENCE)
+}
+
+/// Waits for a child to exit, up to `limit`.
+fn wait_within(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     let start = Instant::now();
-    while start.elapsed() < PATIENCE {
+    while start.elapsed() < limit {
         if let Some(status) = child.try_wait().unwrap() {
             return Some(status);
         }
@@ -518,6 +523,12 @@ pub fn wait_timeout(child: &mut Child) -> Option<ExitStatus> {
 
 /// Runs a command with `stdin` as its input; kills it after [`PATIENCE`].
 pub fn run_with_input(command: &mut Command, stdin: &[u8]) -> Output {
+    run_within(command, stdin, PATIENCE)
+}
+
+/// Runs a command with `stdin` as its input; kills it after `limit` (for a long run: a load
+/// of thousands of commands, say).
+pub fn run_within(command: &mut Command, stdin: &[u8], limit: Duration) -> Output {
     let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -531,12 +542,12 @@ pub fn run_with_input(command: &mut Command, stdin: &[u8]) -> Output {
     });
     let stdout = Captured::collect_from(child.stdout.take().unwrap());
     let stderr = Captured::collect_from(child.stderr.take().unwrap());
-    let status = match wait_timeout(&mut child) {
+    let status = match wait_within(&mut child, limit) {
         Some(status) => status,
         None => {
             let _ = child.kill();
             panic!(
-                "{command:?} did not finish; stdout:\n{}\nstderr:\n{}",
+                "{command:?} did not finish in {limit:?}; stdout:\n{}\nstderr:\n{}",
                 stdout.text(),
                 stderr.text()
             );
