@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex, Once, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -26,7 +26,7 @@ pub mod patroni;
 
 /// The PgBouncer in front of the shared test cluster, started on first use.
 pub fn bouncer() -> &'static pg::pgbouncer::PgBouncer {
-    static BOUNCER: std::sync::OnceLock<pg::pgbouncer::PgBouncer> = std::sync::OnceLock::new();
+    static BOUNCER: OnceLock<pg::pgbouncer::PgBouncer> = OnceLock::new();
     BOUNCER.get_or_init(|| pg::pgbouncer::PgBouncer::start(pg::cluster().port))
 }
 
@@ -87,7 +87,9 @@ pub fn assert_transcript(out: &Output, reply: &[u8]) {
     );
 }
 
-/// A scratch directory holding a fresh `mycert.pem` made by `scripts/gencert.sh`.
+/// A scratch directory holding a `mycert.pem` made by `scripts/gencert.sh`: one per test
+/// process, copied into each fixture (a new RSA key costs a quarter of a second of CPU, and
+/// some 130 tests each make a fixture; a test that needs a certificate of its own makes it).
 pub struct Fixture {
     pub dir: tempfile::TempDir,
 }
@@ -99,10 +101,30 @@ impl Fixture {
         RAISE_FILE_LIMIT.call_once(|| {
             rlimit::increase_nofile_limit(u64::MAX).expect("raise the open-file limit");
         });
+        static CERT: OnceLock<tempfile::TempDir> = OnceLock::new();
+        let made = CERT.get_or_init(|| {
+            let dir = tempfile::tempdir().expect("temporary directory");
+            let out = gencert(&dir.path().join("mycert.pem"), &[]);
+            assert!(out.status.success(), "gencert failed: {out:?}");
+            dir
+        });
         let dir = tempfile::tempdir().expect("temporary directory");
-        let out = gencert(&dir.path().join("mycert.pem"), &[]);
-        assert!(out.status.success(), "gencert failed: {out:?}");
+        // A copy keeps the mode (0600) the server checks.
+        std::fs::copy(
+            made.path().join("mycert.pem"),
+            dir.path().join("mycert.pem"),
+        )
+        .expect("copy the certificate");
         Fixture { dir }
+    }
+
+    /// As [`Fixture::new`], with a certificate (and key) of its own, not the one the other
+    /// fixtures share: another server's, or a client's the server does not trust.
+    pub fn with_own_certificate() -> Fixture {
+        let fx = Fixture::new();
+        let out = gencert(&fx.cert(), &[("FORCE", "1")]);
+        assert!(out.status.success(), "gencert failed: {out:?}");
+        fx
     }
 
     /// As [`Fixture::new`], with an ECDSA P-256 `mycert-ec.pem` beside `mycert.pem` (from

@@ -235,7 +235,7 @@ fn client_verifies_the_server_by_default() {
     let port = server.port_arg();
 
     // Another certificate as the only trusted one: refused, with the reason.
-    let other = Fixture::new();
+    let other = Fixture::with_own_certificate();
     let out = fx.client(
         &["--cafile", &other.cert_arg(), "127.0.0.1", &port],
         b"aticle\n123\n",
@@ -342,7 +342,7 @@ fn mutual_tls_shows_the_client_certificate() {
     );
 
     // A certificate the server does not trust: said so, naming the file.
-    let other = Fixture::new();
+    let other = Fixture::with_own_certificate();
     let out = fx.client(
         &["--cert", &other.cert_arg(), "127.0.0.1", &port],
         b"aticle\n123\n",

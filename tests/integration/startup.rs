@@ -219,7 +219,7 @@ fn a_missing_certificate_is_named() {
 #[test]
 fn a_key_of_another_certificate_is_refused() {
     let fx = Fixture::new();
-    let other = Fixture::new();
+    let other = Fixture::with_own_certificate();
     let key = other.cert_arg();
     let out = server_in(fx.path(), &["--key", &key, "--bind", "127.0.0.1", "0"]);
     assert_fails_with(&out, "does not match");
