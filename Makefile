@@ -36,7 +36,7 @@ COMPARE_DIR := build/compare
 COMPARE_CFLAGS := -O2 -Wall -Wextra -Werror
 
 .PHONY: all cert client-cert ticket-key run-server test test-unit test-integration test-compare \
-	lint tls-audit bench cluster cluster-ha compare clean
+	test-failover nice-clippy clippy lint tls-audit bench cluster cluster-ha compare clean
 
 all:
 	$(CARGO) build --release --locked --bins
@@ -64,30 +64,42 @@ run-server: all cert
 	@echo "run-server: the demo account aticle/123 on $(BIND) only (BIND=:: serves every interface)"
 	./server --demo --bind $(BIND) $(PORT)
 
-lint:
+lint: clippy
 	$(CARGO) fmt --check
-	$(CARGO) clippy --locked --all-targets -- -D warnings
 	scripts/check-links.py
+
+# Clippy in a target directory of its own, so that it can run beside a test of the build in
+# target/ (make test runs it, at the lowest priority, beside the failover tests).
+clippy:
+	CARGO_TARGET_DIR=target/clippy $(CARGO) clippy --locked --all-targets -- -D warnings
 
 # First, before anything is built, the programs the tests run: installed as root when missing
 # (scripts/test-needs.sh), or named in one line with the apt-get command that installs them.
-# Then the lints, and one build. Then, at once, each group's output held until it ends
+# Then the formatting and the links, and one build. Then the two failover tests side by side,
+# each on a Patroni cluster of its own: they time what they see, but wait on Patroni's timers
+# (under half a core together), so clippy runs beside them at the lowest priority (nice 19),
+# in the CPU they leave. Then, at once, each group's output held until it ends
 # (--output-sync): the unit tests; the integration tests, 8 at a time (most wait on servers and
-# timeouts rather than on the CPU); make compare; the TLS audit. Then the tests that time what
-# they see, each kind alone: the two failover tests side by side (they wait on Patroni's
-# timers, under half a core together, with the figures of one at a time; beside the other
-# tests a switchover took 12 s instead of 3), then the floods tests one at a time (they compare
-# an honest client's times before and during a flood).
+# timeouts rather than on the CPU); make compare; the TLS audit (beside those, a switchover
+# took 12 s instead of 3). Last, alone and one at a time, the floods tests: they compare an
+# honest client's times before and during a flood.
 TEST_GROUPS := test-unit test-integration test-compare tls-audit
 test:
 	scripts/test-needs.sh
-	$(MAKE) lint
+	$(CARGO) fmt --check
+	scripts/check-links.py
 	@test -z "$(wildcard tests/*.rs)" || { echo "make test: $(wildcard tests/*.rs) would not \
 		run: integration tests are modules of tests/integration/" >&2; exit 1; }
 	$(CARGO) test --locked --no-run
+	$(MAKE) -j --output-sync=target test-failover nice-clippy
 	$(MAKE) -j --output-sync=target $(TEST_GROUPS)
-	$(CARGO) test --locked --test integration -- --test-threads=2 failover::
 	$(CARGO) test --locked --test integration -- --test-threads=1 floods::
+
+test-failover:
+	$(CARGO) test --locked --test integration -- --test-threads=2 failover::
+
+nice-clippy:
+	nice -n 19 $(MAKE) --no-print-directory clippy
 
 test-unit:
 	$(CARGO) test --locked --lib --bins -- --test-threads=4
