@@ -93,10 +93,32 @@ def readme_rows():
     return rows
 
 
+PORTS_TAKEN = 0
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port on 127.0.0.1, from below the ports the system gives outgoing connections
+    (the tests beside this script open thousands), in an order of this process's own; a port
+    the system chooses if too few lie below that range (as tests/support/postgres.rs)."""
+    span = 10_000
+    try:
+        start = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        start = 32_768
+    global PORTS_TAKEN
+    ports = []
+    if start > span + 1024:
+        offset = (os.getpid() * 7_919 + PORTS_TAKEN) % span
+        ports = [start - span + (offset + step) % span for step in range(span)]
+    PORTS_TAKEN += 1
+    for port in ports + [0]:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise RuntimeError("no free port on 127.0.0.1")
 
 
 def listening(port):
@@ -171,7 +193,8 @@ def start_server(server, workdir, port):
         )
     RUNNING.append(proc)
     deadline = time.monotonic() + START_WAIT
-    while not listening(port):
+    # Its own process must be running, not just something on the port.
+    while proc.poll() is not None or not listening(port):
         if proc.poll() is not None or time.monotonic() > deadline:
             stop(proc)
             said = " ".join((workdir / name).read_text(errors="replace").strip()

@@ -101,9 +101,11 @@ impl Fixture {
         RAISE_FILE_LIMIT.call_once(|| {
             rlimit::increase_nofile_limit(u64::MAX).expect("raise the open-file limit");
         });
+        // Under target/ (a static is never dropped): `make clean` removes it.
         static CERT: OnceLock<tempfile::TempDir> = OnceLock::new();
         let made = CERT.get_or_init(|| {
-            let dir = tempfile::tempdir().expect("temporary directory");
+            let dir =
+                tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temporary directory");
             let out = gencert(&dir.path().join("mycert.pem"), &[]);
             assert!(out.status.success(), "gencert failed: {out:?}");
             dir

@@ -133,6 +133,15 @@ fn write_until_killed(fx: &Fixture, server: &Server, round: usize) -> Vec<Progre
     write_until(fx, server, server, round)
 }
 
+/// Tells [`write_until`]'s writers, when dropped, that the victim was killed.
+struct StopWriters<'a>(&'a AtomicBool);
+
+impl Drop for StopWriters<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
 /// Users' lives written through `target` by [`WRITERS`] clients at once, until `victim` is
 /// killed with SIGKILL at a random moment and each writer's next step fails, or (through a
 /// fleet whose other instance serves on) its user's life ends; what each got to.
@@ -177,8 +186,9 @@ pub fn write_until(
             });
         }
         thread::sleep(kill_after.saturating_sub(started.elapsed()));
+        // Set however the kill ends: a failed one must not leave the writers going.
+        let _stop_writers = StopWriters(&killed);
         signal(&victim.child, "KILL");
-        killed.store(true, Ordering::SeqCst);
     });
     Arc::try_unwrap(progress).unwrap().into_inner().unwrap()
 }

@@ -33,8 +33,8 @@ impl IdleFlood {
                             opened.fetch_add(1, Ordering::Relaxed);
                             hold_until_closed(&mut tcp, &stop);
                         }
-                        // Reopen soon (a short pause keeps the tests beside this one served:
-                        // `make test` runs 8 at once on two cores).
+                        // Reopen soon (a short pause leaves the honest clients, and the
+                        // server, the CPU of the two cores these tests were measured on).
                         thread::sleep(Duration::from_millis(10));
                     }
                 })
